@@ -1,0 +1,139 @@
+"""Configuration: field names and status values (orgs differ), thresholds,
+the archive directory and the API version.
+
+Defaults are SPEC §2's. A ``reconcile.toml`` in the working directory (or the
+file named by ``--config`` / ``RECONCILE_CONFIG``) overrides any of them::
+
+    [fields]
+    contact_status = "Contact_Status__c"
+    [values]
+    lead_reactivate = "Open - Not Contacted"
+    [apply]
+    api_share = 0.8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconcile.errors import ConfigError
+
+DEFAULT_API_VERSION = "61.0"
+
+
+@dataclass(frozen=True)
+class Config:
+    # Contact status lives in a custom picklist (Contact has no native active flag).
+    contact_status_field: str = "Contact_Status__c"
+    contact_active: str = "Active"
+    contact_inactive: str = "Inactive"
+    # Lead status is the standard Status picklist.
+    lead_status_field: str = "Status"
+    lead_inactive: str = "Inactive"
+    lead_reactivate: str = "Open - Not Contacted"
+    # A Lead whose Status is one of these (or empty) is not active.
+    lead_inactive_statuses: tuple[str, ...] = ("Disqualified", "Inactive")
+    email_field: str = "Email"
+    title_field: str = "Title"
+    account_name_field: str = "Name"
+
+    api_version: str = DEFAULT_API_VERSION
+    # Writes: sObject Collections up to this many records; Bulk API 2.0 above bulk_threshold.
+    collection_size: int = 200
+    retrieve_size: int = 2000
+    bulk_threshold: int = 10_000
+    # Stop before the org's daily API usage would pass this share of its allowance.
+    api_share: float = 0.8
+    # Retries of transient failures: attempts and first backoff in seconds.
+    max_attempts: int = 5
+    backoff_seconds: float = 0.5
+    # SOQL: the longest request URL (bytes) a batched ``Email IN (...)`` query may use.
+    max_query_url: int = 15_000
+
+    archive_dir: Path = field(default_factory=lambda: Path("plans"))
+
+    def contact_fields(self) -> tuple[str, ...]:
+        """Fields read for each Contact in the snapshot."""
+        return ("Id", "Email", "FirstName", "LastName", self.title_field,
+                self.contact_status_field, "AccountId", "LastModifiedDate", "SystemModstamp")
+
+    def lead_fields(self) -> tuple[str, ...]:
+        return ("Id", "Email", "FirstName", "LastName", self.title_field,
+                self.lead_status_field, "Company", "LastModifiedDate", "SystemModstamp")
+
+    def fields_for(self, sobject: str) -> tuple[str, ...]:
+        return {"Contact": self.contact_fields(), "Lead": self.lead_fields(),
+                "Account": ("Id", "Name", "LastModifiedDate", "SystemModstamp")}[sobject]
+
+
+_SECTIONS = {
+    "fields": {"contact_status": "contact_status_field", "lead_status": "lead_status_field",
+               "email": "email_field", "title": "title_field"},
+    "values": {"contact_active": "contact_active", "contact_inactive": "contact_inactive",
+               "lead_inactive": "lead_inactive", "lead_reactivate": "lead_reactivate",
+               "lead_inactive_statuses": "lead_inactive_statuses"},
+    "apply": {"collection_size": "collection_size", "bulk_threshold": "bulk_threshold",
+              "api_share": "api_share", "max_attempts": "max_attempts",
+              "backoff_seconds": "backoff_seconds"},
+    "salesforce": {"api_version": "api_version"},
+    "archive": {"dir": "archive_dir"},
+}
+
+
+def load_config(path: Path | None = None, *, archive: Path | None = None,
+                env: dict[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file, then the environment, then explicit options."""
+    env = dict(os.environ) if env is None else env
+    values: dict[str, object] = {}
+    if path is None and env.get("RECONCILE_CONFIG"):
+        path = Path(env["RECONCILE_CONFIG"])
+    if path is None and Path("reconcile.toml").is_file():
+        path = Path("reconcile.toml")
+    if path is not None:
+        values.update(_read_toml(path))
+    if env.get("SALESFORCE_API_VERSION"):
+        values["api_version"] = env["SALESFORCE_API_VERSION"].lstrip("v")
+    if env.get("RECONCILE_ARCHIVE"):
+        values["archive_dir"] = Path(env["RECONCILE_ARCHIVE"])
+    if archive is not None:
+        values["archive_dir"] = Path(archive)
+    config = Config(**values)  # type: ignore[arg-type]
+    if not 0 < config.api_share <= 1:
+        raise ConfigError(f"{path or 'configuration'}: apply.api_share must be between 0 and 1, got {config.api_share}")
+    if not 1 <= config.collection_size <= 200:
+        raise ConfigError(f"{path or 'configuration'}: apply.collection_size must be 1..200, got {config.collection_size}")
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    known = {f.name: f for f in dataclasses.fields(Config)}
+    out: dict[str, object] = {}
+    for section, table in data.items():
+        if section not in _SECTIONS or not isinstance(table, dict):
+            raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(_SECTIONS)}")
+        for key, value in table.items():
+            name = _SECTIONS[section].get(key)
+            if name is None:
+                raise ConfigError(f"{path}: unknown key {section}.{key}; known: {', '.join(_SECTIONS[section])}")
+            default = getattr(Config(), name)
+            if isinstance(default, tuple):
+                value = tuple(value)
+            elif isinstance(default, Path):
+                value = Path(value)
+            elif isinstance(default, float) and isinstance(value, int):
+                value = float(value)
+            if not isinstance(value, type(default)):
+                raise ConfigError(f"{path}: {section}.{key} must be {type(default).__name__}, got {value!r}")
+            out[name] = value
+    assert set(out) <= set(known)
+    return out

@@ -1,0 +1,283 @@
+"""reconcile's vocabulary: frozen dataclasses and StrEnums on the hot path.
+
+StrEnums serialise as SPEC's strings. Plan items (Change, DuplicateGroup,
+Skipped, ReviewItem, Unchanged) carry exactly the keys of SPEC §4's outline so
+that ``plan.py`` can serialise them with ``dataclasses.asdict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Mapping
+
+
+class SObject(StrEnum):
+    CONTACT = "Contact"
+    LEAD = "Lead"
+    ACCOUNT = "Account"
+
+
+class OutcomeKind(StrEnum):
+    INACTIVE = "inactive"
+    REACTIVATE = "reactivate"
+    EMAIL_CHANGE = "email_change"
+    TITLE_CHANGE = "title_change"
+    REPLACEMENT = "replacement"
+    NEW_CONTACT = "new_contact"
+
+
+class Cupola(StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    NONE = ""  # no CUPOLA row
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class SkipReason(StrEnum):
+    MULTIPUB_CONTACT = "MULTIPUB_CONTACT"
+    CREATE_DISABLED = "CREATE_DISABLED"
+    NOT_FOUND = "NOT_FOUND"
+
+
+class ReviewReason(StrEnum):
+    UPDATE_ON_INACTIVE = "HUMAN_REVIEW_REASON_UPDATE_ON_INACTIVE"
+    ACTIVE_NEW_CONTACT = "HUMAN_REVIEW_REASON_ACTIVE_NEW_CONTACT"
+    EMAIL_TAKEN = "EMAIL_TAKEN"
+    CONFLICTING_OUTCOMES = "CONFLICTING_OUTCOMES"
+
+
+class DecidedBy(StrEnum):
+    LAST_MODIFIED = "LastModifiedDate"
+    SYSTEM_MODSTAMP = "SystemModstamp"
+    ID = "Id"
+
+
+class PlanKind(StrEnum):
+    APPLY = "apply"
+    ROLLBACK = "rollback"
+
+
+class PlanState(StrEnum):
+    PLANNED = "planned"
+    APPROVED = "approved"
+    APPLYING = "applying"
+    APPLIED = "applied"
+    PARTIALLY_APPLIED = "partially applied"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled back"
+
+
+class ChangeStatus(StrEnum):
+    APPLIED = "applied"
+    FAILED = "failed"
+    DRIFTED = "drifted"
+    SKIPPED = "skipped"
+    PENDING = "pending"
+
+
+# -- input -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RowRef:
+    """Where a determination came from: file name, 1-based line, and audit keys."""
+    file: str
+    line: int
+    outcome: str
+    source_id: str = ""
+    observed_at: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One determination for one person (rows for the same e-mail already merged).
+
+    ``email`` is normalised: trimmed and lower-cased. ``new_email`` likewise.
+    Empty optional values are ``""``.
+    """
+    email: str
+    kind: OutcomeKind
+    new_email: str = ""
+    new_title: str = ""
+    first_name: str = ""
+    last_name: str = ""
+    organization: str = ""
+    title: str = ""
+    multipub_id: str = ""
+    cupola_status: Cupola = Cupola.NONE
+    observed_at: str = ""          # ISO-8601 as given, normalised to UTC 'Z' form
+    source_id: str = ""
+    rows: tuple[RowRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Rows for one e-mail with contradictory outcomes that observed_at could not settle."""
+    email: str
+    kinds: tuple[str, ...]
+    rows: tuple[RowRef, ...]
+
+
+@dataclass(frozen=True)
+class OutcomeSet:
+    """What ``inputs.read_outcomes`` returns: determinations, conflicts, input metadata."""
+    outcomes: tuple[Outcome, ...]
+    conflicts: tuple[Conflict, ...]
+    inputs: tuple[Mapping[str, Any], ...]  # [{name, sha256, rows}]
+
+
+# -- the org -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OrgRecord:
+    """A record as read from Salesforce. ``fields`` holds every field read
+    (``Id``, ``Email``, ``LastModifiedDate`` …) exactly as the API returned them."""
+    sobject: SObject
+    id: str
+    fields: Mapping[str, Any]
+
+    @property
+    def email(self) -> str:
+        return (self.fields.get("Email") or "").strip().lower()
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    id: str
+    name: str
+    contact_count: int
+    last_modified: str
+    system_modstamp: str
+
+
+@dataclass(frozen=True)
+class OrgInfo:
+    instance_url: str
+    org_id: str
+    api_version: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the planner may know about the org. Read-only, built by snapshot.py."""
+    org: OrgInfo
+    records: tuple[OrgRecord, ...]                 # Contacts and Leads for every input/new e-mail
+    accounts: tuple[AccountInfo, ...] = ()         # Accounts whose Name matches a new_contact organization
+
+
+# -- the Salesforce edge -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RecordError:
+    status_code: str
+    message: str
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """One record's result from a collections request, in request order."""
+    id: str | None
+    success: bool
+    errors: tuple[RecordError, ...] = ()
+    created: bool = False
+
+
+@dataclass(frozen=True)
+class ApiUsage:
+    used: int
+    total: int
+
+
+# -- the plan --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FieldChange:
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True)
+class Change:
+    change_id: str
+    action: Action
+    sobject: SObject
+    record_id: str | None          # None for a create
+    ref: str | None                # for a create: how later changes point at it ("@{ref}")
+    fields: Mapping[str, FieldChange]
+    reasons: tuple[str, ...]       # the rules that fired, in words
+    rows: tuple[RowRef, ...]
+    email: str = ""                # the person's (normalised) e-mail; for creates, the drift check key
+
+
+@dataclass(frozen=True)
+class RecordStamp:
+    id: str
+    LastModifiedDate: str
+    SystemModstamp: str
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    sobject: SObject
+    email: str
+    chosen: RecordStamp
+    others: tuple[RecordStamp, ...]
+    decided_by: DecidedBy
+
+
+@dataclass(frozen=True)
+class Skipped:
+    email: str
+    sobject: SObject | None
+    record_id: str | None
+    reason: SkipReason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    email: str
+    reason: ReviewReason
+    detail: str
+    sobject: SObject | None = None
+    record_id: str | None = None
+    rows: tuple[RowRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    email: str
+    sobject: SObject
+    record_id: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HandoffRow:
+    """A row of the Marketing hand-off files (Multipub people)."""
+    file: str                      # "inactive_people" or "email_update_requests"
+    email: str
+    multipub_id: str
+    new_email: str = ""
+    contact_ids: tuple[str, ...] = ()
+    observed_at: str = ""
+    source_id: str = ""
+
+
+@dataclass(frozen=True)
+class PlanBody:
+    """What the pure planner returns; plan.py wraps it into the versioned document."""
+    prior_state: Mapping[str, Mapping[str, Any]]   # record id -> {sobject, fields}
+    changes: tuple[Change, ...]
+    duplicates: tuple[DuplicateGroup, ...]
+    skipped: tuple[Skipped, ...]
+    review: tuple[ReviewItem, ...]
+    unchanged: tuple[Unchanged, ...]
+    handoff: tuple[HandoffRow, ...] = ()
+    notes: tuple[str, ...] = field(default=())
