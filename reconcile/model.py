@@ -43,6 +43,10 @@ class SkipReason(StrEnum):
     MULTIPUB_CONTACT = "MULTIPUB_CONTACT"
     CREATE_DISABLED = "CREATE_DISABLED"
     NOT_FOUND = "NOT_FOUND"
+    # rollback plans only
+    EDITED_SINCE_APPLY = "EDITED_SINCE_APPLY"
+    RECORD_GONE = "RECORD_GONE"
+    ACCOUNT_IN_USE = "ACCOUNT_IN_USE"
 
 
 class ReviewReason(StrEnum):
@@ -113,6 +117,10 @@ class Outcome:
     observed_at: str = ""          # ISO-8601 as given, normalised to UTC 'Z' form
     source_id: str = ""
     rows: tuple[RowRef, ...] = ()
+    # Rows of contradictory determinations this one overrode by a later observed_at.
+    overridden: tuple[RowRef, ...] = ()
+    # What a reviewer should know about how the rows were merged (plan ``notes``).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,8 @@ class Conflict:
     email: str
     kinds: tuple[str, ...]
     rows: tuple[RowRef, ...]
+    # One line per contradictory determination, e.g. "email_change new_email=a@x.com (outcomes.csv:3)".
+    details: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,137 @@
+"""The audit archive: ``plans/<plan id>/`` and what each plan's state is.
+
+Layout of one plan's folder (every file written atomically, mode 0600, never
+rewritten):
+
+    plan.json      the plan, canonical JSON; its plan_id is the SHA-256 of its content
+    plan.html      the same plan for a reviewer
+    review.csv     the human-review digest
+    output_document_inactive_people.csv, output_document_email_update_requests.csv
+                   hand-off files for Marketing (Multipub people)
+    approval.json  who approved which bytes (SHA-256 of plan.json), when
+    journal.jsonl  the apply's append-only journal
+    apply.json     the apply's result, once nothing is left pending
+
+A plan's state is derived from which of these exist, never stored twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from reconcile.errors import IntegrityError, PlanNotFound
+from reconcile.fsutil import write_atomic
+from reconcile.model import PlanState
+
+PLAN = "plan.json"
+HTML = "plan.html"
+REVIEW = "review.csv"
+APPROVAL = "approval.json"
+JOURNAL = "journal.jsonl"
+RESULT = "apply.json"
+HANDOFF_INACTIVE = "output_document_inactive_people.csv"
+HANDOFF_EMAIL = "output_document_email_update_requests.csv"
+
+RECORD_FORMAT_VERSION = 1
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def record_bytes(record: dict[str, Any]) -> bytes:
+    """Canonical bytes of an approval or result record."""
+    return (json.dumps(record, sort_keys=True, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    """Add ``sha256``: the digest of the record's canonical form without it."""
+    body = {k: v for k, v in record.items() if k != "sha256"}
+    return {**body, "sha256": sha256_hex(record_bytes(body))}
+
+
+def check_seal(path: Path, record: dict[str, Any]) -> None:
+    if "sha256" not in record or seal(record)["sha256"] != record["sha256"]:
+        raise IntegrityError(f"{path}: content does not match its sha256; the file was changed after it was written")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{path}: unreadable ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{path}: expected a JSON object")
+    return data
+
+
+@dataclass(frozen=True)
+class Archive:
+    root: Path
+
+    def plan_dir(self, plan_id: str) -> Path:
+        return self.root / plan_id
+
+    def plan_dirs(self) -> Iterator[Path]:
+        if not self.root.is_dir():
+            return iter(())
+        return (p for p in sorted(self.root.iterdir()) if p.is_dir() and (p / PLAN).is_file())
+
+    def resolve(self, ref: str) -> Path:
+        """A plan id, a unique prefix of one (6+ characters), or a path to a plan folder or plan.json."""
+        path = Path(ref)
+        if path.name == PLAN and path.is_file():
+            return path.parent
+        if (path / PLAN).is_file():
+            return path
+        if len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref.lower()):
+            matches = [p for p in self.plan_dirs() if p.name.startswith(ref.lower())]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise PlanNotFound(f"plan id prefix {ref!r} matches {len(matches)} plans in {self.root}; give more characters")
+        raise PlanNotFound(f"no plan {ref!r} in {self.root} (give a plan id, a unique prefix of one, or a path; `reconcile log` lists them)")
+
+    def write(self, plan_dir: Path, name: str, data: bytes | str) -> Path:
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        plan_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target = plan_dir / name
+        write_atomic(target, raw)
+        return target
+
+    def children(self, plan_id: str) -> list[Path]:
+        """Plans whose parent_plan_id is ``plan_id`` (rollback plans)."""
+        out = []
+        for d in self.plan_dirs():
+            try:
+                doc = json.loads((d / PLAN).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if doc.get("parent_plan_id") == plan_id:
+                out.append(d)
+        return out
+
+    def state(self, plan_dir: Path) -> PlanState:
+        if (plan_dir / RESULT).is_file():
+            status = read_json(plan_dir / RESULT).get("status")
+            for child in self.children(plan_dir.name):
+                if (child / RESULT).is_file() and read_json(child / RESULT).get("status") in (
+                        PlanState.APPLIED, PlanState.PARTIALLY_APPLIED):
+                    return PlanState.ROLLED_BACK
+            return PlanState(status) if status in set(PlanState) else PlanState.FAILED
+        if _journal_has_sends(plan_dir / JOURNAL):
+            return PlanState.APPLYING
+        if (plan_dir / APPROVAL).is_file():
+            return PlanState.APPROVED
+        return PlanState.PLANNED
+
+
+def _journal_has_sends(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        return any('"event": "send"' in line or '"event":"send"' in line for line in fh)

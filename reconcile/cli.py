@@ -1,0 +1,314 @@
+"""The command line: parse, call one workflow function, print, map errors to exit codes.
+
+Exit codes: 0 success; 1 error (bad input, refused step, failed apply);
+2 with ``plan --detailed-exitcode`` when the plan has changes; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+from reconcile import __version__
+from reconcile import workflow as wf
+from reconcile.config import load_config
+from reconcile.errors import InputError, ReconcileError
+from reconcile.sandbox.cli import app as sandbox_app
+
+app = typer.Typer(
+    name="reconcile", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_show_locals=False,  # tracebacks must never carry tokens
+    help="Terraform-style plan / approve / apply / rollback for Salesforce Contact and Lead updates.",
+)
+app.add_typer(sandbox_app, name="sandbox", help="The bundled sandbox Salesforce org (for the demo and tests).")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_state: dict[str, Any] = {}
+
+ArchiveOpt = typer.Option(None, "--archive", help="Archive directory (default ./plans, or $RECONCILE_ARCHIVE).")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+
+@app.callback()
+def _main(
+    archive: Optional[Path] = typer.Option(None, "--archive", help="Archive directory (default ./plans, or $RECONCILE_ARCHIVE)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Configuration file (default ./reconcile.toml if present)."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        out.print(f"reconcile {__version__}")
+        raise typer.Exit(0)
+    _state["archive"] = archive
+    _state["config"] = config
+
+
+def _context() -> wf.Context:
+    config = load_config(_state.get("config"), archive=_state.get("archive"))
+    return wf.Context(config=config, say=lambda msg: err.print(f"[dim]{msg}[/dim]") if err.is_terminal else None)
+
+
+def _run(fn: Callable[[], int | None]) -> None:
+    """Run a command body; every ReconcileError becomes a one-line message and its exit code."""
+    try:
+        code = fn() or 0
+    except InputError as exc:
+        for problem in exc.problems:
+            err.print(f"error: {problem}", markup=False)
+        err.print(f"error: {len(exc.problems)} problem(s) in the outcome files; nothing was read from or written to Salesforce", markup=False)
+        raise typer.Exit(exc.exit_code)
+    except ReconcileError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        raise typer.Exit(130)
+    raise typer.Exit(code)
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+
+
+def _short(plan_id: str) -> str:
+    return plan_id[:12]
+
+
+# -- commands ---------------------------------------------------------------------------
+
+@app.command()
+def plan(
+    outcomes: List[Path] = typer.Argument(..., help="Pipeline outcome files (CSV or JSON Lines)."),
+    allow_create: bool = typer.Option(False, "--allow-create", help="Create Contacts (and Accounts) for new_contact outcomes."),
+    detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 2 when the plan has changes, 0 when it has none."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Snapshot the org, apply the rules, and archive a reviewable plan."""
+    from reconcile.render.text import summary_line
+
+    def body() -> int:
+        ctx = _context()
+        result = wf.plan(ctx, outcomes, allow_create=allow_create)
+        doc = result.doc
+        changes = len(doc["changes"])
+        if as_json:
+            _emit_json({"plan_id": doc["plan_id"], "path": str(result.plan_dir / "plan.json"),
+                        "html": str(result.plan_dir / "plan.html"), "state": "planned",
+                        "summary": doc["summary"], "estimated_api_calls": doc["estimated_api_calls"],
+                        "api_calls": result.api_calls})
+        else:
+            out.print(summary_line(doc), markup=False)
+            out.print(f"Saved plan {_short(doc['plan_id'])} (state: planned) in {result.plan_dir}", markup=False)
+            out.print(f"  review:  {result.plan_dir / 'plan.html'}  or  reconcile show {_short(doc['plan_id'])}", markup=False)
+            if changes:
+                out.print(f"  approve: reconcile approve {_short(doc['plan_id'])} --by NAME", markup=False)
+            out.print(f"  ({result.api_calls} API calls; apply will spend about {doc['estimated_api_calls']})", markup=False)
+        return 2 if detailed_exitcode and changes else 0
+
+    _run(body)
+
+
+@app.command()
+def show(
+    plan: str = typer.Argument(..., help="Plan id, unique id prefix, or path."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan document itself."),
+) -> None:
+    """Show a plan for a terminal, or as its JSON document."""
+    from reconcile.render.text import render_show
+
+    def body() -> int:
+        loaded = wf.load(_context(), plan)
+        if as_json:
+            _emit_json(loaded.doc)
+        else:
+            out.print(f"State: {loaded.state}", markup=False)
+            render_show(loaded.doc, out)
+        return 0
+
+    _run(body)
+
+
+@app.command()
+def approve(
+    plan: str = typer.Argument(..., help="Plan id, unique id prefix, or path."),
+    by: str = typer.Option(..., "--by", help="Who approves (recorded in the archive)."),
+    comment: str = typer.Option("", "--comment", help="Why, or a ticket reference."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Record an approval bound to the plan's exact bytes (SHA-256)."""
+    def body() -> int:
+        loaded, record = wf.approve(_context(), plan, by=by, comment=comment)
+        if as_json:
+            _emit_json({**record, "state": str(loaded.state)})
+        else:
+            out.print(f"Approved plan {_short(record['plan_id'])} by {record['approved_by']} at {record['approved_at']} "
+                      f"(plan.json sha256 {record['plan_sha256'][:12]}); state: {loaded.state}", markup=False)
+            out.print(f"  apply: reconcile apply {_short(record['plan_id'])}", markup=False)
+        return 0
+
+    _run(body)
+
+
+@app.command("apply")
+def apply_cmd(
+    plan: str = typer.Argument(..., help="Plan id, unique id prefix, or path."),
+    skip_drifted: bool = typer.Option(False, "--skip-drifted", help="Write the rest when some records changed since the plan; record the drifted ones."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Execute exactly the approved plan (drift-checked, journaled, resumable)."""
+    from reconcile.errors import DriftError
+
+    def body() -> int:
+        ctx = _context()
+        try:
+            report = _with_progress(lambda progress: wf.apply(ctx, plan, skip_drifted=skip_drifted, progress=progress))
+        except DriftError as exc:
+            rep = getattr(exc, "report", None)
+            if rep is not None:
+                if as_json:
+                    _emit_json(_report_json(rep))
+                else:
+                    _print_drift(rep)
+            raise
+        if as_json:
+            _emit_json(_report_json(report))
+        else:
+            _print_report(report)
+        return 0 if str(report.status) == "applied" and report.finished else 1
+
+    _run(body)
+
+
+@app.command()
+def rollback(
+    plan: str = typer.Argument(..., help="The applied plan to undo."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write a new plan that undoes what that plan's apply did (to review, approve and apply)."""
+    from reconcile.render.text import summary_line
+
+    def body() -> int:
+        result = wf.rollback(_context(), plan)
+        doc = result.doc
+        if as_json:
+            _emit_json({"plan_id": doc["plan_id"], "parent_plan_id": doc["parent_plan_id"], "kind": doc["kind"],
+                        "path": str(result.plan_dir / "plan.json"), "state": "planned", "summary": doc["summary"]})
+        else:
+            out.print(summary_line(doc), markup=False)
+            out.print(f"Saved rollback plan {_short(doc['plan_id'])} of {_short(doc['parent_plan_id'])} (state: planned) in {result.plan_dir}", markup=False)
+            out.print(f"  review:  {result.plan_dir / 'plan.html'}", markup=False)
+            out.print(f"  approve: reconcile approve {_short(doc['plan_id'])} --by NAME", markup=False)
+        return 0
+
+    _run(body)
+
+
+@app.command()
+def log(as_json: bool = JsonOpt) -> None:
+    """The archive's history: every plan with its time, kind, parent, state, counts and approver."""
+    def body() -> int:
+        entries = wf.log(_context())
+        if as_json:
+            _emit_json(entries)
+            return 0
+        if not entries:
+            out.print("No plans in the archive yet. Start with `reconcile plan OUTCOMES.csv`.", markup=False)
+        for e in entries:
+            s = e.get("summary") or {}
+            parent = f" of {_short(e['parent_plan_id'])}" if e.get("parent_plan_id") else ""
+            approver = f"  approved by {e['approved_by']}" if e.get("approved_by") else ""
+            out.print(f"{_short(e['plan_id'] or '?')}  {e.get('created_at') or '?'}  {e.get('kind') or '?'}{parent}  "
+                      f"[{e['state']}]  +{s.get('create', 0)} ~{s.get('update', 0)} -{s.get('delete', 0)} "
+                      f"skipped {s.get('skipped', 0)} review {s.get('review', 0)}{approver}", markup=False)
+        return 0
+
+    _run(body)
+
+
+@app.command()
+def verify(
+    plan: Optional[str] = typer.Argument(None, help="One plan (default: the whole archive)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Recompute every hash and check that approvals, results and rollbacks point at their plans."""
+    def body() -> int:
+        checked = wf.verify(_context(), plan)
+        if as_json:
+            _emit_json({"ok": True, "checked": checked})
+        else:
+            for line in checked:
+                out.print(f"ok  {line}", markup=False)
+            out.print(f"Archive verified: {len(checked)} check(s) passed.", markup=False)
+        return 0
+
+    _run(body)
+
+
+@app.command()
+def demo(
+    directory: Path = typer.Option(Path("reconcile-demo"), "--dir", help="Where the demo keeps its org, outcomes and archive."),
+) -> None:
+    """The whole loop against the bundled sandbox org: plan, approve, apply, rollback, verify."""
+    from reconcile.demo import run_demo
+
+    def body() -> int:
+        run_demo(directory, say=lambda line: out.print(line, markup=False))
+        return 0
+
+    _run(body)
+
+
+# -- printing helpers ---------------------------------------------------------------------
+
+def _with_progress(fn: Callable[[Any], Any]) -> Any:
+    if not err.is_terminal:
+        return fn(None)
+    from rich.progress import Progress
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("applying", total=None)
+        return fn(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _report_json(report: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+    return asdict(report) if is_dataclass(report) else dict(report)
+
+
+def _counts(report: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in report.results:
+        status = r["status"] if isinstance(r, dict) else getattr(r, "status")
+        counts[str(status)] = counts.get(str(status), 0) + 1
+    return counts
+
+
+def _print_report(report: Any) -> None:
+    for r in report.results:
+        r = r if isinstance(r, dict) else r.__dict__
+        if str(r.get("status")) in ("failed", "drifted"):
+            out.print(f"  {r['status']}: {r['change_id']} {r.get('error_code') or ''} {r.get('message') or ''}".rstrip(), markup=False)
+    c = _counts(report)
+    line = ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
+    if report.finished:
+        out.print(f"Apply {report.status}: {line} ({report.api_calls} API calls)", markup=False)
+    else:
+        out.print(f"Apply stopped ({report.stop_reason}): {line}. Run `reconcile apply` again to resume.", markup=False)
+
+
+def _print_drift(report: Any) -> None:
+    for d in getattr(report, "drifted", ()) or ():
+        out.print(f"  drifted: {d}", markup=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Durable file writes for the archive: atomic whole files and fsynced appends.
+
+Two primitives, used by every module that writes into ``plans/``:
+
+- ``write_atomic(path, data)`` writes a temporary file in the same directory,
+  fsyncs it, renames it into place and fsyncs the directory, so a reader sees
+  either no file or the whole file, even after a crash or power loss. It
+  refuses to replace an existing file unless ``overwrite=True`` (archive files
+  are written once and never rewritten).
+- ``append_line(path, line)`` appends one line and fsyncs before returning, so
+  once it returns the line survives a crash (the apply journal relies on this).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["write_atomic", "append_line", "fsync_dir"]
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - platforms that cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path | str, data: bytes, mode: int = 0o600, *, overwrite: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically with permissions ``mode``.
+
+    Raises ``FileExistsError`` when ``path`` exists and ``overwrite`` is false;
+    in that case the existing file is left untouched.
+    """
+    path = Path(path)
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path}: already exists and is never rewritten")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            # link() fails if the target exists, so two writers cannot both win.
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(f"{path}: already exists and is never rewritten") from None
+            except OSError:  # pragma: no cover - filesystems without hard links
+                if path.exists():
+                    raise FileExistsError(f"{path}: already exists and is never rewritten") from None
+                os.replace(tmp, path)
+        fsync_dir(directory)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def append_line(path: Path | str, line: str, mode: int = 0o600) -> None:
+    """Append ``line`` (no newline inside) plus ``\\n`` to ``path`` and fsync.
+
+    The file is created with ``mode`` if missing. If the file's last line was
+    torn by a crash (no final newline), the new line starts on a line of its
+    own, so a torn line never swallows the next record.
+    """
+    if "\n" in line or "\r" in line:
+        raise ValueError("append_line: the line must not contain a line break")
+    path = Path(path)
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
+    try:
+        size = os.fstat(fd).st_size
+        prefix = b""
+        if size:
+            last = os.pread(fd, 1, size - 1)
+            if last != b"\n":
+                prefix = b"\n"
+        payload = prefix + line.encode("utf-8") + b"\n"
+        view = memoryview(payload)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        fsync_dir(path.parent)

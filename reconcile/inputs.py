@@ -1,0 +1,441 @@
+"""Outcome files → a validated ``OutcomeSet``.
+
+CSV (UTF-8, header row, a BOM is fine) or JSON Lines, one determination a row
+(SPEC §1). Everything is validated before anything is returned: every problem
+in every file is collected as ``file:line:column: what is wrong`` and raised
+together as one ``InputError``. Rows for the same e-mail are then merged into
+one determination per person, or a ``Conflict`` when they contradict each
+other and ``observed_at`` cannot settle it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from reconcile.errors import InputError
+from reconcile.model import Conflict, Cupola, Outcome, OutcomeKind, OutcomeSet, RowRef
+
+COLUMNS = ("email", "outcome", "new_email", "new_title", "first_name", "last_name",
+           "organization", "title", "multipub_id", "cupola_status", "observed_at", "source_id")
+REQUIRED_COLUMNS = ("email", "outcome")
+_VALID_OUTCOMES = ", ".join(k.value for k in OutcomeKind)
+_VALID_CUPOLA = 'active, inactive or empty'
+
+# Deliberately simple: one "@", a non-empty local part, a dotted domain, no spaces.
+# (Apostrophes, plus signs and the like are valid in local parts.)
+_EMAIL = re.compile(r"^[^@\s,;<>()\[\]\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
+# The payload each outcome owns: rows with the same outcome and the same payload
+# are one determination.
+_PAYLOAD = {
+    OutcomeKind.INACTIVE: (),
+    OutcomeKind.REACTIVATE: (),
+    OutcomeKind.EMAIL_CHANGE: ("new_email",),
+    OutcomeKind.TITLE_CHANGE: ("new_title",),
+    OutcomeKind.REPLACEMENT: ("new_email", "new_title"),
+    OutcomeKind.NEW_CONTACT: ("first_name", "last_name", "organization", "title"),
+}
+# Columns some outcome requires; checked against the header once, then per row.
+_NEEDED_BY = {
+    "new_email": (OutcomeKind.EMAIL_CHANGE,),
+    "new_title": (OutcomeKind.TITLE_CHANGE,),
+    "last_name": (OutcomeKind.NEW_CONTACT,),
+    "organization": (OutcomeKind.NEW_CONTACT,),
+}
+
+
+@dataclass
+class _Row:
+    """One validated input row (values trimmed; emails lower-cased)."""
+    ref: RowRef
+    kind: OutcomeKind
+    values: dict[str, str]
+    observed: datetime | None
+    order: int = 0
+
+    def payload(self) -> tuple[str, ...]:
+        return tuple(self.values[name] for name in _PAYLOAD[self.kind])
+
+
+@dataclass
+class _File:
+    name: str
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, line: int | None, column: str | None, what: str) -> None:
+        where = self.name if line is None else f"{self.name}:{line}"
+        if column is not None:
+            where += f":{column}"
+        self.problems.append(f"{where}: {what}")
+
+
+def read_outcomes(paths: Sequence[Path]) -> OutcomeSet:
+    """Read, validate and merge outcome files; raise ``InputError`` listing every problem."""
+    if not paths:
+        raise InputError(["no outcome files given"])
+    problems: list[str] = []
+    rows: list[_Row] = []
+    inputs: list[dict[str, object]] = []
+    for path in paths:
+        path = Path(path)
+        f = _File(path.name)
+        data = _read_bytes(path, f)
+        if data is not None:
+            text = _decode(data, f)
+            if text is not None:
+                file_rows = list(_parse(path, text, f))
+                for row in file_rows:
+                    row.order = len(rows)
+                    rows.append(row)
+                inputs.append({"name": path.name, "sha256": hashlib.sha256(data).hexdigest(),
+                               "rows": _data_rows(path, text)})
+        problems.extend(f.problems)
+    if problems:
+        raise InputError(problems)
+    outcomes, conflicts = _merge(rows)
+    return OutcomeSet(outcomes=tuple(outcomes), conflicts=tuple(conflicts), inputs=tuple(inputs))
+
+
+# -- reading ---------------------------------------------------------------------
+
+def _read_bytes(path: Path, f: _File) -> bytes | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        f.problem(None, None, "file not found")
+        return None
+    except IsADirectoryError:
+        f.problem(None, None, "is a directory, not an outcome file")
+        return None
+    except OSError as exc:
+        f.problem(None, None, f"cannot be read ({exc.strerror or exc})")
+        return None
+    if not data.removeprefix(b"\xef\xbb\xbf").strip():
+        f.problem(None, None, "empty file (expected a header row and outcome rows)")
+        return None
+    return data
+
+
+def _decode(data: bytes, f: _File) -> str | None:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        f.problem(line, None, f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                              "save the file as UTF-8")
+        return None
+
+
+def _is_jsonl(path: Path, text: str) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return True
+    if suffix == ".csv":
+        return False
+    return text.lstrip().startswith("{")
+
+
+def _data_rows(path: Path, text: str) -> int:
+    if _is_jsonl(path, text):
+        return sum(1 for line in text.splitlines() if line.strip())
+    return max(0, sum(1 for rec in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in rec)) - 1)
+
+
+def _parse(path: Path, text: str, f: _File) -> Iterator[_Row]:
+    records = _jsonl_records(text, f) if _is_jsonl(path, text) else _csv_records(text, f)
+    for line, values, present in records:
+        row = _validate(line, values, present, f)
+        if row is not None:
+            yield row
+
+
+def _csv_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], frozenset[str]]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error) as exc:
+        f.problem(1, None, f"cannot read the header row ({exc})")
+        return
+    names = [h.strip().lower() for h in header]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen and name in COLUMNS:
+            f.problem(1, name, "column appears twice in the header")
+        seen.add(name)
+    missing = [c for c in REQUIRED_COLUMNS if c not in seen]
+    for column in missing:
+        f.problem(1, column, f"required column missing (header has: {', '.join(h for h in names if h) or 'nothing'})")
+    if missing:
+        return
+    present = frozenset(n for n in names if n in COLUMNS)
+    index = [(i, n) for i, n in enumerate(names) if n in COLUMNS]
+    width = len(names)
+    needed_missing = {c for c in _NEEDED_BY if c not in present}
+    needing: dict[str, list[int]] = {c: [] for c in needed_missing}
+    last_line = reader.line_num
+    while True:
+        try:
+            rec = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            f.problem(last_line + 1, None, f"malformed CSV ({exc})")
+            break
+        line, last_line = last_line + 1, reader.line_num
+        if not any(c.strip() for c in rec):
+            continue
+        if len(rec) > width:
+            f.problem(line, None, f"row has {len(rec)} values but the header has {width} columns")
+            continue
+        values = {n: (rec[i] if i < len(rec) else "") for i, n in index}
+        if needed_missing:
+            kind = values.get("outcome", "").strip().lower()
+            for column in needed_missing:
+                if kind in _NEEDED_BY[column]:
+                    needing[column].append(line)
+        yield line, values, present
+    for column in sorted(needed_missing):
+        lines = needing[column]
+        if lines:
+            shown = ", ".join(map(str, lines[:10])) + (", …" if len(lines) > 10 else "")
+            f.problem(1, column, f"column missing; {len(lines)} row(s) need it (line {shown})")
+
+
+def _jsonl_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], frozenset[str]]]:
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            f.problem(line, None, f"not valid JSON ({exc.msg} at character {exc.colno})")
+            continue
+        if not isinstance(obj, dict):
+            f.problem(line, None, f"expected a JSON object, got {type(obj).__name__}")
+            continue
+        values: dict[str, str] = {}
+        bad = False
+        for key, value in obj.items():
+            name = str(key).strip().lower()
+            if name not in COLUMNS:
+                continue
+            if value is None:
+                values[name] = ""
+            elif isinstance(value, str):
+                values[name] = value
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[name] = str(value)
+            else:
+                f.problem(line, name, f"must be a string, got {json.dumps(value)}")
+                bad = True
+        for column in REQUIRED_COLUMNS:
+            if column not in values:
+                f.problem(line, column, "required key missing")
+                bad = True
+        if not bad:
+            yield line, values, frozenset(COLUMNS)  # a key missing on this line is this line's problem
+
+
+# -- validating one row ---------------------------------------------------------
+
+def _validate(line: int, raw: dict[str, str], present: frozenset[str], f: _File) -> _Row | None:
+    before = len(f.problems)
+    v = {name: raw.get(name, "").strip() for name in COLUMNS}
+
+    email = v["email"].lower()
+    if not email:
+        f.problem(line, "email", "missing; every row needs the e-mail address it is about")
+    elif not _EMAIL.match(email):
+        f.problem(line, "email", f"{json.dumps(v['email'], ensure_ascii=False)} is not a valid e-mail address")
+    v["email"] = email
+
+    kind: OutcomeKind | None = None
+    outcome = v["outcome"].lower()
+    if not outcome:
+        f.problem(line, "outcome", f"missing; valid outcomes: {_VALID_OUTCOMES}")
+    else:
+        try:
+            kind = OutcomeKind(outcome)
+        except ValueError:
+            f.problem(line, "outcome", f"{json.dumps(v['outcome'], ensure_ascii=False)} is not a valid outcome; "
+                                       f"valid outcomes: {_VALID_OUTCOMES}")
+
+    if v["new_email"]:
+        v["new_email"] = v["new_email"].lower()
+        if not _EMAIL.match(v["new_email"]):
+            f.problem(line, "new_email", f"{json.dumps(raw['new_email'].strip(), ensure_ascii=False)} "
+                                         "is not a valid e-mail address")
+
+    cupola = v["cupola_status"].lower()
+    if cupola not in ("active", "inactive", ""):
+        f.problem(line, "cupola_status", f"{json.dumps(v['cupola_status'], ensure_ascii=False)} is not valid; "
+                                         f"expected {_VALID_CUPOLA}")
+    v["cupola_status"] = cupola
+
+    observed: datetime | None = None
+    if v["observed_at"]:
+        observed = _parse_time(v["observed_at"])
+        if observed is None:
+            f.problem(line, "observed_at", f"{json.dumps(v['observed_at'], ensure_ascii=False)} is not an "
+                                           "ISO-8601 time (e.g. 2026-11-20T10:00:00Z)")
+        else:
+            v["observed_at"] = _format_time(observed)
+
+    if kind is not None:
+        _check_required(line, kind, raw, v, present, f)
+
+    if len(f.problems) > before or kind is None:
+        return None
+    ref = RowRef(file=f.name, line=line, outcome=kind.value, source_id=v["source_id"],
+                 observed_at=v["observed_at"])
+    return _Row(ref=ref, kind=kind, values=v, observed=observed)
+
+
+def _check_required(line: int, kind: OutcomeKind, raw: dict[str, str], v: dict[str, str],
+                    present: frozenset[str], f: _File) -> None:
+    def blank(name: str) -> bool:
+        """Present but only whitespace: it would blank the field it writes."""
+        return raw.get(name, "") != "" and v[name] == ""
+
+    def need(name: str, what: str) -> None:
+        if v[name]:
+            return
+        if blank(name):
+            f.problem(line, name, f"is blank (only whitespace); {kind.value} would blank the {what}")
+        elif name in present:  # a wholly missing column is reported once, on line 1
+            f.problem(line, name, f"missing; {kind.value} needs {name}")
+
+    if kind is OutcomeKind.EMAIL_CHANGE:
+        need("new_email", "e-mail address")
+    elif kind is OutcomeKind.TITLE_CHANGE:
+        need("new_title", "title")
+    elif kind is OutcomeKind.REPLACEMENT:
+        for name, what in (("new_email", "e-mail address"), ("new_title", "title")):
+            if blank(name):
+                f.problem(line, name, f"is blank (only whitespace); replacement would blank the {what}")
+        if not v["new_email"] and not v["new_title"] and not blank("new_email") and not blank("new_title"):
+            f.problem(line, "new_email", "missing; replacement needs new_email and/or new_title")
+    elif kind is OutcomeKind.NEW_CONTACT:
+        need("last_name", "last name")
+        need("organization", "account name")
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if value.tzinfo is None:  # no offset given: read as UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _format_time(value: datetime) -> str:
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if value.microsecond else "%Y-%m-%dT%H:%M:%SZ"
+    return value.strftime(fmt)
+
+
+# -- merging rows into determinations ---------------------------------------------
+
+def _describe(kind: OutcomeKind, payload: tuple[str, ...]) -> str:
+    parts = [f"{name}={value}" for name, value in zip(_PAYLOAD[kind], payload) if value]
+    return " ".join([kind.value, *parts])
+
+
+def _where(rows: Iterable[_Row]) -> str:
+    return ", ".join(f"{r.ref.file}:{r.ref.line}" for r in rows)
+
+
+def _merge(rows: list[_Row]) -> tuple[list[Outcome], list[Conflict]]:
+    by_email: dict[str, list[_Row]] = {}
+    for row in rows:
+        by_email.setdefault(row.values["email"], []).append(row)
+    outcomes: list[Outcome] = []
+    conflicts: list[Conflict] = []
+    for email in sorted(by_email):
+        person = by_email[email]
+        groups: dict[tuple[OutcomeKind, tuple[str, ...]], list[_Row]] = {}
+        for row in person:
+            groups.setdefault((row.kind, row.payload()), []).append(row)
+        notes: list[str] = []
+        if len(groups) == 1:
+            winner, overridden = person, []
+        else:
+            winner_key = _latest_group(groups)
+            if winner_key is None:
+                keys = list(groups)
+                conflicts.append(Conflict(
+                    email=email,
+                    kinds=tuple(k.value for k, _ in keys),
+                    rows=tuple(r.ref for r in person),
+                    details=tuple(f"{_describe(k, p)} ({_where(groups[(k, p)])})" for k, p in keys)))
+                continue
+            winner = groups[winner_key]
+            overridden = [r for r in person if (r.kind, r.payload()) != winner_key]
+            notes.append(f"{email}: {_describe(*winner_key)} ({_where(winner)}) has the latest observed_at "
+                         f"and overrides {'; '.join(_describe(r.kind, r.payload()) + ' (' + _where([r]) + ')' for r in overridden)}")
+        outcomes.append(_outcome(email, winner, person, overridden, notes))
+    return outcomes, conflicts
+
+
+def _latest_group(groups: dict[tuple[OutcomeKind, tuple[str, ...]], list[_Row]]):
+    """The determination whose latest row is strictly later than every other row, if any."""
+    rows = [r for g in groups.values() for r in g]
+    if any(r.observed is None for r in rows):
+        return None
+    latest = max(r.observed for r in rows)  # type: ignore[type-var]
+    keys = {(r.kind, r.payload()) for r in rows if r.observed == latest}
+    return keys.pop() if len(keys) == 1 else None
+
+
+def _outcome(email: str, winner: list[_Row], person: list[_Row], overridden: list[_Row],
+             notes: list[str]) -> Outcome:
+    first = winner[0]
+    # The row that speaks for the determination: the strictly latest observed, else the last one.
+    main = _latest_row(winner)
+    cupolas = {r.values["cupola_status"] for r in winner}
+    cupola = main.values["cupola_status"] if main is not None else None
+    if len(cupolas) > 1:
+        if cupola is None:  # no row is strictly the latest: the least permissive value
+            cupola = "inactive" if "inactive" in cupolas else ""
+        notes.append(f"{email}: rows disagree on cupola_status ({', '.join(sorted(c or 'empty' for c in cupolas))}); "
+                     f"using {cupola or 'empty'} ({'the latest row' if main is not None else 'the least permissive'})")
+    elif cupola is None:
+        cupola = first.values["cupola_status"]
+    # Multipub if any row (winning or not) says so: Marketing's ownership is not a determination.
+    multipubs = sorted({r.values["multipub_id"] for r in person if r.values["multipub_id"]})
+    if len(multipubs) > 1 or (multipubs and any(not r.values["multipub_id"] for r in person)):
+        notes.append(f"{email}: rows disagree on multipub_id ({', '.join(multipubs)} and/or empty); "
+                     f"treated as a Multipub person ({multipubs[0]})")
+    speaker = main or winner[-1]
+    owned = {name: first.values[name] for name in _PAYLOAD[first.kind]}  # the rest is not this outcome's
+    return Outcome(
+        email=email, kind=first.kind,
+        new_email=owned.get("new_email", ""), new_title=owned.get("new_title", ""),
+        first_name=owned.get("first_name", ""), last_name=owned.get("last_name", ""),
+        organization=owned.get("organization", ""), title=owned.get("title", ""),
+        multipub_id=multipubs[0] if multipubs else "",
+        cupola_status=Cupola(cupola),
+        observed_at=speaker.values["observed_at"], source_id=speaker.values["source_id"],
+        rows=tuple(r.ref for r in winner),
+        overridden=tuple(r.ref for r in overridden),
+        notes=tuple(notes))
+
+
+def _latest_row(rows: list[_Row]) -> _Row | None:
+    if len(rows) == 1:
+        return rows[0]
+    if any(r.observed is None for r in rows):
+        return None
+    latest = max(r.observed for r in rows)  # type: ignore[type-var]
+    top = [r for r in rows if r.observed == latest]
+    return top[0] if len(top) == 1 else None

@@ -1,0 +1,228 @@
+"""The apply journal: an append-only, fsynced record of every request apply makes.
+
+``plans/<plan id>/journal.jsonl`` holds one JSON object a line (JSON Lines,
+UTF-8, mode 0600). Each line is appended and fsynced by
+``fsutil.append_line`` before ``append`` returns. Every event has ``event``
+and ``at`` (UTC ISO-8601); most also carry ``calls``, the HTTP requests the
+current run has made so far. The events:
+
+``start``    a run began: ``run`` (1, 2, …), ``pid``, ``host``, ``plan_id``, ``warnings``.
+``settle``   a request left without an answer by an earlier run, settled by
+             asking the org: ``request`` and ``results`` (as in ``result``).
+``drift``    the drift check: ``current`` (per change the values read just now,
+             i.e. what a write would replace), ``drifted`` (change_id, message,
+             fields {F: {planned, current}}), ``skipped`` (change_id, message:
+             the record already holds the planned values), ``final`` (true with
+             ``--skip-drifted``: the drifted changes are done with; false: the
+             run refuses and they stay pending).
+``refused``  nothing written because of drift: ``drifted`` (count).
+``mark``     reconcile's own verdict on changes it will not send (a create whose
+             Account could not be created): ``results``.
+``send``     written and fsynced BEFORE a request goes out: ``request`` (number,
+             counting across runs), ``action``, ``sobject``, ``change_ids``,
+             ``payload`` (the exact records or ids sent).
+``result``   written AFTER the answer: ``request`` and ``results``, one per
+             change: ``change_id``, ``status`` (applied | failed | pending),
+             ``id``, ``ref`` (creates), ``error_code``, ``message``, ``attempt``.
+             A request refused as a whole (limit, expired session, 503 after
+             retries) gets a ``result`` putting its changes back to pending and
+             an ``error_code``.
+``stop``     the run stopped with changes pending: ``reason``.
+``finish``   nothing is pending any more: ``status``, ``counts``.
+
+Why a crash cannot make apply send a change twice
+--------------------------------------------------
+The ``send`` line is on disk before the request leaves, and the ``result``
+line is written only after the answer arrived. After a crash there are three
+cases for any request:
+
+1. ``send`` and ``result`` both present: the outcome is known.
+2. ``send`` complete, no ``result``: the request may or may not have reached
+   Salesforce. ``replay`` lists it in ``unsettled``; the next run settles it
+   by reading the org (update: does the record hold the ``after`` values;
+   create: does a record with that e-mail/name exist that the plan's snapshot
+   did not have; delete: is the record gone) before sending anything.
+3. ``send`` torn (the process died while writing it, so the line has no final
+   newline or is not valid JSON): the fsync of that line never completed, and
+   the request is only sent after that fsync returns — so the request was NOT
+   sent. The torn line is ignored and counted in ``torn_lines``.
+   ``append_line`` starts the next event on a fresh line, so a torn line never
+   corrupts the one after it.
+
+The journal holds change ids, record ids, field values and Salesforce's error
+messages; never a token, a password or a session id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from reconcile.fsutil import append_line
+from reconcile.model import ChangeStatus
+
+__all__ = ["Journal", "JournalState", "replay", "read_events", "FINAL_STATUSES"]
+
+FINAL_STATUSES = frozenset({ChangeStatus.APPLIED, ChangeStatus.FAILED,
+                            ChangeStatus.DRIFTED, ChangeStatus.SKIPPED})
+
+
+@dataclass
+class JournalState:
+    """What the journal says so far. ``status`` holds only changes the journal
+    mentions; a change it does not mention is pending. ``fold`` applies one
+    event, so a running apply and a later ``replay`` agree by construction."""
+    runs: int = 0
+    requests: int = 0                     # write requests sent (send events), all runs
+    started_at: str | None = None
+    finished: bool = False
+    torn_lines: int = 0
+    status: dict[str, ChangeStatus] = field(default_factory=dict)
+    errors: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # error_code, message
+    ids: dict[str, str] = field(default_factory=dict)              # change_id -> record id (creates)
+    created: dict[str, str] = field(default_factory=dict)          # ref -> new record id
+    read: dict[str, dict[str, Any]] = field(default_factory=dict)  # change_id -> values last read
+    replaced: dict[str, dict[str, Any]] = field(default_factory=dict)  # change_id -> values the write replaced
+    drift: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)         # transient item failures so far
+    sends: dict[str, int] = field(default_factory=dict)            # change_id -> requests that carried it
+    unsettled: dict[int, dict[str, Any]] = field(default_factory=dict)  # request -> its send event
+    warnings: list[str] = field(default_factory=list)
+    stop_reason: str | None = None
+    _earlier_calls: int = 0
+    _run_calls: int = 0
+
+    @property
+    def calls(self) -> int:
+        """HTTP requests made by all runs (a lower bound if a run was killed)."""
+        return self._earlier_calls + self._run_calls
+
+    def status_of(self, change_id: str) -> ChangeStatus:
+        return self.status.get(change_id, ChangeStatus.PENDING)
+
+    def is_final(self, change_id: str) -> bool:
+        return self.status_of(change_id) in FINAL_STATUSES
+
+    def fold(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "start":
+            self._earlier_calls += self._run_calls
+            self._run_calls = 0
+            self.runs = max(self.runs + 1, int(event.get("run", 0)))
+            self.stop_reason = None
+            if self.started_at is None:
+                self.started_at = event.get("at")
+            self.warnings.extend(event.get("warnings", ()))
+        if "calls" in event:
+            self._run_calls = max(self._run_calls, int(event["calls"]))
+        if kind == "send":
+            number = int(event["request"])
+            self.requests = max(self.requests + 1, number)
+            self.unsettled[number] = event
+            for change_id in event.get("change_ids", ()):
+                self.sends[change_id] = self.sends.get(change_id, 0) + 1
+        elif kind in ("result", "settle"):
+            self.unsettled.pop(int(event["request"]), None)
+            self._fold_results(event.get("results", ()))
+        elif kind == "mark":
+            self._fold_results(event.get("results", ()))
+        elif kind == "drift":
+            for change_id, values in event.get("current", {}).items():
+                self.read[change_id] = values
+            for item in event.get("skipped", ()):
+                self.status[item["change_id"]] = ChangeStatus.SKIPPED
+                self.errors[item["change_id"]] = (None, item.get("message"))
+            for item in event.get("drifted", ()):
+                self.drift[item["change_id"]] = item.get("fields", {})
+                if event.get("final"):
+                    self.status[item["change_id"]] = ChangeStatus.DRIFTED
+                    self.errors[item["change_id"]] = (None, item.get("message"))
+        elif kind == "stop":
+            self.stop_reason = event.get("reason")
+        elif kind == "finish":
+            self.finished = True
+
+    def _fold_results(self, results: Any) -> None:
+        for item in results:
+            change_id = item["change_id"]
+            status = ChangeStatus(item["status"])
+            self.status[change_id] = status
+            if item.get("error_code") or item.get("message"):
+                self.errors[change_id] = (item.get("error_code"), item.get("message"))
+            else:
+                self.errors.pop(change_id, None)
+            if item.get("attempt"):
+                self.attempts[change_id] = int(item["attempt"])
+            if status is ChangeStatus.APPLIED:
+                if item.get("id"):
+                    self.ids[change_id] = item["id"]
+                    if item.get("ref"):
+                        self.created[item["ref"]] = item["id"]
+                if change_id in self.read and change_id not in self.replaced:
+                    self.replaced[change_id] = self.read[change_id]
+            if status is ChangeStatus.DRIFTED and item.get("fields"):
+                self.drift[change_id] = item["fields"]
+
+
+def read_events(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The journal's events in order, and how many torn lines were skipped."""
+    events: list[dict[str, Any]] = []
+    torn = 0
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return events, 0
+    lines = raw.split(b"\n")
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        # The last chunk lacks its newline: the write was cut short.
+        complete = number < len(lines) - 1
+        try:
+            event = json.loads(line.decode("utf-8")) if complete else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            event = None
+        if not isinstance(event, dict) or "event" not in event:
+            torn += 1
+            continue
+        events.append(event)
+    return events, torn
+
+
+def replay(path: Path) -> JournalState:
+    """Fold the journal into a ``JournalState`` (see the module docstring)."""
+    events, torn = read_events(path)
+    state = JournalState(torn_lines=torn)
+    for event in events:
+        state.fold(event)
+    return state
+
+
+class Journal:
+    """Appends events to one plan's journal; each append is durable on return."""
+
+    def __init__(self, path: Path, *, now: Callable[[], str]):
+        self.path = Path(path)
+        self._now = now
+        self.calls = 0          # set by the caller: HTTP requests so far in this run
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Write one event durably and return it (as ``JournalState.fold`` takes it)."""
+        record = {"event": event, "at": self._now(), "calls": self.calls, **fields}
+        append_line(self.path, json.dumps(record, sort_keys=True, ensure_ascii=False,
+                                          separators=(",", ":")))
+        return record
+
+    def start(self, run: int, plan_id: str, warnings: list[str]) -> dict[str, Any]:
+        return self.append("start", run=run, pid=os.getpid(), host=socket.gethostname(),
+                           plan_id=plan_id, warnings=warnings)
+
+    def replay(self) -> JournalState:
+        return replay(self.path)
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        yield from read_events(self.path)[0]

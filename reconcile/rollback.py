@@ -1,0 +1,133 @@
+"""Rollback: an inverse plan built from what an apply actually did.
+
+Each applied update goes back to the value it replaced, expecting today's
+value to be what the apply wrote; each created record is deleted (an Account
+only when no other Contact points at it). Changes that failed, drifted or
+were skipped are not touched. A field edited by someone since the apply is
+not put in the plan: it is listed as skipped (EDITED_SINCE_APPLY) and left
+alone; an edit made after the rollback is planned is caught by apply's drift
+check. The result is a plan like any other: reviewed, approved, applied, and
+itself reversible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconcile.model import (Action, Change, FieldChange, PlanBody, RowRef, SObject, Skipped,
+                             SkipReason)
+
+STAMPS = ("LastModifiedDate", "SystemModstamp")
+
+
+def same_value(field: str, a: Any, b: Any) -> bool:
+    if field == "Email" and isinstance(a, str) and isinstance(b, str):
+        return a.strip().lower() == b.strip().lower()
+    return a == b
+
+
+def records_to_read(result: dict[str, Any]) -> dict[str, dict[str, set[str]]]:
+    """{sobject: {record id: fields}} that the rollback must see as they are today."""
+    wanted: dict[str, dict[str, set[str]]] = {}
+    for item in _applied(result):
+        rid = item.get("record_id")
+        if rid:
+            wanted.setdefault(item["sobject"], {}).setdefault(rid, set()).update(item.get("fields", {}))
+    return wanted
+
+
+def _applied(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in result.get("results", []) if r.get("status") == "applied"]
+
+
+def build_rollback(parent: dict[str, Any], result: dict[str, Any],
+                   current: dict[str, dict[str, Any] | None],
+                   account_contacts: dict[str, int]) -> PlanBody:
+    """Pure: the parent plan, its apply result, today's records by id, and how many
+    Contacts point at each Account the parent created → the inverse plan's body."""
+    parent_changes = {c["change_id"]: c for c in parent.get("changes", [])}
+    created = result.get("created", {})
+    changes: list[Change] = []
+    skipped: list[Skipped] = []
+    deleted_contacts_by_account: dict[str, int] = {}
+    account_deletes: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    for item in _applied(result):
+        original = parent_changes.get(item["change_id"], {})
+        rid = item.get("record_id")
+        sobject = SObject(item["sobject"])
+        email = original.get("email", "")
+        rows = tuple(RowRef(**r) for r in original.get("rows", []))
+        today = current.get(rid) if rid else None
+        if today is None:
+            skipped.append(Skipped(email=email, sobject=sobject, record_id=rid,
+                                   reason=SkipReason.RECORD_GONE,
+                                   detail="the record no longer exists; nothing to undo"))
+            continue
+        written = {f: _resolve(v.get("after"), created) for f, v in item.get("fields", {}).items()}
+        edited = {f: today.get(f) for f, v in written.items() if not same_value(f, today.get(f), v)}
+        if item["action"] == Action.UPDATE:
+            if edited:
+                skipped.append(Skipped(
+                    email=email, sobject=sobject, record_id=rid, reason=SkipReason.EDITED_SINCE_APPLY,
+                    detail="edited since the apply, left alone: " + "; ".join(
+                        f"{f} is {today.get(f)!r}, the apply wrote {written[f]!r}" for f in sorted(edited))))
+                continue
+            fields = {f: FieldChange(before=written[f], after=v.get("replaced", v.get("before")))
+                      for f, v in sorted(item["fields"].items())}
+            changes.append(Change(
+                change_id=f"{sobject}:{rid}", action=Action.UPDATE, sobject=sobject, record_id=rid,
+                ref=None, fields=fields, email=email, rows=rows,
+                reasons=(f"undo {item['change_id']} of plan {parent['plan_id'][:12]}",)))
+        elif item["action"] == Action.CREATE:
+            fields = {f: FieldChange(before=written[f], after=None) for f in sorted(written)}
+            change = Change(
+                change_id=f"{sobject}:{rid}", action=Action.DELETE, sobject=sobject, record_id=rid,
+                ref=None, fields=fields, email=email, rows=rows,
+                reasons=(f"undo the create {item['change_id']} of plan {parent['plan_id'][:12]}",))
+            if sobject is SObject.ACCOUNT:
+                account_deletes.append((item, {"change": change, "email": email, "rid": rid}))
+                continue
+            if edited:
+                skipped.append(Skipped(
+                    email=email, sobject=sobject, record_id=rid, reason=SkipReason.EDITED_SINCE_APPLY,
+                    detail="edited since the apply, not deleted: " + "; ".join(
+                        f"{f} is {today.get(f)!r}, the apply wrote {written[f]!r}" for f in sorted(edited))))
+                continue
+            account = written.get("AccountId")
+            if account:
+                deleted_contacts_by_account[account] = deleted_contacts_by_account.get(account, 0) + 1
+            changes.append(change)
+        # a delete is not undone: the record is in the Recycle Bin; restore it there.
+
+    for item, info in account_deletes:
+        rid = info["rid"]
+        others = account_contacts.get(rid, 0) - deleted_contacts_by_account.get(rid, 0)
+        if others > 0:
+            skipped.append(Skipped(email=info["email"], sobject=SObject.ACCOUNT, record_id=rid,
+                                   reason=SkipReason.ACCOUNT_IN_USE,
+                                   detail=f"{others} other Contact(s) point at this Account; it is kept"))
+            continue
+        changes.append(info["change"])
+
+    order = {Action.UPDATE: 0, Action.DELETE: 1}
+    kind = {SObject.CONTACT: 0, SObject.LEAD: 1, SObject.ACCOUNT: 2}
+    changes.sort(key=lambda c: (order[c.action], kind[c.sobject], c.email, c.record_id or ""))
+    prior = {rid: {"sobject": _sobject_of(result, rid), "fields": rec}
+             for rid, rec in sorted(current.items()) if rec is not None}
+    return PlanBody(prior_state=prior, changes=tuple(changes), duplicates=(), skipped=tuple(skipped),
+                    review=(), unchanged=(),
+                    notes=(f"rollback of plan {parent['plan_id']}",))
+
+
+def _sobject_of(result: dict[str, Any], rid: str) -> str:
+    for item in result.get("results", []):
+        if item.get("record_id") == rid:
+            return item["sobject"]
+    return ""
+
+
+def _resolve(value: Any, created: dict[str, str]) -> Any:
+    if isinstance(value, str) and value.startswith("@{") and value.endswith("}"):
+        return created.get(value[2:-1], value)
+    return value

@@ -1,0 +1,512 @@
+"""The Salesforce adapter: the only module that talks to the org.
+
+simple-salesforce provides the login (session id + instance host); every REST
+request then goes through ``Salesforce._request``, which
+
+* counts each HTTP request sent (``calls``, retries included),
+* keeps the org's daily API usage from the ``Sforce-Limit-Info`` header (``usage``),
+* retries transient failures (502/503/504, ``SERVER_UNAVAILABLE``,
+  ``UNABLE_TO_LOCK_ROW``, connection errors) with bounded, jittered
+  exponential backoff,
+* never re-sends a create that may already have reached the org
+  (``OutcomeUnknown``),
+* re-logs in once on an expired session (username/password auth) and resends
+  the request with its own headers intact,
+* and translates every failure into a ``reconcile.errors`` type.
+
+Nothing above this module sees a simple-salesforce or requests exception, and
+no message or exception raised here carries the access token or password:
+errors are raised outside the ``except`` block that caught the library's
+exception, so they do not chain to it (its request holds the token).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import quote_plus, urlparse
+
+import requests
+import simple_salesforce
+from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from reconcile.config import Config
+from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, OutcomeUnknown,
+                              PermissionDenied, SalesforceError, SessionExpired, TransientError)
+from reconcile.model import ApiUsage, OrgInfo, RecordError, SaveResult
+
+__all__ = ["connect", "Salesforce", "SalesforceReader", "soql_quote", "parse_limit_info"]
+
+TOKEN_VARS = ("SALESFORCE_ACCESS_TOKEN", "SALESFORCE_DOMAIN")
+LOGIN_VARS = ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN",
+              "SALESFORCE_DOMAIN")
+
+SOQL_MAX_CHARS = 100_000          # MALFORMED_QUERY above this
+TIMEOUT = (15.0, 300.0)           # connect, read (seconds); the org's own limit is 10 minutes
+MAX_BACKOFF = 30.0                # seconds; no single wait is longer
+TRANSIENT_STATUS = {502, 503, 504}
+TRANSIENT_CODES = {"SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW", "QUERY_TIMEOUT",
+                   "TEMPORARY_QUERY_MORE_FAILURE"}
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*\Z")
+_LIMIT_INFO = re.compile(r"(?:^|[;,\s])api-usage=(\d+)/(\d+)")
+
+
+# -- connecting -----------------------------------------------------------------------
+
+def connect(config: Config, env: Mapping[str, str] | None = None, *,
+            sleep: Callable[[float], None] = time.sleep,
+            session: requests.Session | None = None) -> Salesforce:
+    """Connect as SPEC §3 says, from ``env`` (default: the process environment).
+
+    ``SALESFORCE_ACCESS_TOKEN`` + ``SALESFORCE_DOMAIN`` (instance host, host:port or
+    https URL) use the token as a session id; otherwise ``SALESFORCE_USERNAME`` +
+    ``SALESFORCE_PASSWORD`` + ``SALESFORCE_SECURITY_TOKEN`` + ``SALESFORCE_DOMAIN``
+    (``login``, ``test`` or a My Domain such as ``acme.my``) log in. A missing or
+    half-set configuration raises ``ConfigError`` naming what is missing.
+    """
+    env = os.environ if env is None else env
+    value = {name: (env.get(name) or "").strip() for name in set(TOKEN_VARS + LOGIN_VARS)}
+    session = session or requests.Session()
+    bundle = (env.get("REQUESTS_CA_BUNDLE") or "").strip()
+    if bundle:
+        if not os.path.isfile(bundle):
+            raise ConfigError(f"REQUESTS_CA_BUNDLE names {bundle!r}, which is not a file; "
+                              "point it at a PEM certificate bundle or unset it")
+        session.verify = bundle
+    version = config.api_version
+
+    if value["SALESFORCE_ACCESS_TOKEN"]:
+        if not value["SALESFORCE_DOMAIN"]:
+            raise ConfigError("SALESFORCE_ACCESS_TOKEN is set but SALESFORCE_DOMAIN is not: "
+                              "set SALESFORCE_DOMAIN to your instance host, e.g. acme.my.salesforce.com")
+        instance_url = _instance_url(value["SALESFORCE_DOMAIN"])
+        sf = simple_salesforce.Salesforce(session_id=value["SALESFORCE_ACCESS_TOKEN"],
+                                          instance_url=instance_url, version=version,
+                                          session=session)
+        return Salesforce(sf, config, sleep=sleep)
+
+    login = [name for name in LOGIN_VARS if name != "SALESFORCE_DOMAIN"]
+    if not any(value[name] for name in login):
+        raise ConfigError("no Salesforce connection configured: set SALESFORCE_ACCESS_TOKEN and "
+                          "SALESFORCE_DOMAIN, or SALESFORCE_USERNAME, SALESFORCE_PASSWORD, "
+                          "SALESFORCE_SECURITY_TOKEN and SALESFORCE_DOMAIN "
+                          "(or try `reconcile demo`, which needs none)")
+    missing = [name for name in LOGIN_VARS if not value[name]]
+    if missing:
+        raise ConfigError(f"username/password login is half-configured: {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not set; set "
+                          f"{', '.join(LOGIN_VARS)} (SALESFORCE_DOMAIN: login, test or your "
+                          "My Domain such as acme.my), or use SALESFORCE_ACCESS_TOKEN instead")
+    domain = _login_domain(value["SALESFORCE_DOMAIN"])
+    failure = None
+    try:
+        sf = simple_salesforce.Salesforce(username=value["SALESFORCE_USERNAME"],
+                                          password=value["SALESFORCE_PASSWORD"],
+                                          security_token=value["SALESFORCE_SECURITY_TOKEN"],
+                                          domain=domain, version=version, session=session)
+    except SalesforceAuthenticationFailed as exc:
+        failure = ConfigError(f"Salesforce login as {value['SALESFORCE_USERNAME']} at "
+                              f"{domain}.salesforce.com failed: {_auth_reason(exc)}; check "
+                              "SALESFORCE_USERNAME, SALESFORCE_PASSWORD, SALESFORCE_SECURITY_TOKEN "
+                              "and SALESFORCE_DOMAIN")
+    except requests.RequestException as exc:
+        failure = TransientError(f"cannot reach {domain}.salesforce.com to log in "
+                                 f"({type(exc).__name__}); check the network and SALESFORCE_DOMAIN")
+    if failure is not None:
+        raise failure
+    return Salesforce(sf, config, sleep=sleep)
+
+
+def _instance_url(domain: str) -> str:
+    """``host``, ``host:port`` or ``https://host[:port]`` → ``https://host[:port]``."""
+    if domain in ("login", "test"):
+        raise ConfigError(f"SALESFORCE_DOMAIN={domain!r} names a login server; with "
+                          "SALESFORCE_ACCESS_TOKEN it must be your instance host, "
+                          "e.g. acme.my.salesforce.com")
+    url = domain if "://" in domain else f"https://{domain}"
+    try:
+        parsed = urlparse(url)
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host = port = None
+    if parsed.scheme != "https" or not host or parsed.path not in ("", "/"):
+        raise ConfigError(f"SALESFORCE_DOMAIN={domain!r} is not an instance host: use "
+                          "host, host:port or https://host[:port], e.g. acme.my.salesforce.com")
+    return f"https://{host}" + (f":{port}" if port not in (None, 443) else "")
+
+
+def _login_domain(domain: str) -> str:
+    """``login`` / ``test`` / ``acme.my`` (also accepted: ``https://acme.my.salesforce.com``)."""
+    host = urlparse(domain).hostname if "://" in domain else domain
+    host = (host or "").rstrip("/")
+    if host.endswith(".salesforce.com"):
+        host = host[: -len(".salesforce.com")]
+    if not host or not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+        raise ConfigError(f"SALESFORCE_DOMAIN={domain!r}: use login, test or your My Domain "
+                          "(e.g. acme.my)")
+    return host
+
+
+def _auth_reason(exc: SalesforceAuthenticationFailed) -> str:
+    code = getattr(exc, "code", None) or ""
+    message = getattr(exc, "message", None) or ""
+    return f"{code}: {message}".strip(": ") or "authentication failed"
+
+
+# -- SOQL helpers ----------------------------------------------------------------------
+
+_ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t",
+            "\b": "\\b", "\f": "\\f"}
+
+
+def soql_quote(value: str) -> str:
+    """A SOQL string literal, quoted and escaped (backslash escapes for the reserved
+    and named characters, ``\\uXXXX`` for any other control character)."""
+    out = []
+    for ch in value:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "'" + "".join(out) + "'"
+
+
+def parse_limit_info(header: str | None) -> ApiUsage | None:
+    """``api-usage=10018/100000; api-bursts=1/750`` → ``ApiUsage(10018, 100000)``."""
+    match = _LIMIT_INFO.search(header or "")
+    return ApiUsage(int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"not a Salesforce API name: {name!r}")
+    return name
+
+
+def _strip(record: Any) -> Any:
+    """Drop ``attributes`` (recursively, for relationship fields)."""
+    if isinstance(record, dict):
+        return {k: _strip(v) for k, v in record.items() if k != "attributes"}
+    return record
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+# -- the adapter -------------------------------------------------------------------------
+
+class Salesforce:
+    """The writer. ``reader()`` gives the read-only port used by plan and show."""
+
+    def __init__(self, sf: simple_salesforce.Salesforce, config: Config, *,
+                 sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None, timeout: tuple[float, float] = TIMEOUT):
+        self._sf = sf
+        self._config = config
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._timeout = timeout
+        self.calls = 0
+        self.usage: ApiUsage | None = None
+
+    def __repr__(self) -> str:
+        return f"<reconcile.salesforce.Salesforce https://{self._sf.sf_instance} calls={self.calls}>"
+
+    def reader(self) -> SalesforceReader:
+        return SalesforceReader(self)
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self._sf.sf_instance}/services/data/v{self._config.api_version}/"
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def org_info(self) -> OrgInfo:
+        records = self.query("SELECT Id FROM Organization LIMIT 1")
+        if not records:
+            raise SalesforceError("the org returned no Organization row")
+        return OrgInfo(instance_url=f"https://{self._sf.sf_instance}", org_id=records[0]["Id"],
+                       api_version=self._config.api_version)
+
+    def describe(self, sobject: str) -> dict:
+        return self._request("GET", f"sobjects/{_name(sobject)}/describe/").json()
+
+    def query(self, soql: str) -> list[dict]:
+        """All records of one SOQL query, following ``nextRecordsUrl``, without ``attributes``."""
+        return list(self._query_pages(soql))
+
+    def query_in(self, sobject: str, field: str, values: Iterable[str],
+                 fields: Sequence[str]) -> list[dict]:
+        """``SELECT fields FROM sobject WHERE field IN (values)``, as few requests as the
+        URL limit allows (values de-duplicated, escaped)."""
+        head = f"SELECT {', '.join(_name(f) for f in fields)} FROM {_name(sobject)} WHERE {_name(field)} IN ("
+        records: list[dict] = []
+        for soql in self._in_queries(head, ")", _unique(values)):
+            records.extend(self._query_pages(soql))
+        return records
+
+    def count_contacts_by_account(self, account_ids: Iterable[str]) -> dict[str, int]:
+        """Contacts per Account id (0 for an Account without any)."""
+        ids = _unique(account_ids)
+        counts = dict.fromkeys(ids, 0)
+        head = "SELECT AccountId, COUNT(Id) cnt FROM Contact WHERE AccountId IN ("
+        for soql in self._in_queries(head, ") GROUP BY AccountId", ids):
+            for row in self._query_pages(soql):
+                counts[row["AccountId"]] = int(row["cnt"])
+        return counts
+
+    def retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> list[dict | None]:
+        """Records by id, in ``ids`` order (``None`` where the id is missing or not
+        visible); one ``POST composite/sobjects/{type}`` per ``config.retrieve_size`` ids."""
+        path = f"composite/sobjects/{_name(sobject)}"
+        names = [_name(f) for f in fields]
+        out: list[dict | None] = []
+        size = self._config.retrieve_size
+        for start in range(0, len(ids), size):
+            chunk = list(ids[start:start + size])
+            rows = self._request("POST", path, json={"ids": chunk, "fields": names}).json()
+            if not isinstance(rows, list) or len(rows) != len(chunk):
+                raise SalesforceError(f"retrieve {sobject}: expected {len(chunk)} results, "
+                                      f"got {len(rows) if isinstance(rows, list) else rows!r}")
+            out.extend(_strip(row) if row else None for row in rows)
+        return out
+
+    # -- writes: one request each ------------------------------------------------------------
+
+    def create(self, sobject: str, records: list[dict]) -> list[SaveResult]:
+        body = {"allOrNone": False,
+                "records": [{"attributes": {"type": _name(sobject)}, **r} for r in self._guard(records)]}
+        response = self._request("POST", "composite/sobjects", json=body,
+                                 headers=self._write_headers(sobject), idempotent=False)
+        return self._save_results(response, len(records), created=True)
+
+    def update(self, sobject: str, records: list[dict]) -> list[SaveResult]:
+        for r in records:
+            if not (r.get("Id") or r.get("id")):
+                raise ValueError(f"update {sobject}: every record needs an Id")
+        body = {"allOrNone": False,
+                "records": [{"attributes": {"type": _name(sobject)}, **r} for r in self._guard(records)]}
+        response = self._request("PATCH", "composite/sobjects", json=body,
+                                 headers=self._write_headers(sobject))
+        return self._save_results(response, len(records))
+
+    def delete(self, ids: list[str]) -> list[SaveResult]:
+        params = {"ids": ",".join(self._guard(ids)), "allOrNone": "false"}
+        response = self._request("DELETE", "composite/sobjects", params=params)
+        return self._save_results(response, len(ids))
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _guard(self, items: list) -> list:
+        if len(items) > self._config.collection_size:
+            raise ValueError(f"{len(items)} records in one collections request; "
+                             f"at most {self._config.collection_size} (the caller chunks)")
+        return items
+
+    @staticmethod
+    def _write_headers(sobject: str) -> dict[str, str]:
+        # Lead assignment rules would otherwise move owners on every write.
+        return {"Sforce-Auto-Assign": "FALSE"} if sobject == "Lead" else {}
+
+    @staticmethod
+    def _save_results(response: requests.Response, expected: int, *, created: bool = False) -> list[SaveResult]:
+        items = response.json()
+        if not isinstance(items, list) or len(items) != expected:
+            raise SalesforceError(f"collections request: expected {expected} results, got "
+                                  f"{len(items) if isinstance(items, list) else type(items).__name__}")
+        results = []
+        for item in items:
+            ok = bool(item.get("success"))
+            errors = tuple(RecordError(status_code=e.get("statusCode") or e.get("errorCode") or "UNKNOWN",
+                                       message=e.get("message") or "",
+                                       fields=tuple(e.get("fields") or ()))
+                           for e in item.get("errors") or ())
+            results.append(SaveResult(id=item.get("id"), success=ok, errors=errors,
+                                      created=created and ok))
+        return results
+
+    def _in_queries(self, head: str, tail: str, values: list[str]) -> Iterator[str]:
+        """SOQL statements ``head + 'v1','v2',… + tail``, each as long as fits both
+        ``config.max_query_url`` bytes of request URL and SOQL's 100,000 characters."""
+        url_budget = self._config.max_query_url - len(self.base_url + "query/?q=")
+        fixed_url = len(quote_plus(head)) + len(quote_plus(tail))
+        fixed_chars = len(head) + len(tail)
+        batch: list[str] = []
+        url_len, chars = fixed_url, fixed_chars
+        for value in values:
+            literal = soql_quote(value)
+            more_url = len(quote_plus(literal)) + (len(quote_plus(",")) if batch else 0)
+            more_chars = len(literal) + (1 if batch else 0)
+            if batch and (url_len + more_url > url_budget or chars + more_chars > SOQL_MAX_CHARS):
+                yield head + ",".join(batch) + tail
+                batch, url_len, chars = [], fixed_url, fixed_chars
+                more_url, more_chars = len(quote_plus(literal)), len(literal)
+            if url_len + more_url > url_budget or chars + more_chars > SOQL_MAX_CHARS:
+                raise MalformedRequest(f"a value is too long for one query ({len(value)} characters): "
+                                       f"{value[:60]!r}…")
+            batch.append(literal)
+            url_len, chars = url_len + more_url, chars + more_chars
+        if batch:
+            yield head + ",".join(batch) + tail
+
+    def _query_pages(self, soql: str) -> Iterator[dict]:
+        page = self._request("GET", "query/", params={"q": soql}).json()
+        while True:
+            for record in page.get("records", ()):
+                yield _strip(record)
+            next_url = page.get("nextRecordsUrl")
+            if page.get("done", True) or not next_url:
+                return
+            page = self._request("GET", f"https://{self._sf.sf_instance}{next_url}").json()
+
+    def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+                 json: Any = None, headers: Mapping[str, str] | None = None,
+                 idempotent: bool = True) -> requests.Response:
+        """Send one REST request (with retries); return the 2xx response or raise."""
+        url = path if path.startswith("https://") else self.base_url + path
+        what = f"{method} {urlparse(url).path}"
+        relogged = False
+        attempt = 0
+        while True:
+            attempt += 1
+            request_headers = {"Authorization": f"Bearer {self._sf.session_id}",
+                               "Accept": "application/json", **(headers or {})}
+            if json is not None:
+                request_headers["Content-Type"] = "application/json"
+            self.calls += 1
+            failure: SalesforceError | None = None
+            response = None
+            try:
+                response = self._sf.session.request(method, url, params=params, json=json,
+                                                    headers=request_headers, timeout=self._timeout,
+                                                    verify=self._sf.session.verify)
+            except requests.RequestException as exc:
+                if not idempotent and not _not_sent(exc):
+                    failure = OutcomeUnknown(f"{what}: the connection failed after the request was "
+                                             f"sent ({type(exc).__name__}); it may or may not have "
+                                             "been applied")
+                else:
+                    failure = TransientError(f"{what}: connection failed ({type(exc).__name__}) "
+                                             f"after {attempt} attempt(s)")
+            if response is not None:
+                usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
+                if usage is not None:
+                    self.usage = usage
+                if response.status_code < 300:
+                    return response
+                failure = _translate(what, response)
+                if isinstance(failure, SessionExpired) and not relogged and self._can_relogin():
+                    relogged = True
+                    self._relogin()
+                    attempt -= 1          # the re-login's resend is not a retry
+                    continue
+            if isinstance(failure, TransientError) and attempt < self._config.max_attempts:
+                self._sleep(self._backoff(attempt, response))
+                continue
+            if isinstance(failure, TransientError) and attempt > 1:
+                failure = TransientError(f"{failure.message} (gave up after {attempt} attempts)",
+                                         code=failure.code, status=failure.status)
+            raise failure
+
+    def _backoff(self, attempt: int, response: requests.Response | None) -> float:
+        delay = min(MAX_BACKOFF, self._config.backoff_seconds * 2 ** (attempt - 1))
+        retry_after = response.headers.get("Retry-After", "") if response is not None else ""
+        if retry_after.isdigit():
+            delay = min(MAX_BACKOFF, max(delay, float(retry_after)))
+        return delay / 2 + self._rng.random() * delay / 2
+
+    def _can_relogin(self) -> bool:
+        return getattr(self._sf, "_salesforce_login_partial", None) is not None
+
+    def _relogin(self) -> None:
+        failure = None
+        try:
+            self._sf._refresh_session()
+        except SalesforceAuthenticationFailed as exc:
+            failure = SessionExpired(f"the session expired and logging in again failed: "
+                                     f"{_auth_reason(exc)}", code="INVALID_SESSION_ID", status=401)
+        except requests.RequestException as exc:
+            failure = SessionExpired(f"the session expired and logging in again failed "
+                                     f"({type(exc).__name__})", code="INVALID_SESSION_ID", status=401)
+        if failure is not None:
+            raise failure
+
+
+def _not_sent(exc: requests.RequestException) -> bool:
+    """True when the request certainly never reached the server (no connection was made)."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, NewConnectionError)
+
+
+def _translate(what: str, response: requests.Response) -> SalesforceError:
+    """A non-2xx response → reconcile's error (Salesforce's errorCode and words kept)."""
+    status = response.status_code
+    code, message = None, ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        code, message = body[0].get("errorCode"), body[0].get("message") or ""
+    elif isinstance(body, dict):
+        code, message = body.get("errorCode") or body.get("error"), body.get("message") or ""
+    elif response.text:
+        message = response.text[:200]
+    message = " ".join(str(message).split())
+    text = f"{what}: HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    if status == 401 or code == "INVALID_SESSION_ID":
+        return SessionExpired(f"{text} — the session or access token is invalid or expired; "
+                              "get a new one (SALESFORCE_ACCESS_TOKEN) and run again",
+                              code=code or "INVALID_SESSION_ID", status=status)
+    if code == "REQUEST_LIMIT_EXCEEDED":
+        return ApiLimitExceeded(f"{text} — the org's API request limit is reached; "
+                                "try again later", code=code, status=status)
+    if status in TRANSIENT_STATUS or code in TRANSIENT_CODES:
+        return TransientError(text, code=code, status=status)
+    if status == 403:
+        return PermissionDenied(f"{text} — the user lacks access", code=code, status=status)
+    if status == 400:
+        return MalformedRequest(text, code=code, status=status)
+    return SalesforceError(text, code=code, status=status)
+
+
+class SalesforceReader:
+    """The read-only port: plan and show get this, so they cannot write."""
+
+    def __init__(self, sf: Salesforce):
+        self._sf = sf
+
+    @property
+    def calls(self) -> int:
+        return self._sf.calls
+
+    @property
+    def usage(self) -> ApiUsage | None:
+        return self._sf.usage
+
+    def org_info(self) -> OrgInfo:
+        return self._sf.org_info()
+
+    def describe(self, sobject: str) -> dict:
+        return self._sf.describe(sobject)
+
+    def query_in(self, sobject: str, field: str, values: Iterable[str],
+                 fields: Sequence[str]) -> list[dict]:
+        return self._sf.query_in(sobject, field, values, fields)
+
+    def count_contacts_by_account(self, account_ids: Iterable[str]) -> dict[str, int]:
+        return self._sf.count_contacts_by_account(account_ids)
+
+    def retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> list[dict | None]:
+        return self._sf.retrieve(sobject, ids, fields)

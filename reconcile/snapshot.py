@@ -1,0 +1,106 @@
+"""Read-only: the org → a Snapshot for the planner, and the preflight check.
+
+Only a reader is used here (``Salesforce.reader()``); nothing in this module
+can write to the org.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from reconcile.config import Config
+from reconcile.errors import PreflightError
+from reconcile.model import AccountInfo, OrgRecord, OutcomeKind, OutcomeSet, SObject, Snapshot
+
+
+def preflight(reader: Any, config: Config, *, allow_create: bool) -> None:
+    """Check the org as the source document's review checklist asks (SPEC §2.7).
+
+    Every problem is collected; one PreflightError names them all."""
+    problems: list[str] = []
+    contact = _fields_by_name(reader.describe("Contact"))
+    lead = _fields_by_name(reader.describe("Lead"))
+
+    _check_picklist(problems, "Contact", contact, config.contact_status_field,
+                    [config.contact_active, config.contact_inactive])
+    _check_picklist(problems, "Lead", lead, config.lead_status_field,
+                    [config.lead_inactive, config.lead_reactivate])
+    for sobject, fields in (("Contact", contact), ("Lead", lead)):
+        for name in (config.email_field, config.title_field):
+            _check_field(problems, sobject, fields, name, "updateable")
+    if allow_create:
+        for name in (config.email_field, "FirstName", "LastName", config.title_field,
+                     "AccountId", config.contact_status_field):
+            _check_field(problems, "Contact", contact, name, "createable")
+    if problems:
+        raise PreflightError(
+            "preflight failed: " + "; ".join(problems)
+            + " (fix the org, or set the field names and values in reconcile.toml)")
+
+
+def _fields_by_name(describe: dict) -> dict[str, dict]:
+    return {f["name"]: f for f in describe.get("fields", [])}
+
+
+def _check_field(problems: list[str], sobject: str, fields: dict, name: str, ability: str) -> bool:
+    field = fields.get(name)
+    if field is None:
+        problems.append(f"{sobject}.{name} does not exist")
+        return False
+    if not field.get(ability, False):
+        problems.append(f"{sobject}.{name} is not {ability} for this user")
+        return False
+    return True
+
+
+def _check_picklist(problems: list[str], sobject: str, fields: dict, name: str,
+                    values: list[str]) -> None:
+    if not _check_field(problems, sobject, fields, name, "updateable"):
+        return
+    field = fields[name]
+    if field.get("type") != "picklist":
+        problems.append(f"{sobject}.{name} is a {field.get('type')} field, not a picklist")
+        return
+    offered = {p["value"] for p in field.get("picklistValues", []) if p.get("active", True)}
+    for value in values:
+        if value not in offered:
+            problems.append(f"{sobject}.{name} has no active picklist value {value!r}")
+
+
+def addresses_to_read(outcome_set: OutcomeSet) -> list[str]:
+    """Every input address, plus every new address (EMAIL_TAKEN needs its holders)."""
+    wanted = {o.email for o in outcome_set.outcomes}
+    wanted.update(o.new_email for o in outcome_set.outcomes if o.new_email)
+    return sorted(wanted)
+
+
+def take_snapshot(reader: Any, outcome_set: OutcomeSet, config: Config, *,
+                  allow_create: bool,
+                  progress: Callable[[str], None] | None = None) -> Snapshot:
+    """Batched reads only: never a request per person."""
+    say = progress or (lambda _msg: None)
+    org = reader.org_info()
+    emails = addresses_to_read(outcome_set)
+    records: list[OrgRecord] = []
+    for sobject in (SObject.CONTACT, SObject.LEAD):
+        say(f"reading {sobject}s for {len(emails)} addresses")
+        for row in reader.query_in(sobject.value, config.email_field, emails,
+                                   config.fields_for(sobject.value)):
+            records.append(OrgRecord(sobject=sobject, id=row["Id"], fields=row))
+
+    accounts: list[AccountInfo] = []
+    names = sorted({o.organization.strip() for o in outcome_set.outcomes
+                    if o.kind is OutcomeKind.NEW_CONTACT and o.organization.strip()})
+    if allow_create and names:
+        say(f"reading Accounts for {len(names)} organizations")
+        rows = reader.query_in("Account", config.account_name_field, names,
+                               config.fields_for("Account"))
+        counts = reader.count_contacts_by_account([r["Id"] for r in rows]) if rows else {}
+        accounts = [AccountInfo(id=r["Id"], name=r.get("Name") or "",
+                                contact_count=counts.get(r["Id"], 0),
+                                last_modified=r.get("LastModifiedDate") or "",
+                                system_modstamp=r.get("SystemModstamp") or "")
+                    for r in rows]
+    records.sort(key=lambda r: (r.sobject, r.id))
+    accounts.sort(key=lambda a: a.id)
+    return Snapshot(org=org, records=tuple(records), accounts=tuple(accounts))

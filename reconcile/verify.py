@@ -1,0 +1,92 @@
+"""``reconcile verify``: recompute every hash, check every link in the archive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reconcile import archive as ar
+from reconcile import plan as plan_doc
+from reconcile.errors import IntegrityError, ReconcileError
+
+
+def verify_archive(arch: ar.Archive, plan_dirs: list[Path]) -> list[str]:
+    checked: list[str] = []
+    problems: list[str] = []
+    for plan_dir in plan_dirs:
+        try:
+            checked.extend(_verify_one(arch, plan_dir))
+        except ReconcileError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise IntegrityError(f"verify failed ({len(problems)} problem(s)): " + " | ".join(problems))
+    return checked
+
+
+def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
+    plan_path = plan_dir / ar.PLAN
+    doc = plan_doc.load_plan(plan_path)  # recomputes plan_id from the content
+    raw = plan_path.read_bytes()
+    if plan_doc.canonical_bytes(doc) != raw:
+        raise IntegrityError(f"{plan_path}: not in canonical form; the file was edited")
+    if doc["plan_id"] != plan_dir.name:
+        raise IntegrityError(f"{plan_path}: plan id {doc['plan_id'][:12]} does not match its folder")
+    plan_sha = ar.sha256_hex(raw)
+    change_ids = {c["change_id"] for c in doc.get("changes", [])}
+    out = [f"{plan_path}: plan id ok"]
+
+    approval_path = plan_dir / ar.APPROVAL
+    if approval_path.is_file():
+        approval = ar.read_json(approval_path)
+        ar.check_seal(approval_path, approval)
+        _points_at(approval_path, approval, doc["plan_id"], plan_sha)
+        out.append(f"{approval_path}: approval ok ({approval.get('approved_by')})")
+
+    journal_path = plan_dir / ar.JOURNAL
+    result_path = plan_dir / ar.RESULT
+    if (journal_path.is_file() or result_path.is_file()) and not approval_path.is_file():
+        raise IntegrityError(f"{plan_dir}: has an apply journal or result but no approval.json")
+    if journal_path.is_file():
+        for number, line in enumerate(journal_path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a torn last line from a killed apply is expected
+            for cid in event.get("change_ids", []) or []:
+                if cid not in change_ids:
+                    raise IntegrityError(f"{journal_path}:{number}: names change {cid!r}, which plan {doc['plan_id'][:12]} does not have")
+        out.append(f"{journal_path}: journal ok")
+    if result_path.is_file():
+        result = ar.read_json(result_path)
+        ar.check_seal(result_path, result)
+        _points_at(result_path, result, doc["plan_id"], plan_sha)
+        for item in result.get("results", []):
+            if item.get("change_id") not in change_ids:
+                raise IntegrityError(f"{result_path}: result for change {item.get('change_id')!r}, which the plan does not have")
+        out.append(f"{result_path}: result ok ({result.get('status')})")
+
+    if doc.get("kind") == "rollback":
+        parent_id = doc.get("parent_plan_id") or ""
+        parent_dir = arch.plan_dir(parent_id)
+        if not (parent_dir / ar.PLAN).is_file():
+            raise IntegrityError(f"{plan_path}: rollback of plan {parent_id[:12]}, which is not in {arch.root}")
+        parent_result_path = parent_dir / ar.RESULT
+        if not parent_result_path.is_file():
+            raise IntegrityError(f"{plan_path}: rollback of plan {parent_id[:12]}, which has no apply result")
+        parent_result = ar.read_json(parent_result_path)
+        touched = {r.get("record_id") for r in parent_result.get("results", []) if r.get("status") == "applied"}
+        for change in doc.get("changes", []):
+            if change.get("record_id") not in touched:
+                raise IntegrityError(f"{plan_path}: change {change['change_id']} undoes record {change.get('record_id')}, which plan {parent_id[:12]}'s apply did not touch")
+        for inp in doc.get("inputs", []):
+            if inp.get("sha256") != ar.sha256_hex(parent_result_path.read_bytes()):
+                raise IntegrityError(f"{plan_path}: built from a different {parent_result_path} than the one archived")
+        out.append(f"{plan_path}: rollback of {parent_id[:12]} ok")
+    return out
+
+
+def _points_at(path: Path, record: dict, plan_id: str, plan_sha: str) -> None:
+    if record.get("plan_id") != plan_id:
+        raise IntegrityError(f"{path}: points at plan {str(record.get('plan_id'))[:12]}, not {plan_id[:12]}")
+    if record.get("plan_sha256") != plan_sha:
+        raise IntegrityError(f"{path}: made for plan bytes {str(record.get('plan_sha256'))[:12]}, but plan.json hashes to {plan_sha[:12]}")

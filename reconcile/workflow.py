@@ -1,0 +1,214 @@
+"""One function per command, callable from Python as well as from the CLI.
+
+Each takes plain arguments, does the work through the layers below, and
+returns data; the CLI only parses and prints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from reconcile import __version__
+from reconcile import archive as ar
+from reconcile import plan as plan_doc
+from reconcile.approval import approve as _approve, check_approval
+from reconcile.config import Config
+from reconcile.errors import IntegrityError, StateError, UsageError
+from reconcile.model import PlanKind, PlanState
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+@dataclass
+class Context:
+    """What every command needs: configuration, the environment, a clock, a connector."""
+    config: Config
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    now: Callable[[], str] = utc_now
+    connect: Callable[..., Any] | None = None
+    say: Callable[[str], None] = lambda _msg: None
+
+    @property
+    def archive(self) -> ar.Archive:
+        return ar.Archive(Path(self.config.archive_dir))
+
+    def salesforce(self) -> Any:
+        if self.connect is not None:
+            return self.connect(self.config, self.env)
+        from reconcile.salesforce import connect
+        return connect(self.config, env=self.env)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    plan_dir: Path
+    doc: dict[str, Any]
+    state: PlanState
+
+
+def load(ctx: Context, ref: str) -> Loaded:
+    plan_dir = ctx.archive.resolve(ref)
+    doc = plan_doc.load_plan(plan_dir / ar.PLAN)
+    if doc["plan_id"] != plan_dir.name:
+        raise IntegrityError(f"{plan_dir / ar.PLAN}: plan id {doc['plan_id'][:12]} does not match its folder {plan_dir.name[:12]}")
+    return Loaded(plan_dir, doc, ctx.archive.state(plan_dir))
+
+
+# -- plan -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlanResult:
+    plan_dir: Path
+    doc: dict[str, Any]
+    api_calls: int
+
+
+def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = False) -> PlanResult:
+    """Validate the outcome files, snapshot the org, plan, and archive the plan."""
+    from reconcile.inputs import read_outcomes
+    from reconcile.planner import build_plan
+    from reconcile.snapshot import preflight, take_snapshot
+
+    if not outcome_files:
+        raise UsageError("plan: give at least one outcome file (CSV or JSON Lines)")
+    outcome_set = read_outcomes([Path(p) for p in outcome_files])  # before any API call
+    sf = ctx.salesforce()
+    reader = sf.reader()
+    preflight(reader, ctx.config, allow_create=allow_create)
+    snapshot = take_snapshot(reader, outcome_set, ctx.config, allow_create=allow_create, progress=ctx.say)
+    body = build_plan(outcome_set, snapshot, ctx.config, allow_create=allow_create)
+    doc = plan_doc.make_document(
+        body, org=snapshot.org, inputs=list(outcome_set.inputs),
+        options={"allow_create": allow_create}, created_at=ctx.now(),
+        tool_version=__version__, config=ctx.config)
+    plan_dir = save_plan(ctx, doc)
+    return PlanResult(plan_dir, doc, reader.calls)
+
+
+def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
+    """Write the plan and everything rendered from it into its archive folder."""
+    from reconcile.render.csvs import handoff_csvs, review_csv
+    from reconcile.render.html import render_html
+
+    arch = ctx.archive
+    plan_dir = arch.plan_dir(doc["plan_id"])
+    if (plan_dir / ar.PLAN).is_file():
+        return plan_dir  # the same content has the same id: already archived
+    arch.write(plan_dir, ar.HTML, render_html(doc))
+    arch.write(plan_dir, ar.REVIEW, review_csv(doc))
+    for name, text in handoff_csvs(doc).items():
+        arch.write(plan_dir, name, text)
+    arch.write(plan_dir, ar.PLAN, plan_doc.canonical_bytes(doc))  # last: its presence marks a whole plan
+    return plan_dir
+
+
+# -- approve ------------------------------------------------------------------------
+
+def approve(ctx: Context, ref: str, *, by: str, comment: str = "") -> tuple[Loaded, dict[str, Any]]:
+    loaded = load(ctx, ref)
+    record = _approve(ctx.archive, loaded.plan_dir, loaded.doc, by=by, comment=comment, now=ctx.now())
+    return load(ctx, ref), record
+
+
+# -- apply --------------------------------------------------------------------------
+
+def apply(ctx: Context, ref: str, *, skip_drifted: bool = False,
+          progress: Callable[[int, int], None] | None = None) -> Any:
+    from reconcile.apply import apply_plan
+
+    loaded = load(ctx, ref)
+    if loaded.state in (PlanState.APPLIED, PlanState.PARTIALLY_APPLIED, PlanState.FAILED,
+                        PlanState.ROLLED_BACK):
+        raise StateError(f"plan {loaded.doc['plan_id'][:12]} is {loaded.state}: a plan is applied once; "
+                         "make a new plan for what is left, or `reconcile rollback` it")
+    approval = check_approval(loaded.plan_dir, loaded.doc)
+    sf = ctx.salesforce()
+    org = sf.org_info()
+    planned_org = loaded.doc["org"]["org_id"]
+    if org.org_id != planned_org:
+        raise IntegrityError(f"plan {loaded.doc['plan_id'][:12]} was made for org {planned_org}, "
+                             f"but the connection is to org {org.org_id}; refusing to apply")
+    return apply_plan(loaded.doc, loaded.plan_dir, sf, ctx.config, skip_drifted=skip_drifted,
+                      progress=progress, now=ctx.now, plan_sha256=approval["plan_sha256"])
+
+
+# -- rollback -----------------------------------------------------------------------
+
+def rollback(ctx: Context, ref: str) -> PlanResult:
+    from reconcile.rollback import build_rollback, records_to_read
+
+    parent = load(ctx, ref)
+    if parent.state in (PlanState.PLANNED, PlanState.APPROVED):
+        raise StateError(f"plan {parent.doc['plan_id'][:12]} is {parent.state}: it was never applied, so there is nothing to roll back")
+    if parent.state is PlanState.APPLYING:
+        raise StateError(f"plan {parent.doc['plan_id'][:12]} has an unfinished apply; run `reconcile apply {parent.doc['plan_id'][:12]}` to finish it first")
+    if parent.state is PlanState.ROLLED_BACK:
+        raise StateError(f"plan {parent.doc['plan_id'][:12]} is already rolled back")
+    for child in ctx.archive.children(parent.doc["plan_id"]):
+        raise StateError(f"plan {parent.doc['plan_id'][:12]} already has a rollback plan {child.name[:12]} "
+                         f"({ctx.archive.state(child)}); approve and apply that one")
+    result_path = parent.plan_dir / ar.RESULT
+    result = ar.read_json(result_path)
+    ar.check_seal(result_path, result)
+
+    sf = ctx.salesforce()
+    reader = sf.reader()
+    org = reader.org_info()
+    if org.org_id != parent.doc["org"]["org_id"]:
+        raise IntegrityError(f"plan {parent.doc['plan_id'][:12]} was applied to org {parent.doc['org']['org_id']}, not {org.org_id}")
+    current: dict[str, Any] = {}
+    for sobject, by_id in records_to_read(result).items():
+        fields = sorted(set().union(*by_id.values()) | {"Id", "LastModifiedDate", "SystemModstamp"})
+        ids = sorted(by_id)
+        for rid, rec in zip(ids, reader.retrieve(sobject, ids, fields)):
+            current[rid] = rec
+    created_accounts = [r["record_id"] for r in result.get("results", [])
+                        if r.get("status") == "applied" and r.get("action") == "create"
+                        and r.get("sobject") == "Account" and r.get("record_id")]
+    counts = reader.count_contacts_by_account(created_accounts) if created_accounts else {}
+    body = build_rollback(parent.doc, result, current, counts)
+    inputs = [{"name": f"{parent.doc['plan_id']}/{ar.RESULT}",
+               "sha256": ar.sha256_hex(result_path.read_bytes()),
+               "rows": len(result.get("results", []))}]
+    doc = plan_doc.make_document(
+        body, org=org, inputs=inputs, options={"rollback_of": parent.doc["plan_id"]},
+        created_at=ctx.now(), tool_version=__version__, kind=PlanKind.ROLLBACK.value,
+        parent_plan_id=parent.doc["plan_id"], config=ctx.config)
+    plan_dir = save_plan(ctx, doc)
+    return PlanResult(plan_dir, doc, reader.calls)
+
+
+# -- log, verify ----------------------------------------------------------------------
+
+def log(ctx: Context) -> list[dict[str, Any]]:
+    entries = []
+    arch = ctx.archive
+    for plan_dir in arch.plan_dirs():
+        try:
+            doc = ar.read_json(plan_dir / ar.PLAN)
+        except IntegrityError as exc:
+            entries.append({"plan_id": plan_dir.name, "state": "unreadable", "error": str(exc)})
+            continue
+        approval = ar.read_json(plan_dir / ar.APPROVAL) if (plan_dir / ar.APPROVAL).is_file() else {}
+        entries.append({
+            "plan_id": doc.get("plan_id"), "created_at": doc.get("created_at"), "kind": doc.get("kind"),
+            "parent_plan_id": doc.get("parent_plan_id"), "state": str(arch.state(plan_dir)),
+            "summary": doc.get("summary", {}), "approved_by": approval.get("approved_by"),
+            "approved_at": approval.get("approved_at"), "path": str(plan_dir),
+        })
+    entries.sort(key=lambda e: (e.get("created_at") or "", e["plan_id"] or ""))
+    return entries
+
+
+def verify(ctx: Context, ref: str | None = None) -> list[str]:
+    """Recompute every hash and check every link; returns what was checked, raises on a mismatch."""
+    from reconcile.verify import verify_archive
+    arch = ctx.archive
+    dirs = [arch.resolve(ref)] if ref else list(arch.plan_dirs())
+    return verify_archive(arch, dirs)
