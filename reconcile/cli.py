@@ -17,7 +17,7 @@ from rich.console import Console
 from reconcile import __version__
 from reconcile import workflow as wf
 from reconcile.config import load_config
-from reconcile.errors import InputError, ReconcileError
+from reconcile.errors import InputError, ReconcileError, UsageError
 from reconcile.sandbox.cli import app as sandbox_app
 
 app = typer.Typer(
@@ -259,6 +259,29 @@ def demo(
 
     def body() -> int:
         run_demo(directory, say=lambda line: out.print(line, markup=False))
+        return 0
+
+    _run(body)
+
+
+@app.command()
+def benchmark(
+    sizes: str = typer.Option("1000,10000,100000", "--sizes", help="Comma-separated numbers of outcomes."),
+    apply_up_to: int = typer.Option(10_000, "--apply-up-to", help="Also approve and apply plans up to this many outcomes."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """API calls, wall time and peak memory of plan and apply against the sandbox org."""
+    from reconcile.bench import run_benchmark
+
+    def body() -> int:
+        try:
+            numbers = [int(s) for s in sizes.split(",") if s.strip()]
+        except ValueError:
+            raise UsageError(f"--sizes: expected numbers like 1000,10000, got {sizes!r}") from None
+        rows = run_benchmark(numbers, apply_up_to=apply_up_to,
+                             say=(lambda _l: None) if as_json else (lambda line: out.print(line, markup=False)))
+        if as_json:
+            _emit_json(rows)
         return 0
 
     _run(body)

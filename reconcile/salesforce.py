@@ -215,6 +215,8 @@ class Salesforce:
         self._timeout = timeout
         self.calls = 0
         self.usage: ApiUsage | None = None
+        # Records per query page (Sforce-Query-Options: batchSize, 200..2000); None = the org's default.
+        self.query_batch_size: int | None = None
 
     def __repr__(self) -> str:
         return f"<reconcile.salesforce.Salesforce https://{self._sf.sf_instance} calls={self.calls}>"
@@ -236,7 +238,7 @@ class Salesforce:
                        api_version=self._config.api_version)
 
     def describe(self, sobject: str) -> dict:
-        return self._request("GET", f"sobjects/{_name(sobject)}/describe/").json()
+        return _json(self._request("GET", f"sobjects/{_name(sobject)}/describe/"))
 
     def query(self, soql: str) -> list[dict]:
         """All records of one SOQL query, following ``nextRecordsUrl``, without ``attributes``."""
@@ -271,7 +273,7 @@ class Salesforce:
         size = self._config.retrieve_size
         for start in range(0, len(ids), size):
             chunk = list(ids[start:start + size])
-            rows = self._request("POST", path, json={"ids": chunk, "fields": names}).json()
+            rows = _json(self._request("POST", path, json={"ids": chunk, "fields": names}))
             if not isinstance(rows, list) or len(rows) != len(chunk):
                 raise SalesforceError(f"retrieve {sobject}: expected {len(chunk)} results, "
                                       f"got {len(rows) if isinstance(rows, list) else rows!r}")
@@ -317,10 +319,11 @@ class Salesforce:
 
     @staticmethod
     def _save_results(response: requests.Response, expected: int, *, created: bool = False) -> list[SaveResult]:
-        items = response.json()
+        # A 200 that does not say what happened to each record leaves the outcome unknown.
+        items = _json(response, OutcomeUnknown)
         if not isinstance(items, list) or len(items) != expected:
-            raise SalesforceError(f"collections request: expected {expected} results, got "
-                                  f"{len(items) if isinstance(items, list) else type(items).__name__}")
+            raise OutcomeUnknown(f"collections request: expected {expected} results, got "
+                                 f"{len(items) if isinstance(items, list) else type(items).__name__}")
         results = []
         for item in items:
             ok = bool(item.get("success"))
@@ -357,14 +360,17 @@ class Salesforce:
             yield head + ",".join(batch) + tail
 
     def _query_pages(self, soql: str) -> Iterator[dict]:
-        page = self._request("GET", "query/", params={"q": soql}).json()
+        headers = ({"Sforce-Query-Options": f"batchSize={self.query_batch_size}"}
+                   if self.query_batch_size else None)
+        page = _json(self._request("GET", "query/", params={"q": soql}, headers=headers))
         while True:
             for record in page.get("records", ()):
                 yield _strip(record)
             next_url = page.get("nextRecordsUrl")
             if page.get("done", True) or not next_url:
                 return
-            page = self._request("GET", f"https://{self._sf.sf_instance}{next_url}").json()
+            page = _json(self._request("GET", f"https://{self._sf.sf_instance}{next_url}",
+                                       headers=headers))
 
     def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
                  json: Any = None, headers: Mapping[str, str] | None = None,
@@ -437,6 +443,15 @@ class Salesforce:
                                      f"({type(exc).__name__})", code="INVALID_SESSION_ID", status=401)
         if failure is not None:
             raise failure
+
+
+def _json(response: requests.Response, error: type[SalesforceError] = SalesforceError) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        pass
+    raise error(f"{response.request.method} {urlparse(response.url).path}: HTTP {response.status_code} "
+                f"with a body that is not JSON: {response.text[:100]!r}", status=response.status_code)
 
 
 def _not_sent(exc: requests.RequestException) -> bool:

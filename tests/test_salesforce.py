@@ -582,3 +582,14 @@ def test_usage_is_read_from_every_response():
     assert sf.usage == ApiUsage(10020, 100000)          # the last one that said so
     assert salesforce.parse_limit_info(None) is None
     assert salesforce.parse_limit_info("api-usage=3/15000") == ApiUsage(3, 15000)
+
+
+def test_a_garbled_answer_is_never_a_library_exception():
+    sf, fake = make()
+    fake.script.append((200, None))
+    fake.script[-1] = (200, None, {"Content-Type": "text/html"})
+    with pytest.raises(SalesforceError, match="not JSON"):
+        sf.describe("Contact")
+    fake.script.append((200, [{"id": "003A", "success": True, "errors": []}]))
+    with pytest.raises(OutcomeUnknown, match="expected 2 results"):
+        sf.create("Contact", [{"LastName": "A"}, {"LastName": "B"}])

@@ -1,0 +1,794 @@
+"""Apply an approved plan: lock, settle, drift check, ordered writes, result.
+
+``apply_plan`` executes exactly the plan document it is given (the caller has
+already checked it against its approval). One run:
+
+1. takes the archive's apply lock (``plans/.apply.lock``; a stale one left by
+   a killed apply is reported, never silently ignored);
+2. replays ``journal.jsonl`` and settles every request an earlier run sent
+   without seeing the answer, by reading the org (see ``journal``);
+3. re-reads every record the pending changes touch and compares the fields
+   they change with the plan's ``before`` values (drift). By default any drift
+   means nothing is written (``DriftError``); ``skip_drifted`` writes the rest;
+4. writes in order — Account creates, the other creates (with ``@{ref}``
+   resolved to the new ids), updates by sObject, deletes (Contacts and Leads
+   before Accounts) — one request per ``collection_size`` records, each framed
+   by a ``send`` and a ``result`` journal event fsynced to disk;
+5. when nothing is pending any more, writes ``apply.json`` once.
+
+Request-level stops (the org's limit, our share of it, an expired session,
+503s after the adapter's retries) end the run cleanly: the changes not yet
+written stay pending and running apply again resumes. The writer is a small
+protocol (``Writer``) so that a Bulk API 2.0 path can be added for very large
+plans without touching the rest; only sObject Collections exists today.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import socket
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from hashlib import sha256
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+from filelock import FileLock, Timeout
+
+from reconcile.config import Config
+from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
+                              SalesforceError)
+from reconcile.fsutil import write_atomic
+from reconcile.journal import Journal, JournalState
+from reconcile.model import Action, ChangeStatus, PlanState, SaveResult, SObject
+
+__all__ = ["apply_plan", "ApplyReport", "ChangeResult", "Writer", "WriteItem", "ItemResult",
+           "CollectionsWriter", "TRANSIENT_ITEM_CODES", "DEPENDENCY_FAILED"]
+
+# Item-level codes that mean "not saved this time, try again later".
+TRANSIENT_ITEM_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
+# reconcile's own code for a create that needed a record the plan could not create.
+DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
+ALREADY_DONE = "already holds the planned values"
+ALREADY_DELETED = "already deleted"
+
+_REF = re.compile(r"^@\{(.+)\}$")
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# -- results ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ChangeResult:
+    """What happened to one change. ``fields``: {F: {before (plan), replaced
+    (value read just before the write), after}}; ``drift``: {F: {planned, current}}."""
+    change_id: str
+    action: str
+    sobject: str
+    record_id: str | None
+    status: ChangeStatus
+    error_code: str | None = None
+    message: str | None = None
+    ref: str | None = None
+    fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    drift: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["status"] = str(self.status)
+        return out
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    """``status`` is applied / partially applied / failed once ``finished``;
+    before that "applying" (changes written, some pending) or "approved"
+    (nothing written yet, e.g. refused for drift)."""
+    plan_id: str
+    results: tuple[ChangeResult, ...]
+    finished: bool
+    status: str
+    stop_reason: str | None
+    api_calls: int
+    drifted: tuple[ChangeResult, ...]
+    created: Mapping[str, str] = field(default_factory=dict)
+    counts: Mapping[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan_id": self.plan_id, "finished": self.finished, "status": self.status,
+                "stop_reason": self.stop_reason, "api_calls": self.api_calls,
+                "created": dict(self.created), "counts": dict(self.counts),
+                "warnings": list(self.warnings),
+                "results": [r.to_dict() for r in self.results],
+                "drifted": [r.change_id for r in self.drifted]}
+
+
+# -- the writer port ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WriteItem:
+    """One record to write: create/update fields (update with ``Id``), or ``{"Id": id}`` to delete."""
+    change_id: str
+    record: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    change_id: str
+    success: bool
+    id: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+
+
+class Writer(Protocol):
+    """Sends one request. Results are keyed by change_id; a request that was
+    refused as a whole raises reconcile's SalesforceError; one whose outcome is
+    unknown raises OutcomeUnknown."""
+    batch_size: int
+
+    def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any: ...
+
+    def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]: ...
+
+
+class CollectionsWriter:
+    """sObject Collections: up to ``collection_size`` records a request, allOrNone=false."""
+
+    def __init__(self, sf: Any, config: Config):
+        self.sf = sf
+        self.batch_size = config.collection_size
+
+    def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
+        if action is Action.DELETE:
+            return [item.record["Id"] for item in items]
+        return [dict(item.record) for item in items]
+
+    def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]:
+        payload = self.payload(action, sobject, items)
+        if action is Action.CREATE:
+            saved = self.sf.create(sobject, payload)
+        elif action is Action.UPDATE:
+            saved = self.sf.update(sobject, payload)
+        else:
+            saved = self.sf.delete(payload)
+        if len(saved) != len(items):
+            raise OutcomeUnknown(f"Salesforce answered {len(saved)} results for {len(items)} "
+                                 f"{sobject} records; the outcome is unknown")
+        out = []
+        for item, result in zip(items, saved):  # collections answer in request order
+            expected = item.record.get("Id")
+            if expected and result.id and result.id != expected:
+                raise OutcomeUnknown(f"Salesforce answered for record {result.id} where "
+                                     f"{expected} was sent; the outcome is unknown")
+            out.append(_item_result(item.change_id, result))
+        return out
+
+
+def _item_result(change_id: str, result: SaveResult) -> ItemResult:
+    if result.success:
+        return ItemResult(change_id, True, id=result.id)
+    error = result.errors[0] if result.errors else None
+    message = "; ".join(e.message for e in result.errors) or None
+    return ItemResult(change_id, False, id=result.id,
+                      error_code=error.status_code if error else "UNKNOWN_ERROR", message=message)
+
+
+# -- the plan, as apply reads it ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Change:
+    change_id: str
+    action: Action
+    sobject: str
+    record_id: str | None
+    ref: str | None
+    email: str
+    fields: Mapping[str, Mapping[str, Any]]   # F -> {before, after}
+
+    def before(self, name: str) -> Any:
+        return self.fields[name].get("before")
+
+    def after(self, name: str) -> Any:
+        return self.fields[name].get("after")
+
+    def refs(self) -> list[str]:
+        out = []
+        for spec in self.fields.values():
+            match = _REF.match(spec.get("after")) if isinstance(spec.get("after"), str) else None
+            if match:
+                out.append(match.group(1))
+        return out
+
+
+def _changes(doc: Mapping[str, Any]) -> list[_Change]:
+    return [_Change(change_id=c["change_id"], action=Action(c["action"]), sobject=str(c["sobject"]),
+                    record_id=c.get("record_id"), ref=c.get("ref"),
+                    email=(c.get("email") or "").strip().lower(), fields=c.get("fields") or {})
+            for c in doc.get("changes", ())]
+
+
+def _same(field_name: str, current: Any, expected: Any) -> bool:
+    """Exact comparison, except that e-mail addresses compare case-insensitively."""
+    if field_name.lower().endswith("email") and isinstance(current, str) and isinstance(expected, str):
+        return current.strip().lower() == expected.strip().lower()
+    return current == expected
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# -- the lock -----------------------------------------------------------------------------
+
+class _ApplyLock:
+    """``plans/.apply.lock`` (non-blocking) plus ``.apply.lock.json`` saying who holds it."""
+
+    def __init__(self, root: Path, plan_id: str, now: Callable[[], str]):
+        self.root = root
+        self.plan_id = plan_id
+        self.now = now
+        self.info_path = root / ".apply.lock.json"
+        self.lock = FileLock(str(root / ".apply.lock"))
+        self.warnings: list[str] = []
+
+    def __enter__(self) -> "_ApplyLock":
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.lock.acquire(blocking=False)
+        except Timeout:
+            info = self._read_info()
+            who = (f"pid {info.get('pid')} on {info.get('hostname')}, plan {info.get('plan_id')}, "
+                   f"since {info.get('started_at')}") if info else "holder unknown"
+            raise LockedError(f"another apply is running ({who}); wait for it to finish") from None
+        try:
+            stale = self._read_info()
+            if stale:
+                alive = _pid_alive(stale.get("pid")) and stale.get("hostname") == socket.gethostname()
+                what = "may still be running" if alive else "did not finish"
+                if stale.get("plan_id") == self.plan_id:
+                    self.warnings.append(f"an earlier apply (pid {stale.get('pid')}) of plan "
+                                         f"{stale.get('plan_id')} {what}; resuming")
+                else:
+                    self.warnings.append(f"an earlier apply (pid {stale.get('pid')}) of plan "
+                                         f"{stale.get('plan_id')} {what}; run apply on that plan "
+                                         f"again to finish it")
+            info = {"pid": os.getpid(), "hostname": socket.gethostname(),
+                    "plan_id": self.plan_id, "started_at": self.now()}
+            write_atomic(self.info_path, json.dumps(info, sort_keys=True).encode() + b"\n",
+                         overwrite=True)
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.info_path.unlink(missing_ok=True)
+        finally:
+            self.lock.release()
+
+    def _read_info(self) -> dict[str, Any] | None:
+        try:
+            info = json.loads(self.info_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        return info if isinstance(info, dict) else None
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- the entry point --------------------------------------------------------------------------
+
+def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: Any, config: Config, *,
+               skip_drifted: bool = False,
+               progress: Callable[[int, int], None] | None = None,
+               now: Callable[[], str] = _utc_now,
+               plan_sha256: str | None = None,
+               sleep: Callable[[float], None] = time.sleep,
+               writer: Writer | None = None,
+               jitter: Callable[[], float] = random.random) -> ApplyReport:
+    """Apply (or resume applying) ``doc``; see the module docstring.
+
+    Raises ``DriftError`` (drift, nothing written), ``LockedError``, or the
+    ``SalesforceError`` that stopped the run (``ApiLimitExceeded``,
+    ``SessionExpired``, ``TransientError``, ``OutcomeUnknown`` …). Every error
+    raised after the lock was taken carries the run's ``ApplyReport`` as
+    ``.report``.
+    """
+    plan_dir = Path(plan_dir)
+    plan_id = str(doc["plan_id"])
+    with _ApplyLock(plan_dir.parent, plan_id, now) as lock:
+        result_path = plan_dir / "apply.json"
+        if result_path.exists():
+            return report_from_result(json.loads(result_path.read_text(encoding="utf-8")))
+        if plan_sha256 is None and (plan_dir / "plan.json").exists():
+            plan_sha256 = sha256((plan_dir / "plan.json").read_bytes()).hexdigest()
+        run = _Run(doc, plan_dir, sf, config, skip_drifted=skip_drifted, progress=progress,
+                   now=now, plan_sha256=plan_sha256, sleep=sleep,
+                   writer=writer or CollectionsWriter(sf, config), jitter=jitter)
+        return run.execute(lock.warnings)
+
+
+def report_from_result(data: Mapping[str, Any]) -> ApplyReport:
+    """An ``ApplyReport`` from a finished plan's ``apply.json``."""
+    results = tuple(ChangeResult(change_id=r["change_id"], action=r["action"], sobject=r["sobject"],
+                                 record_id=r.get("record_id"), status=ChangeStatus(r["status"]),
+                                 error_code=r.get("error_code"), message=r.get("message"),
+                                 ref=r.get("ref"), fields=r.get("fields") or {},
+                                 drift=r.get("drift") or {})
+                    for r in data.get("results", ()))
+    return ApplyReport(plan_id=data["plan_id"], results=results, finished=True,
+                       status=data["status"], stop_reason=None, api_calls=data.get("api_calls", 0),
+                       drifted=tuple(r for r in results if r.status is ChangeStatus.DRIFTED),
+                       created=data.get("created") or {}, counts=data.get("counts") or {},
+                       warnings=tuple(data.get("warnings") or ()))
+
+
+class _Stop(Exception):
+    """Internal: the run stops with changes pending."""
+
+    def __init__(self, error: SalesforceError):
+        self.error = error
+
+
+class _Run:
+    def __init__(self, doc: Mapping[str, Any], plan_dir: Path, sf: Any, config: Config, *,
+                 skip_drifted: bool, progress: Callable[[int, int], None] | None,
+                 now: Callable[[], str], plan_sha256: str | None, sleep: Callable[[float], None],
+                 writer: Writer, jitter: Callable[[], float]):
+        self.doc = doc
+        self.plan_id = str(doc["plan_id"])
+        self.plan_dir = plan_dir
+        self.sf = sf
+        self.config = config
+        self.skip_drifted = skip_drifted
+        self.progress = progress
+        self.now = now
+        self.plan_sha256 = plan_sha256
+        self.sleep = sleep
+        self.writer = writer
+        self.jitter = jitter
+        self.changes = _changes(doc)
+        self.by_id = {c.change_id: c for c in self.changes}
+        self.by_ref = {c.ref: c for c in self.changes if c.ref}
+        self.prior_ids = set((doc.get("prior_state") or {}).keys())
+        self.journal = Journal(plan_dir / "journal.jsonl", now=now)
+        self.state = JournalState()
+        self.own_calls = 0
+        self.base_calls = getattr(sf, "calls", None)
+        self.pending_by_group: dict[tuple[Action, str], int] = defaultdict(int)
+
+    # -- bookkeeping --
+
+    def _calls(self) -> int:
+        current = getattr(self.sf, "calls", None)
+        if isinstance(current, int) and isinstance(self.base_calls, int):
+            return current - self.base_calls
+        return self.own_calls
+
+    def _log(self, event: str, **fields: Any) -> None:
+        self.journal.calls = self._calls()
+        self.state.fold(self.journal.append(event, **fields))
+
+    def _pending(self) -> list[_Change]:
+        return [c for c in self.changes if not self.state.is_final(c.change_id)]
+
+    def _tick(self) -> None:
+        if self.progress:
+            done = sum(1 for c in self.changes if self.state.is_final(c.change_id))
+            self.progress(done, len(self.changes))
+
+    def _key_field(self, sobject: str) -> str:
+        return self.config.account_name_field if sobject == SObject.ACCOUNT else self.config.email_field
+
+    def _key_value(self, change: _Change) -> str:
+        key = self._key_field(change.sobject)
+        if change.sobject != SObject.ACCOUNT and change.email:
+            return change.email
+        value = change.fields.get(key, {}).get("after")
+        return str(value or "").strip()
+
+    def _retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict]:
+        rows: dict[str, dict] = {}
+        wanted = ["Id", *[f for f in fields if f != "Id"]]
+        for chunk in _chunks(list(ids), self.config.retrieve_size):
+            self.own_calls += 1
+            for record_id, row in zip(chunk, self.sf.retrieve(sobject, list(chunk), wanted)):
+                if row is not None:
+                    rows[record_id] = row
+        return rows
+
+    def _find_by_key(self, sobject: str, values: Iterable[str]) -> dict[str, list[str]]:
+        """key (lower-cased) -> ids of records that hold it and the plan's snapshot did not have."""
+        values = sorted({v for v in values if v})
+        if not values:
+            return {}
+        key = self._key_field(sobject)
+        self.own_calls += 1
+        found: dict[str, list[str]] = defaultdict(list)
+        claimed = set(self.state.ids.values())
+        for row in self.sf.query_in(sobject, key, values, ["Id", key]):
+            if row.get("Id") in self.prior_ids or row.get("Id") in claimed:
+                continue
+            found[str(row.get(key) or "").strip().lower()].append(row["Id"])
+        return {k: sorted(v) for k, v in found.items()}
+
+    # -- the run --
+
+    def execute(self, lock_warnings: list[str]) -> ApplyReport:
+        self.state = self.journal.replay()
+        warnings = list(lock_warnings)
+        if self.state.torn_lines:
+            warnings.append(f"the journal had {self.state.torn_lines} incomplete line(s) from an "
+                            f"interrupted run; ignored (such a request was never sent)")
+        self._log("start", run=self.state.runs + 1, pid=os.getpid(), host=socket.gethostname(),
+                  plan_id=self.plan_id, warnings=warnings)
+        self._tick()
+        try:
+            self._settle()
+            self._check()
+            self._write()
+        except _Stop as stop:
+            report = self._report(stop_reason=stop.error.message)
+            stop.error.report = report  # type: ignore[attr-defined]
+            raise stop.error from None
+        return self._finish()
+
+    def _stop(self, error: SalesforceError, request: int | None = None) -> _Stop:
+        pending = len(self._pending())
+        where = f" at request {request}" if request else ""
+        message = (f"{error.message} — apply stopped{where} with {pending} change(s) pending; "
+                   f"run `reconcile apply` on this plan again to resume")
+        self._log("stop", reason=message, error_code=error.code, pending=pending)
+        new = type(error)(message, code=error.code, status=error.status)
+        return _Stop(new)
+
+    # 1. settle requests an earlier run sent without seeing the answer
+
+    def _settle(self) -> None:
+        for number, send in sorted(self.state.unsettled.items()):
+            action = Action(send["action"])
+            sobject = send["sobject"]
+            change_ids = list(send["change_ids"])
+            payload = send.get("payload") or []
+            results = []
+            if action is Action.CREATE:
+                changes = [self.by_id[c] for c in change_ids]
+                found = self._find_by_key(sobject, [self._key_value(c).lower() for c in changes])
+                for change in changes:
+                    ids = found.get(self._key_value(change).lower(), [])
+                    if ids:
+                        record_id = ids.pop(0)
+                        results.append({"change_id": change.change_id, "status": "applied",
+                                        "id": record_id, "ref": change.ref,
+                                        "message": f"created by request {number} (settled: the "
+                                                   f"record {record_id} exists)"})
+                    else:
+                        results.append({"change_id": change.change_id, "status": "pending",
+                                        "message": f"request {number} did not create it"})
+            elif action is Action.UPDATE:
+                sent = {rec["Id"]: rec for rec in payload}
+                fields = sorted({f for rec in payload for f in rec if f != "Id"})
+                rows = self._retrieve(sobject, list(sent), fields)
+                for change_id, record in zip(change_ids, payload):
+                    change = self.by_id[change_id]
+                    row = rows.get(record["Id"])
+                    names = [f for f in record if f != "Id"]
+                    if row is not None and all(_same(f, row.get(f), record[f]) for f in names):
+                        results.append({"change_id": change_id, "status": "applied",
+                                        "message": f"written by request {number} (settled)"})
+                    elif row is not None and all(_same(f, row.get(f), change.before(f)) for f in names):
+                        results.append({"change_id": change_id, "status": "pending",
+                                        "message": f"request {number} did not write it"})
+                    else:
+                        drift = {f: {"planned": change.before(f),
+                                     "current": row.get(f) if row else None} for f in names}
+                        results.append({"change_id": change_id, "status": "drifted", "fields": drift,
+                                        "message": "the record was deleted" if row is None else
+                                        f"holds neither the planned nor the original values "
+                                        f"after request {number}, whose answer was lost"})
+            else:
+                rows = self._retrieve(sobject, list(payload), ["Id"])
+                for change_id, record_id in zip(change_ids, payload):
+                    gone = record_id not in rows
+                    results.append({"change_id": change_id, "status": "applied" if gone else "pending",
+                                    "message": f"deleted by request {number} (settled)" if gone
+                                    else f"request {number} did not delete it"})
+            self._log("settle", request=number, action=str(action), sobject=sobject, results=results)
+            self._tick()
+
+    # 2. the drift check
+
+    def _check(self) -> None:
+        pending = self._pending()
+        if not pending:
+            return
+        current: dict[str, dict[str, Any]] = {}
+        drifted: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+
+        by_sobject: dict[str, list[_Change]] = defaultdict(list)
+        creates: dict[str, list[_Change]] = defaultdict(list)
+        for change in pending:
+            (creates if change.action is Action.CREATE else by_sobject)[change.sobject].append(change)
+
+        for sobject, changes in by_sobject.items():
+            ids = list(dict.fromkeys(c.record_id for c in changes if c.record_id))
+            fields = sorted({f for c in changes for f in c.fields})
+            rows = self._retrieve(sobject, ids, fields)
+            for change in changes:
+                row = rows.get(change.record_id or "")
+                if row is None:
+                    if change.action is Action.DELETE:
+                        skipped.append({"change_id": change.change_id, "message": ALREADY_DELETED})
+                    else:
+                        drifted.append({"change_id": change.change_id,
+                                        "message": f"the {change.sobject} {change.record_id} has been deleted",
+                                        "fields": {f: {"planned": change.before(f), "current": None}
+                                                   for f in change.fields}})
+                    continue
+                values = {f: row.get(f) for f in change.fields}
+                current[change.change_id] = values
+                if change.action is Action.UPDATE and all(
+                        _same(f, values[f], self._resolved(change.after(f))) for f in change.fields):
+                    skipped.append({"change_id": change.change_id, "message": ALREADY_DONE})
+                    continue
+                differ = {f: {"planned": change.before(f), "current": values[f]}
+                          for f in change.fields if not _same(f, values[f], change.before(f))}
+                if differ:
+                    drifted.append({"change_id": change.change_id, "fields": differ,
+                                    "message": f"changed in Salesforce since the plan: {', '.join(differ)}"})
+
+        for sobject, changes in creates.items():
+            found = self._find_by_key(sobject, [self._key_value(c).lower() for c in changes])
+            for change in changes:
+                ids = found.get(self._key_value(change).lower())
+                if ids:
+                    what = "a name" if sobject == SObject.ACCOUNT else "an e-mail"
+                    what = "this name" if sobject == SObject.ACCOUNT else "this e-mail"
+                    article = "an" if sobject[0] in "AEIOU" else "a"
+                    drifted.append({"change_id": change.change_id,
+                                    "message": f"{article} {sobject} with {what} now exists: {', '.join(ids)}",
+                                    "fields": {self._key_field(sobject): {
+                                        "planned": None, "current": f"{self._key_value(change)} ({', '.join(ids)})"}}})
+
+        if drifted and not self.skip_drifted:
+            self._log("drift", current=current, drifted=drifted, skipped=skipped, final=False)
+            self._log("refused", drifted=len(drifted))
+            report = self._report(stop_reason="drift")
+            error = DriftError(
+                f"{len(drifted)} record(s) changed in Salesforce since the plan was made, so nothing "
+                f"was written; apply with --skip-drifted to write the other changes, or make a new plan")
+            error.report = report  # type: ignore[attr-defined]
+            raise error
+        self._log("drift", current=current, drifted=drifted, skipped=skipped, final=bool(drifted))
+        self._mark_dependents()
+        self._tick()
+
+    def _resolved(self, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _REF.match(value)
+            if match:
+                return self.state.created.get(match.group(1), value)
+        return value
+
+    def _mark_dependents(self) -> bool:
+        """Fail pending changes that point at a create which did not happen. True if any."""
+        marks = []
+        for change in self._pending():
+            for ref in change.refs():
+                if ref in self.state.created:
+                    continue
+                target = self.by_ref.get(ref)
+                status = self.state.status_of(target.change_id) if target else None
+                if target is None or status in (ChangeStatus.FAILED, ChangeStatus.DRIFTED,
+                                                ChangeStatus.SKIPPED, ChangeStatus.APPLIED):
+                    why = "is not in the plan" if target is None else f"was not created ({status})"
+                    marks.append({"change_id": change.change_id, "status": "failed",
+                                  "error_code": DEPENDENCY_FAILED,
+                                  "message": f"not written: it needs {ref}, which {why}"})
+                    break
+        if marks:
+            self._log("mark", results=marks)
+        return bool(marks)
+
+    # 3. the writes
+
+    def _groups(self) -> list[tuple[Action, str]]:
+        order: dict[tuple[Action, str], None] = {}
+        pending = self._pending()
+        for action, rank in ((Action.CREATE, (lambda s: s != SObject.ACCOUNT)),
+                             (Action.UPDATE, (lambda s: 0)),
+                             (Action.DELETE, (lambda s: s == SObject.ACCOUNT))):
+            sobjects = list(dict.fromkeys(c.sobject for c in pending if c.action is action))
+            for sobject in sorted(sobjects, key=lambda s: (rank(s), sobjects.index(s))):
+                order[(action, sobject)] = None
+        return list(order)
+
+    def _write(self) -> None:
+        groups = self._groups()
+        self.pending_by_group.clear()
+        for change in self._pending():
+            self.pending_by_group[(change.action, change.sobject)] += 1
+        for action, sobject in groups:
+            if action is Action.CREATE:
+                self._mark_dependents()
+            changes = [c for c in self._pending() if c.action is action and c.sobject == sobject]
+            self.pending_by_group[(action, sobject)] = len(changes)
+            items = [self._item(c) for c in changes]
+            self._write_group(action, sobject, items)
+
+    def _item(self, change: _Change) -> WriteItem:
+        if change.action is Action.DELETE:
+            return WriteItem(change.change_id, {"Id": change.record_id})
+        record: dict[str, Any] = {}
+        if change.action is Action.UPDATE:
+            record["Id"] = change.record_id
+        for name in change.fields:
+            record[name] = self._resolved(change.after(name))
+        return WriteItem(change.change_id, record)
+
+    def _requests_needed(self) -> int:
+        size = max(1, self.writer.batch_size)
+        return sum(math.ceil(n / size) for n in self.pending_by_group.values() if n > 0)
+
+    def _write_group(self, action: Action, sobject: str, items: list[WriteItem]) -> None:
+        queue = items
+        round_no = 0
+        while queue:
+            retry: list[WriteItem] = []
+            for chunk in _chunks(queue, self.writer.batch_size):
+                retry.extend(self._request(action, sobject, list(chunk)))
+            queue = retry
+            if queue:
+                delay = self.config.backoff_seconds * (2 ** round_no) * (0.5 + self.jitter())
+                round_no += 1
+                self.sleep(delay)
+
+    def _budget_check(self, number: int) -> None:
+        usage = getattr(self.sf, "usage", None)
+        if not usage or not usage.total:
+            return
+        needed = self._requests_needed()
+        allowed = self.config.api_share * usage.total
+        if usage.used + needed > allowed:
+            error = ApiLimitExceeded(
+                f"the org has used {usage.used:,} of its {usage.total:,} daily API calls; the "
+                f"{needed:,} request(s) still needed would pass the configured share "
+                f"({self.config.api_share:.0%})", code="API_SHARE")
+            raise self._stop(error, number)
+
+    def _request(self, action: Action, sobject: str, chunk: list[WriteItem]) -> list[WriteItem]:
+        """Send one request; return the items to retry (transient item errors)."""
+        number = self.state.requests + 1
+        self._budget_check(number)
+        change_ids = [item.change_id for item in chunk]
+        self._log("send", request=number, action=str(action), sobject=sobject, change_ids=change_ids,
+                  payload=self.writer.payload(action, sobject, chunk))
+        self.own_calls += 1
+        try:
+            answers = self.writer.write(action, sobject, chunk)
+        except OutcomeUnknown as err:
+            # No result event: the next run settles this request by reading the org.
+            raise self._stop(err, number) from None
+        except SalesforceError as err:
+            code = err.code or type(err).__name__
+            self._log("result", request=number, error_code=code,
+                      results=[{"change_id": c, "status": "pending", "error_code": code,
+                                "message": err.message} for c in change_ids])
+            raise self._stop(err, number) from None
+        by_change = {a.change_id: a for a in answers}
+        results, retry = [], []
+        for item in chunk:
+            change = self.by_id[item.change_id]
+            answer = by_change.get(item.change_id)
+            entry: dict[str, Any] = {"change_id": item.change_id}
+            if answer is None:
+                entry.update(status="failed", error_code="NO_RESULT",
+                             message="Salesforce returned no result for this record")
+            elif answer.success:
+                entry.update(status="applied", id=answer.id or change.record_id)
+                if change.ref:
+                    entry["ref"] = change.ref
+            elif action is Action.DELETE and answer.error_code == "ENTITY_IS_DELETED":
+                entry.update(status="applied", error_code=answer.error_code,
+                             message=f"already deleted ({answer.message})")
+            elif answer.error_code in TRANSIENT_ITEM_CODES:
+                attempt = self.state.attempts.get(item.change_id, 0) + 1
+                final = attempt >= self.config.max_attempts
+                entry.update(status="failed" if final else "pending", error_code=answer.error_code,
+                             attempt=attempt,
+                             message=(f"{answer.message} (gave up after {attempt} attempts)"
+                                      if final else answer.message))
+                if not final:
+                    retry.append(item)
+            else:
+                entry.update(status="failed", error_code=answer.error_code, message=answer.message)
+            results.append(entry)
+        self._log("result", request=number, results=results)
+        done = len(chunk) - len(retry)
+        self.pending_by_group[(action, sobject)] -= done
+        self._tick()
+        return retry
+
+    # 4-5. results
+
+    def _result(self, change: _Change) -> ChangeResult:
+        state = self.state
+        status = state.status_of(change.change_id)
+        error_code, message = state.errors.get(change.change_id, (None, None))
+        replaced = state.replaced.get(change.change_id, {})
+        record_id = change.record_id or state.ids.get(change.change_id)
+        fields = {f: {"before": spec.get("before"),
+                      "replaced": replaced.get(f) if change.action is not Action.CREATE else None,
+                      "after": self._resolved(spec.get("after"))}
+                  for f, spec in change.fields.items()}
+        return ChangeResult(change_id=change.change_id, action=str(change.action),
+                            sobject=change.sobject, record_id=record_id, status=status,
+                            error_code=error_code, message=message, ref=change.ref, fields=fields,
+                            drift=state.drift.get(change.change_id, {}))
+
+    def _report(self, *, stop_reason: str | None, finished: bool = False,
+                status: str | None = None) -> ApplyReport:
+        results = tuple(self._result(c) for c in self.changes)
+        counts = {str(s): 0 for s in ChangeStatus}
+        for r in results:
+            counts[str(r.status)] += 1
+        if status is None:
+            status = str(PlanState.APPLYING if self.state.requests else PlanState.APPROVED)
+        return ApplyReport(plan_id=self.plan_id, results=results, finished=finished, status=status,
+                           stop_reason=stop_reason, api_calls=self.state.calls,
+                           drifted=tuple(r for r in results if r.drift),
+                           created=dict(self.state.created), counts=counts,
+                           warnings=tuple(self.state.warnings))
+
+    def _finish(self) -> ApplyReport:
+        results = [self._result(c) for c in self.changes]
+        statuses = [r.status for r in results]
+        if all(s is ChangeStatus.APPLIED or (s is ChangeStatus.SKIPPED) for s in statuses):
+            status = PlanState.APPLIED
+        elif not any(s is ChangeStatus.APPLIED for s in statuses):
+            status = PlanState.FAILED
+        else:
+            status = PlanState.PARTIALLY_APPLIED
+        report = self._report(stop_reason=None, finished=True, status=str(status))
+        document = {
+            "plan_id": self.plan_id,
+            "plan_sha256": self.plan_sha256,
+            "started_at": self.state.started_at,
+            "finished_at": self.now(),
+            "status": str(status),
+            "results": [r.to_dict() for r in report.results],
+            "created": dict(self.state.created),
+            "counts": dict(report.counts),
+            "api_calls": self.state.calls,
+            "runs": self.state.runs,
+            "requests": self.state.requests,
+            "warnings": list(self.state.warnings),
+        }
+        data = json.dumps(document, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+        write_atomic(self.plan_dir / "apply.json", data.encode("utf-8"))
+        self._log("finish", status=str(status), counts=dict(report.counts))
+        return report

@@ -1,0 +1,211 @@
+"""The plan document: versioned data, canonical JSON, identified by its SHA-256.
+
+``make_document`` wraps the planner's ``PlanBody`` into SPEC §4's outline;
+``canonical_bytes`` is the one way a plan is written; ``plan_id`` is the
+SHA-256 of the canonical form without ``plan_id``; ``load_plan`` refuses a
+document that is of an unknown version, does not match
+``schema/plan.schema.json``, or whose content does not match its id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from enum import Enum
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from reconcile.config import Config
+from reconcile.errors import IntegrityError
+from reconcile.model import Action, Change, OrgInfo, PlanBody, PlanKind
+
+FORMAT_VERSION = 1
+KNOWN_VERSIONS = (1,)
+
+# The configuration a plan was made with: the field names and status values it writes.
+CONFIG_KEYS = ("contact_status_field", "contact_active", "contact_inactive", "lead_status_field",
+               "lead_inactive", "lead_reactivate", "lead_inactive_statuses", "email_field",
+               "title_field", "account_name_field")
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses, enums, tuples and mappings → JSON's dicts, lists and strings."""
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def summarize(changes: Iterable[Mapping[str, Any]], skipped: int, review: int, unchanged: int) -> dict[str, int]:
+    counts = {a.value: 0 for a in Action}
+    for change in changes:
+        counts[str(change["action"])] += 1
+    return {**counts, "skipped": skipped, "review": review, "unchanged": unchanged}
+
+
+def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str, Any]],
+                  options: Mapping[str, Any], created_at: str, tool_version: str,
+                  kind: str | PlanKind = PlanKind.APPLY, parent_plan_id: str | None = None,
+                  config: Config) -> dict[str, Any]:
+    """The plan document (SPEC §4), ``plan_id`` included."""
+    changes = plain(body.changes)
+    doc: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "kind": PlanKind(kind).value,
+        "parent_plan_id": parent_plan_id,
+        "created_at": created_at,
+        "tool_version": tool_version,
+        "org": plain(org),
+        "inputs": [{"name": i["name"], "sha256": i["sha256"], "rows": i["rows"]} for i in inputs],
+        "options": plain(dict(options)),
+        "config": {key: plain(getattr(config, key)) for key in CONFIG_KEYS},
+        "prior_state": plain(body.prior_state),
+        "changes": changes,
+        "duplicates": plain(body.duplicates),
+        "skipped": plain(body.skipped),
+        "review": plain(body.review),
+        "unchanged": plain(body.unchanged),
+        "handoff": plain(body.handoff),
+        "notes": list(body.notes),
+        "summary": summarize(changes, len(body.skipped), len(body.review), len(body.unchanged)),
+        "estimated_api_calls": estimate_api_calls(body.changes, config),
+    }
+    doc["plan_id"] = compute_plan_id(doc)
+    return doc
+
+
+def canonical_bytes(doc: Mapping[str, Any]) -> bytes:
+    return (json.dumps(doc, sort_keys=True, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def compute_plan_id(doc: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_bytes({k: v for k, v in doc.items() if k != "plan_id"})).hexdigest()
+
+
+def summary_line(doc: Mapping[str, Any]) -> str:
+    s = doc["summary"]
+    return (f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete; "
+            f"{s['skipped']} skipped, {s['review']} for review")
+
+
+def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config) -> int:
+    """The requests ``apply`` will send: re-reads for the drift check, then writes.
+
+    Re-reads: ``ceil(records / retrieve_size)`` per sobject for updates and
+    deletes, plus one e-mail (or name) query per sobject that gets creates.
+    Writes: ``ceil(records / collection_size)`` per action and sobject."""
+    reread: dict[str, set[str]] = {}
+    created: set[str] = set()
+    writes: dict[tuple[str, str], int] = {}
+    for change in changes:
+        c = plain(change)
+        action, sobject = str(c["action"]), str(c["sobject"])
+        if action == Action.CREATE:
+            created.add(sobject)
+        elif c.get("record_id"):
+            reread.setdefault(sobject, set()).add(c["record_id"])
+        writes[(action, sobject)] = writes.get((action, sobject), 0) + 1
+    calls = sum(math.ceil(len(ids) / config.retrieve_size) for ids in reread.values()) + len(created)
+    calls += sum(math.ceil(n / config.collection_size) for n in writes.values())
+    return calls
+
+
+# -- reading a plan back ------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def plan_schema() -> dict[str, Any]:
+    text = resources.files("reconcile").joinpath("schema/plan.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def load_plan(path: Path) -> dict[str, Any]:
+    """Read a plan file and check it: known version, schema-valid, content matches ``plan_id``."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise IntegrityError(f"{path}: plan file not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{path}: not a plan (not UTF-8 JSON: {exc})") from None
+    if not isinstance(doc, dict):
+        raise IntegrityError(f"{path}: not a plan (expected a JSON object)")
+    version = doc.get("format_version")
+    if version not in KNOWN_VERSIONS:
+        raise IntegrityError(f"{path}: plan format_version {version!r} is not one this reconcile reads "
+                             f"({', '.join(map(str, KNOWN_VERSIONS))}); use a matching reconcile version")
+    problems = validate(doc, plan_schema())
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise IntegrityError(f"{path}: not a valid plan: {problems[0]}{more}")
+    if compute_plan_id(doc) != doc["plan_id"]:
+        raise IntegrityError(f"{path}: plan content does not match its plan_id {doc['plan_id']}; "
+                             "the file was changed after it was written")
+    return doc
+
+
+# -- the subset of JSON Schema plan.schema.json uses ----------------------------------
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,), "array": (list,), "string": (str,), "integer": (int,),
+    "number": (int, float), "boolean": (bool,), "null": (type(None),),
+}
+
+
+def validate(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | None = None,
+             where: str = "") -> list[str]:
+    """Check ``value`` against ``schema`` (type, enum, const, pattern, minimum, properties,
+    required, additionalProperties, items, $ref to #/$defs). Returns problems as
+    ``/json/pointer: what``."""
+    root = schema if root is None else root
+    if "$ref" in schema:
+        name = schema["$ref"].removeprefix("#/$defs/")
+        return validate(value, root["$defs"][name], root, where)
+    problems: list[str] = []
+    here = where or "/"
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        ok = any(isinstance(value, _TYPES[t]) and not (t in ("integer", "number") and isinstance(value, bool))
+                 for t in types)
+        if not ok:
+            return [f"{here}: expected {' or '.join(types)}, got {json.dumps(value)[:60]}"]
+    if "enum" in schema and value not in schema["enum"]:
+        problems.append(f"{here}: {json.dumps(value)[:60]} is not one of {schema['enum']}")
+    if "const" in schema and value != schema["const"]:
+        problems.append(f"{here}: must be {json.dumps(schema['const'])}")
+    if "pattern" in schema and isinstance(value, str) and not re.search(schema["pattern"], value):
+        problems.append(f"{here}: {value[:60]!r} does not match {schema['pattern']}")
+    if "minimum" in schema and isinstance(value, (int, float)) and value < schema["minimum"]:
+        problems.append(f"{here}: {value} is below {schema['minimum']}")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for key in schema.get("required", ()):
+            if key not in value:
+                problems.append(f"{here}: missing key {key!r}")
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in props:
+                problems.extend(validate(item, props[key], root, f"{where}/{key}"))
+            elif extra is False:
+                problems.append(f"{here}: unexpected key {key!r}")
+            elif isinstance(extra, dict):
+                problems.extend(validate(item, extra, root, f"{where}/{key}"))
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            problems.extend(validate(item, schema["items"], root, f"{where}/{i}"))
+    return problems
+
+
+__all__ = ["FORMAT_VERSION", "make_document", "canonical_bytes", "compute_plan_id", "load_plan",
+           "estimate_api_calls", "summary_line", "validate", "plan_schema", "plain"]
