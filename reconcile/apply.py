@@ -566,7 +566,6 @@ class _Run:
             for change in changes:
                 ids = found.get(self._key_value(change).lower())
                 if ids:
-                    what = "a name" if sobject == SObject.ACCOUNT else "an e-mail"
                     what = "this name" if sobject == SObject.ACCOUNT else "this e-mail"
                     article = "an" if sobject[0] in "AEIOU" else "a"
                     drifted.append({"change_id": change.change_id,
@@ -575,7 +574,8 @@ class _Run:
                                         "planned": None, "current": f"{self._key_value(change)} ({', '.join(ids)})"}}})
 
         if drifted and not self.skip_drifted:
-            self._log("drift", current=current, drifted=drifted, skipped=skipped, final=False)
+            self._log("drift", checked=[c.change_id for c in pending], current=current,
+                      drifted=drifted, skipped=skipped, final=False)
             self._log("refused", drifted=len(drifted))
             report = self._report(stop_reason="drift")
             error = DriftError(
@@ -583,7 +583,8 @@ class _Run:
                 f"was written; apply with --skip-drifted to write the other changes, or make a new plan")
             error.report = report  # type: ignore[attr-defined]
             raise error
-        self._log("drift", current=current, drifted=drifted, skipped=skipped, final=bool(drifted))
+        self._log("drift", checked=[c.change_id for c in pending], current=current,
+                  drifted=drifted, skipped=skipped, final=bool(drifted))
         self._mark_dependents()
         self._tick()
 

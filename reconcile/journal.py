@@ -9,7 +9,7 @@ current run has made so far. The events:
 ``start``    a run began: ``run`` (1, 2, …), ``pid``, ``host``, ``plan_id``, ``warnings``.
 ``settle``   a request left without an answer by an earlier run, settled by
              asking the org: ``request`` and ``results`` (as in ``result``).
-``drift``    the drift check: ``current`` (per change the values read just now,
+``drift``    the drift check: ``checked`` (change ids), ``current`` (per change the values read just now,
              i.e. what a write would replace), ``drifted`` (change_id, message,
              fields {F: {planned, current}}), ``skipped`` (change_id, message:
              the record already holds the planned values), ``final`` (true with
@@ -131,6 +131,8 @@ class JournalState:
         elif kind == "mark":
             self._fold_results(event.get("results", ()))
         elif kind == "drift":
+            for change_id in event.get("checked", ()):
+                self.drift.pop(change_id, None)
             for change_id, values in event.get("current", {}).items():
                 self.read[change_id] = values
             for item in event.get("skipped", ()):

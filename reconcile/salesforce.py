@@ -387,20 +387,23 @@ class Salesforce:
             if json is not None:
                 request_headers["Content-Type"] = "application/json"
             self.calls += 1
-            failure: SalesforceError | None = None
+            failure: SalesforceError | ConfigError | None = None
             response = None
             try:
                 response = self._sf.session.request(method, url, params=params, json=json,
                                                     headers=request_headers, timeout=self._timeout,
                                                     verify=self._sf.session.verify)
+            except requests.exceptions.SSLError:
+                failure = ConfigError(f"{what}: the server's TLS certificate is not trusted; behind a "
+                                      "corporate proxy (or with the sandbox org) set REQUESTS_CA_BUNDLE "
+                                      "to the CA bundle to trust")
             except requests.RequestException as exc:
                 if not idempotent and not _not_sent(exc):
                     failure = OutcomeUnknown(f"{what}: the connection failed after the request was "
                                              f"sent ({type(exc).__name__}); it may or may not have "
                                              "been applied")
                 else:
-                    failure = TransientError(f"{what}: connection failed ({type(exc).__name__}) "
-                                             f"after {attempt} attempt(s)")
+                    failure = TransientError(f"{what}: connection failed ({type(exc).__name__})")
             if response is not None:
                 usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
                 if usage is not None:

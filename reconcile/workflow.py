@@ -22,7 +22,11 @@ from reconcile.model import PlanKind, PlanState
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    """Now, in UTC with milliseconds; ``RECONCILE_NOW`` freezes it (reproducible runs and tests)."""
+    frozen = os.environ.get("RECONCILE_NOW")
+    if frozen:
+        return frozen
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass

@@ -561,6 +561,14 @@ def test_503_create_is_retried_but_a_dropped_create_is_outcome_unknown():
         assert caught.value.__context__ is None
 
 
+def test_an_untrusted_certificate_is_a_config_error_not_retried():
+    sf, fake = make()
+    fake.script.append(requests.exceptions.SSLError("certificate verify failed"))
+    with pytest.raises(ConfigError, match="REQUESTS_CA_BUNDLE"):
+        sf.create("Contact", [{"LastName": "A"}])
+    assert sf.calls == 1
+
+
 def test_a_create_that_never_connected_is_retried():
     from urllib3.exceptions import MaxRetryError, NewConnectionError
     refused = requests.exceptions.ConnectionError(
@@ -593,3 +601,70 @@ def test_a_garbled_answer_is_never_a_library_exception():
     fake.script.append((200, [{"id": "003A", "success": True, "errors": []}]))
     with pytest.raises(OutcomeUnknown, match="expected 2 results"):
         sf.create("Contact", [{"LastName": "A"}, {"LastName": "B"}])
+
+
+# -- live, against the bundled sandbox org ----------------------------------------------------
+
+@pytest.fixture
+def live():
+    try:
+        from reconcile.sandbox import SandboxServer
+    except ImportError:
+        pytest.skip("the sandbox org is not available")
+    with SandboxServer(seed="demo") as sb:
+        yield sb, salesforce.connect(Config(), sb.env, sleep=lambda s: None)
+
+
+@pytest.mark.e2e
+def test_live_1000_records_cost_5_requests_per_step(live):
+    sb, sf = live
+    records = [{"LastName": f"Bulk {i}", "Email": f"bulk.{i}@e2e.example.com"} for i in range(1000)]
+    ids = []
+    for start in range(0, 1000, 200):
+        saved = sf.create("Contact", records[start:start + 200])
+        assert all(r.success and r.created for r in saved)
+        ids += [r.id for r in saved]
+    assert sf.calls == 5
+    found = sf.query_in("Contact", "Email", [r["Email"] for r in records], ["Id", "Email"])
+    assert sorted(r["Id"] for r in found) == sorted(ids)
+    queries = sf.calls - 5
+    assert queries <= 5
+    before = sf.calls
+    for start in range(0, 1000, 200):
+        saved = sf.update("Contact", [{"Id": i, "Title": "Updated"} for i in ids[start:start + 200]])
+        assert all(r.success for r in saved)
+    assert sf.calls - before == 5
+    rows = sf.retrieve("Contact", ids, ["Id", "Title"])
+    assert sf.calls - before == 6 and all(r["Title"] == "Updated" for r in rows)
+    assert sf.usage is not None and sf.usage.used >= sf.calls - 1
+
+
+@pytest.mark.e2e
+def test_live_reads_quotes_backslashes_and_errors(live):
+    sb, sf = live
+    odd = ["o'brien@e2e.example.com", "back\\slash@e2e.example.com", 'dq"@e2e.example.com']
+    made = sf.create("Contact", [{"LastName": "Odd", "Email": e} for e in odd])
+    assert all(r.success for r in made)
+    found = sf.query_in("Contact", "Email", odd, ["Id", "Email"])
+    assert sorted(r["Email"] for r in found) == sorted(odd)
+    info = sf.org_info()
+    assert info.instance_url == "https://" + sb.env["SALESFORCE_DOMAIN"]
+    assert info.org_id.startswith("00D")
+    assert any(f["name"] == "Email" for f in sf.describe("Lead")["fields"])
+    with pytest.raises(MalformedRequest) as bad:
+        sf.query_in("Contact", "Email", odd, ["Id", "Xyzzy__c"])
+    assert bad.value.code == "INVALID_FIELD"
+    wrong = salesforce.connect(Config(), {**sb.env, "SALESFORCE_ACCESS_TOKEN": "not-the-token"})
+    with pytest.raises(SessionExpired):
+        wrong.org_info()
+
+
+@pytest.mark.e2e
+def test_live_needs_the_sandbox_ca_bundle(live):
+    sb, _ = live
+    env = {k: v for k, v in sb.env.items() if k != "REQUESTS_CA_BUNDLE"}
+    untrusted = salesforce.connect(Config(), env, sleep=lambda s: None)
+    untrusted._sf.session.trust_env = False      # ignore a bundle in this process's environment
+    with pytest.raises(ConfigError, match="REQUESTS_CA_BUNDLE"):
+        untrusted.org_info()
+    assert untrusted.calls == 1                  # not retried

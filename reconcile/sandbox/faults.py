@@ -1,0 +1,217 @@
+"""Switchable faults and request statistics of the sandbox org.
+
+Both are thread-safe and settable from Python (``sb.faults.http_503(2)``) and
+over HTTP: ``POST /__sandbox/faults`` with a JSON object whose keys are the
+method names below and whose values are the arguments -- an object (keyword
+arguments), a list (positional), a scalar (the single argument) or ``true``
+(no argument)::
+
+    {"http_503": {"n": 2, "path_contains": "composite"},
+     "lock_rows": {"ids": ["003..."], "times": 2},
+     "limit_after": 10, "expire_session": true, "renew_session": true,
+     "drop_after_write": 1,
+     "validation_error": {"ids": ["003..."], "message": "Title is locked"},
+     "clear": true}
+
+``GET /__sandbox/faults`` shows what is armed; ``GET /__sandbox/stats`` the
+statistics, ``POST /__sandbox/stats/reset`` clears them.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable
+
+from reconcile.sandbox import ids as idmod
+from reconcile.sandbox.store import item_error
+
+FAULT_METHODS = ("http_503", "lock_rows", "limit_after", "expire_session", "renew_session",
+                 "drop_after_write", "validation_error", "clear")
+
+
+class Faults:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.clear()
+
+    # -- arming ------------------------------------------------------------
+
+    def http_503(self, n: int = 1, path_contains: str | None = None) -> None:
+        """The next ``n`` API requests whose path contains ``path_contains``
+        (any, when None) answer 503 SERVER_UNAVAILABLE."""
+        with self._lock:
+            self._http_503.append([int(n), path_contains])
+
+    def lock_rows(self, ids: Iterable[str] | str, times: int = 1) -> None:
+        """Writes to these records fail item-level with UNABLE_TO_LOCK_ROW,
+        ``times`` times each."""
+        if isinstance(ids, str):
+            ids = [ids]
+        with self._lock:
+            for raw in ids:
+                self._locks[idmod.normalize(raw) or raw] = int(times)
+
+    def limit_after(self, n: int) -> None:
+        """After ``n`` more API requests every request answers 403
+        REQUEST_LIMIT_EXCEEDED (until ``clear``)."""
+        with self._lock:
+            self._limit_after = int(n)
+
+    def expire_session(self) -> None:
+        """Every API request answers 401 INVALID_SESSION_ID until ``renew_session``."""
+        with self._lock:
+            self._expired = True
+
+    def renew_session(self) -> None:
+        with self._lock:
+            self._expired = False
+
+    def drop_after_write(self, n: int = 1) -> None:
+        """The next ``n`` sObject Collections write requests are processed,
+        then the connection is closed without a response."""
+        with self._lock:
+            self._drop += int(n)
+
+    def validation_error(self, ids: Iterable[str] | str,
+                         message: str = "This record is locked by a validation rule.") -> None:
+        """Updates of these records fail item-level with
+        FIELD_CUSTOM_VALIDATION_EXCEPTION (validation rules do not run on delete)."""
+        if isinstance(ids, str):
+            ids = [ids]
+        with self._lock:
+            for raw in ids:
+                self._validation[idmod.normalize(raw) or raw] = message
+
+    def clear(self) -> None:
+        with self._lock:
+            self._http_503: list[list] = []
+            self._locks: dict[str, int] = {}
+            self._limit_after: int | None = None
+            self._expired = False
+            self._drop = 0
+            self._validation: dict[str, str] = {}
+
+    def apply_json(self, body: dict) -> None:
+        """Arm faults from a ``POST /__sandbox/faults`` body."""
+        if not isinstance(body, dict):
+            raise ValueError("expected a JSON object")
+        for name, arg in body.items():
+            if name not in FAULT_METHODS:
+                raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULT_METHODS)}")
+            method = getattr(self, name)
+            if arg is False:
+                continue
+            if isinstance(arg, dict):
+                method(**arg)
+            elif isinstance(arg, list) and name not in ("lock_rows", "validation_error"):
+                method(*arg)
+            elif arg is True or arg is None:
+                method()
+            else:
+                method(arg)
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "http_503": [list(rule) for rule in self._http_503],
+                "lock_rows": dict(self._locks),
+                "limit_after": self._limit_after,
+                "session_expired": self._expired,
+                "drop_after_write": self._drop,
+                "validation_error": dict(self._validation),
+            }
+
+    # -- consulted by the server -------------------------------------------
+
+    def take_503(self, path: str) -> bool:
+        with self._lock:
+            for rule in self._http_503:
+                if rule[1] is None or rule[1] in path:
+                    rule[0] -= 1
+                    if rule[0] <= 0:
+                        self._http_503.remove(rule)
+                    return True
+            return False
+
+    @property
+    def session_expired(self) -> bool:
+        return self._expired
+
+    def take_limit(self) -> bool:
+        """True when this request is over the armed limit."""
+        with self._lock:
+            if self._limit_after is None:
+                return False
+            if self._limit_after > 0:
+                self._limit_after -= 1
+                return False
+            return True
+
+    def take_drop(self) -> bool:
+        with self._lock:
+            if self._drop > 0:
+                self._drop -= 1
+                return True
+            return False
+
+    def row_error(self, operation: str, record_id: str) -> dict | None:
+        """The store's fault hook: an item error for this record, or None."""
+        with self._lock:
+            if operation in ("update", "delete") and self._locks.get(record_id, 0) > 0:
+                self._locks[record_id] -= 1
+                if not self._locks[record_id]:
+                    del self._locks[record_id]
+                return item_error("UNABLE_TO_LOCK_ROW",
+                                  f"unable to obtain exclusive access to this record or 1 "
+                                  f"records: {record_id}")
+            if operation == "validate" and record_id in self._validation:
+                return item_error("FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                                  self._validation[record_id])
+            return None
+
+
+class Stats:
+    """What the org saw. ``requests`` counts every API request (failed ones
+    too); ``write_requests`` the requests that write records (create, update,
+    delete; retrieve is a read); ``records_written`` the records a write
+    applied; ``log`` is (method, path, summary) per API request;
+    ``writes`` is (method, sobject, id, fields) per applied record write;
+    ``auto_assign`` is the ``Sforce-Auto-Assign`` header (None when absent)
+    of every request that wrote Leads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with getattr(self, "_lock", threading.Lock()):
+            self.requests = 0
+            self.write_requests = 0
+            self.records_written = 0
+            self.log: list[tuple[str, str, str]] = []
+            self.writes: list[tuple[str, str, str, dict]] = []
+            self.auto_assign: list[str | None] = []
+
+    def record(self, method: str, path: str, summary: str, *, write: bool = False,
+               applied: list[tuple] = (), lead_auto_assign: tuple[bool, str | None] = (False, None),
+               ) -> None:
+        with self._lock:
+            self.requests += 1
+            self.log.append((method, path, summary))
+            if write:
+                self.write_requests += 1
+            self.records_written += len(applied)
+            self.writes.extend(applied)
+            if lead_auto_assign[0]:
+                self.auto_assign.append(lead_auto_assign[1])
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "write_requests": self.write_requests,
+                "records_written": self.records_written,
+                "log": [list(entry) for entry in self.log],
+                "writes": [list(entry) for entry in self.writes],
+                "auto_assign": list(self.auto_assign),
+            }

@@ -1,0 +1,182 @@
+"""The command line, read like a terminal session, against the bundled sandbox org."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reconcile.cli import app
+from reconcile.sandbox import SandboxServer
+
+pytestmark = pytest.mark.e2e
+
+DEMO_HEADER = "email,outcome,new_email,new_title,first_name,last_name,organization,title,multipub_id,cupola_status,observed_at,source_id\n"
+
+
+@pytest.fixture()
+def org():
+    with SandboxServer(seed="demo") as sb:
+        yield sb
+
+
+@pytest.fixture()
+def cli(org, tmp_path):
+    runner = CliRunner()
+    archive = tmp_path / "plans"
+    env = {**org.env, "RECONCILE_NOW": "2026-11-25T09:00:00.000Z", "RECONCILE_ARCHIVE": str(archive)}
+
+    def run(*args: str):
+        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+    run.archive = archive
+    return run
+
+
+def demo_outcomes(tmp_path: Path) -> Path:
+    from importlib import resources
+    path = tmp_path / "outcomes.csv"
+    path.write_bytes((resources.files("reconcile.sandbox") / "demo_outcomes.csv").read_bytes())
+    return path
+
+
+def plan_id_of(output: str) -> str:
+    return re.search(r"Saved (?:rollback )?plan ([0-9a-f]{12})", output).group(1)
+
+
+def test_plan_refuses_bad_outcomes_with_file_line_column_and_no_api_call(cli, org, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("email,outcome\nnot-an-address,inactive\nok@example.com,vanished\n", encoding="utf-8")
+    org.stats.reset()
+    result = cli("plan", str(bad))
+    assert result.exit_code == 1
+    assert "bad.csv:2:email:" in result.stderr
+    assert "bad.csv:3:outcome:" in result.stderr
+    assert org.stats.requests == 0
+    assert not cli.archive.exists() or not any(cli.archive.iterdir())
+
+
+def test_plan_without_credentials_names_the_variables(tmp_path):
+    good = tmp_path / "o.csv"
+    good.write_text("email,outcome\na@example.com,inactive\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["--archive", str(tmp_path / "p"), "plan", str(good)],
+                                env={"SALESFORCE_ACCESS_TOKEN": "", "SALESFORCE_DOMAIN": "",
+                                     "SALESFORCE_USERNAME": "", "SALESFORCE_PASSWORD": ""})
+    assert result.exit_code == 1
+    assert "SALESFORCE_ACCESS_TOKEN" in result.stderr and "SALESFORCE_DOMAIN" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_whole_loop_plan_approve_apply_rollback_verify(cli, org, tmp_path):
+    outcomes = demo_outcomes(tmp_path)
+    before = org.store.snapshot()
+
+    planned = cli("plan", str(outcomes), "--allow-create", "--detailed-exitcode")
+    assert planned.exit_code == 2, planned.output
+    assert re.match(r"Plan: \d+ to create, \d+ to update, 0 to delete; \d+ skipped, \d+ for review", planned.stdout)
+    pid = plan_id_of(planned.stdout)
+
+    shown = cli("show", pid)
+    assert shown.exit_code == 0 and "State: planned" in shown.stdout
+
+    refused = cli("apply", pid)
+    assert refused.exit_code == 1 and "not approved" in refused.stderr
+
+    approved = cli("approve", pid, "--by", "Jane Admin", "--comment", "CHG-1")
+    assert approved.exit_code == 0 and "state: approved" in approved.stdout
+    again = cli("approve", pid, "--by", "Jane Admin")
+    assert again.exit_code == 1 and "approved" in again.stderr
+
+    applied = cli("apply", pid, "--json")
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.stdout)["status"] == "applied"
+    assert cli("apply", pid).exit_code == 1  # a plan is applied once
+
+    replanned = cli("plan", str(outcomes), "--allow-create", "--detailed-exitcode")
+    assert replanned.exit_code == 0, replanned.output
+    assert replanned.stdout.startswith("Plan: 0 to create, 0 to update, 0 to delete;")
+
+    rolled = cli("rollback", pid)
+    assert rolled.exit_code == 0, rolled.output
+    rid = plan_id_of(rolled.stdout)
+    assert cli("approve", rid, "--by", "Jane Admin").exit_code == 0
+    undone = cli("apply", rid)
+    assert undone.exit_code == 0, undone.output
+
+    after = org.store.snapshot()
+    assert _business_fields(after) == _business_fields(before)
+
+    logged = cli("log", "--json")
+    states = {e["plan_id"][:12]: e["state"] for e in json.loads(logged.stdout)}
+    assert states[pid] == "rolled back" and states[rid] == "applied"
+    assert cli("verify").exit_code == 0
+
+
+def test_apply_refuses_plan_changed_after_approval(cli, org, tmp_path):
+    pid = plan_id_of(cli("plan", str(demo_outcomes(tmp_path))).stdout)
+    assert cli("approve", pid, "--by", "Jane").exit_code == 0
+    plan_json = next(cli.archive.glob(f"{pid}*/plan.json"))
+    raw = plan_json.read_bytes()
+    plan_json.chmod(0o600)
+    plan_json.write_bytes(raw.replace(b'"Inactive"', b'"lnactive"', 1))
+    org.stats.reset()
+    result = cli("apply", pid)
+    assert result.exit_code == 1
+    assert org.stats.write_requests == 0
+    verify = cli("verify", pid)
+    assert verify.exit_code == 1 and "plan.json" in verify.stderr
+
+
+def test_apply_refuses_an_approval_copied_from_another_plan(cli, org, tmp_path):
+    first = plan_id_of(cli("plan", str(demo_outcomes(tmp_path))).stdout)
+    other = tmp_path / "other.csv"
+    other.write_text("email,outcome\nsomeone.else@example.org,inactive\n", encoding="utf-8")
+    second = plan_id_of(cli("plan", str(other)).stdout)
+    assert cli("approve", first, "--by", "Jane").exit_code == 0
+    src = next(cli.archive.glob(f"{first}*/approval.json"))
+    dst = next(cli.archive.glob(f"{second}*")) / "approval.json"
+    dst.write_bytes(src.read_bytes())
+    org.stats.reset()
+    result = cli("apply", second)
+    assert result.exit_code == 1 and "approval" in result.stderr
+    assert org.stats.write_requests == 0
+
+
+def test_verify_names_the_changed_file(cli, org, tmp_path):
+    pid = plan_id_of(cli("plan", str(demo_outcomes(tmp_path))).stdout)
+    assert cli("approve", pid, "--by", "Jane").exit_code == 0
+    approval = next(cli.archive.glob(f"{pid}*/approval.json"))
+    approval.chmod(0o600)
+    approval.write_text(approval.read_text().replace("Jane", "Joan"))
+    result = cli("verify")
+    assert result.exit_code == 1 and "approval.json" in result.stderr
+
+
+def test_show_json_is_the_plan_document(cli, tmp_path):
+    pid = plan_id_of(cli("plan", str(demo_outcomes(tmp_path))).stdout)
+    shown = cli("show", pid, "--json")
+    doc = json.loads(shown.stdout)
+    assert doc["plan_id"].startswith(pid) and doc["format_version"] == 1
+
+
+def test_unknown_plan_is_a_one_line_error(cli):
+    result = cli("show", "deadbeef00")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no plan 'deadbeef00'")
+
+
+def _business_fields(snapshot: dict) -> dict:
+    """Every record's fields except the stamps that every write moves."""
+    skip = {"LastModifiedDate", "SystemModstamp"}
+    out = {}
+    for sobject, records in snapshot.items():
+        if not isinstance(records, (list, dict)):
+            continue
+        items = records.values() if isinstance(records, dict) else records
+        for rec in items:
+            if isinstance(rec, dict) and "Id" in rec:
+                out[rec["Id"]] = {k: v for k, v in rec.items() if k not in skip}
+    return out
