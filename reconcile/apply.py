@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from filelock import FileLock, Timeout
 
+from reconcile.archive import RECORD_FORMAT_VERSION, RESULT, record_bytes, seal
 from reconcile.config import Config
 from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
                               SalesforceError)
@@ -168,7 +169,7 @@ class CollectionsWriter:
         out = []
         for item, result in zip(items, saved):  # collections answer in request order
             expected = item.record.get("Id")
-            if expected and result.id and result.id != expected:
+            if expected and result.id and result.id[:15] != str(expected)[:15]:
                 raise OutcomeUnknown(f"Salesforce answered for record {result.id} where "
                                      f"{expected} was sent; the outcome is unknown")
             out.append(_item_result(item.change_id, result))
@@ -320,7 +321,7 @@ def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: Any, config: Config, 
     plan_dir = Path(plan_dir)
     plan_id = str(doc["plan_id"])
     with _ApplyLock(plan_dir.parent, plan_id, now) as lock:
-        result_path = plan_dir / "apply.json"
+        result_path = plan_dir / RESULT
         if result_path.exists():
             return report_from_result(json.loads(result_path.read_text(encoding="utf-8")))
         if plan_sha256 is None and (plan_dir / "plan.json").exists():
@@ -428,9 +429,9 @@ class _Run:
         key = self._key_field(sobject)
         self.own_calls += 1
         found: dict[str, list[str]] = defaultdict(list)
-        claimed = set(self.state.ids.values())
+        known = {i[:15] for i in self.prior_ids} | {i[:15] for i in self.state.ids.values()}
         for row in self.sf.query_in(sobject, key, values, ["Id", key]):
-            if row.get("Id") in self.prior_ids or row.get("Id") in claimed:
+            if str(row.get("Id"))[:15] in known:   # 15- and 18-character ids name the same record
                 continue
             found[str(row.get(key) or "").strip().lower()].append(row["Id"])
         return {k: sorted(v) for k, v in found.items()}
@@ -447,9 +448,14 @@ class _Run:
                   plan_id=self.plan_id, warnings=warnings)
         self._tick()
         try:
-            self._settle()
-            self._check()
-            self._write()
+            try:
+                self._settle()
+                self._check()
+                self._write()
+            except (DriftError, _Stop):
+                raise
+            except SalesforceError as err:   # a read (settle, drift check) was refused
+                raise self._stop(err) from None
         except _Stop as stop:
             report = self._report(stop_reason=stop.error.message)
             stop.error.report = report  # type: ignore[attr-defined]
@@ -570,8 +576,7 @@ class _Run:
                     article = "an" if sobject[0] in "AEIOU" else "a"
                     drifted.append({"change_id": change.change_id,
                                     "message": f"{article} {sobject} with {what} now exists: {', '.join(ids)}",
-                                    "fields": {self._key_field(sobject): {
-                                        "planned": None, "current": f"{self._key_value(change)} ({', '.join(ids)})"}}})
+                                    "fields": {"Id": {"planned": None, "current": ", ".join(ids)}}})
 
         if drifted and not self.skip_drifted:
             self._log("drift", checked=[c.change_id for c in pending], current=current,
@@ -776,6 +781,7 @@ class _Run:
             status = PlanState.PARTIALLY_APPLIED
         report = self._report(stop_reason=None, finished=True, status=str(status))
         document = {
+            "format_version": RECORD_FORMAT_VERSION,
             "plan_id": self.plan_id,
             "plan_sha256": self.plan_sha256,
             "started_at": self.state.started_at,
@@ -789,7 +795,7 @@ class _Run:
             "requests": self.state.requests,
             "warnings": list(self.state.warnings),
         }
-        data = json.dumps(document, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
-        write_atomic(self.plan_dir / "apply.json", data.encode("utf-8"))
+        # Sealed like every archive record, so `verify` and rollback can check it.
+        write_atomic(self.plan_dir / RESULT, record_bytes(seal(document)))
         self._log("finish", status=str(status), counts=dict(report.counts))
         return report

@@ -11,6 +11,7 @@ other and ``observed_at`` cannot settle it.
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import io
 import json
@@ -60,7 +61,6 @@ class _Row:
     kind: OutcomeKind
     values: dict[str, str]
     observed: datetime | None
-    order: int = 0
 
     def payload(self) -> tuple[str, ...]:
         return tuple(self.values[name] for name in _PAYLOAD[self.kind])
@@ -82,6 +82,18 @@ def read_outcomes(paths: Sequence[Path]) -> OutcomeSet:
     """Read, validate and merge outcome files; raise ``InputError`` listing every problem."""
     if not paths:
         raise InputError(["no outcome files given"])
+    # Hundreds of thousands of small acyclic objects: the cyclic collector would only
+    # rescan them over and over (about a third of the time), so it waits until we are done.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _read_all(paths)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _read_all(paths: Sequence[Path]) -> OutcomeSet:
     problems: list[str] = []
     rows: list[_Row] = []
     inputs: list[dict[str, object]] = []
@@ -92,12 +104,10 @@ def read_outcomes(paths: Sequence[Path]) -> OutcomeSet:
         if data is not None:
             text = _decode(data, f)
             if text is not None:
-                file_rows = list(_parse(path, text, f))
-                for row in file_rows:
-                    row.order = len(rows)
-                    rows.append(row)
+                counter = [0]
+                rows.extend(_parse(path, text, f, counter))
                 inputs.append({"name": path.name, "sha256": hashlib.sha256(data).hexdigest(),
-                               "rows": _data_rows(path, text)})
+                               "rows": counter[0]})
         problems.extend(f.problems)
     if problems:
         raise InputError(problems)
@@ -144,15 +154,11 @@ def _is_jsonl(path: Path, text: str) -> bool:
     return text.lstrip().startswith("{")
 
 
-def _data_rows(path: Path, text: str) -> int:
-    if _is_jsonl(path, text):
-        return sum(1 for line in text.splitlines() if line.strip())
-    return max(0, sum(1 for rec in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in rec)) - 1)
-
-
-def _parse(path: Path, text: str, f: _File) -> Iterator[_Row]:
+def _parse(path: Path, text: str, f: _File, counter: list[int]) -> Iterator[_Row]:
+    """Validated rows; ``counter[0]`` counts the data rows read (valid or not)."""
     records = _jsonl_records(text, f) if _is_jsonl(path, text) else _csv_records(text, f)
     for line, values, present in records:
+        counter[0] += 1
         row = _validate(line, values, present, f)
         if row is not None:
             yield row
@@ -177,7 +183,6 @@ def _csv_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], fro
     if missing:
         return
     present = frozenset(n for n in names if n in COLUMNS)
-    index = [(i, n) for i, n in enumerate(names) if n in COLUMNS]
     width = len(names)
     needed_missing = {c for c in _NEEDED_BY if c not in present}
     needing: dict[str, list[int]] = {c: [] for c in needed_missing}
@@ -196,7 +201,7 @@ def _csv_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], fro
         if len(rec) > width:
             f.problem(line, None, f"row has {len(rec)} values but the header has {width} columns")
             continue
-        values = {n: (rec[i] if i < len(rec) else "") for i, n in index}
+        values = dict(zip(names, rec))  # a short row's missing values read as empty
         if needed_missing:
             kind = values.get("outcome", "").strip().lower()
             for column in needed_missing:
@@ -247,9 +252,14 @@ def _jsonl_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], f
 
 # -- validating one row ---------------------------------------------------------
 
+_KINDS = {k.value: k for k in OutcomeKind}
+_TIMES: dict[str, tuple[datetime, str] | None] = {}
+
+
 def _validate(line: int, raw: dict[str, str], present: frozenset[str], f: _File) -> _Row | None:
     before = len(f.problems)
-    v = {name: raw.get(name, "").strip() for name in COLUMNS}
+    get = raw.get
+    v = {name: get(name, "").strip() for name in COLUMNS}
 
     email = v["email"].lower()
     if not email:
@@ -263,9 +273,8 @@ def _validate(line: int, raw: dict[str, str], present: frozenset[str], f: _File)
     if not outcome:
         f.problem(line, "outcome", f"missing; valid outcomes: {_VALID_OUTCOMES}")
     else:
-        try:
-            kind = OutcomeKind(outcome)
-        except ValueError:
+        kind = _KINDS.get(outcome)
+        if kind is None:
             f.problem(line, "outcome", f"{json.dumps(v['outcome'], ensure_ascii=False)} is not a valid outcome; "
                                        f"valid outcomes: {_VALID_OUTCOMES}")
 
@@ -283,12 +292,17 @@ def _validate(line: int, raw: dict[str, str], present: frozenset[str], f: _File)
 
     observed: datetime | None = None
     if v["observed_at"]:
-        observed = _parse_time(v["observed_at"])
-        if observed is None:
+        if v["observed_at"] not in _TIMES:
+            if len(_TIMES) > 100_000:
+                _TIMES.clear()
+            parsed = _parse_time(v["observed_at"])
+            _TIMES[v["observed_at"]] = None if parsed is None else (parsed, _format_time(parsed))
+        known = _TIMES[v["observed_at"]]
+        if known is None:
             f.problem(line, "observed_at", f"{json.dumps(v['observed_at'], ensure_ascii=False)} is not an "
                                            "ISO-8601 time (e.g. 2026-11-20T10:00:00Z)")
         else:
-            v["observed_at"] = _format_time(observed)
+            observed, v["observed_at"] = known
 
     if kind is not None:
         _check_required(line, kind, raw, v, present, f)
@@ -300,33 +314,32 @@ def _validate(line: int, raw: dict[str, str], present: frozenset[str], f: _File)
     return _Row(ref=ref, kind=kind, values=v, observed=observed)
 
 
+_NEEDS = {
+    OutcomeKind.EMAIL_CHANGE: (("new_email", "e-mail address"),),
+    OutcomeKind.TITLE_CHANGE: (("new_title", "title"),),
+    OutcomeKind.NEW_CONTACT: (("last_name", "last name"), ("organization", "account name")),
+}
+
+
 def _check_required(line: int, kind: OutcomeKind, raw: dict[str, str], v: dict[str, str],
                     present: frozenset[str], f: _File) -> None:
-    def blank(name: str) -> bool:
-        """Present but only whitespace: it would blank the field it writes."""
-        return raw.get(name, "") != "" and v[name] == ""
-
-    def need(name: str, what: str) -> None:
+    """A value the outcome needs is there, and none that it writes is only whitespace
+    (a present-but-blank value would blank the field it writes)."""
+    if kind is OutcomeKind.REPLACEMENT:
+        blank = {name for name in ("new_email", "new_title") if raw.get(name, "") and not v[name]}
+        for name, what in (("new_email", "e-mail address"), ("new_title", "title")):
+            if name in blank:
+                f.problem(line, name, f"is blank (only whitespace); replacement would blank the {what}")
+        if not v["new_email"] and not v["new_title"] and not blank:
+            f.problem(line, "new_email", "missing; replacement needs new_email and/or new_title")
+        return
+    for name, what in _NEEDS.get(kind, ()):
         if v[name]:
-            return
-        if blank(name):
+            continue
+        if raw.get(name, ""):
             f.problem(line, name, f"is blank (only whitespace); {kind.value} would blank the {what}")
         elif name in present:  # a wholly missing column is reported once, on line 1
             f.problem(line, name, f"missing; {kind.value} needs {name}")
-
-    if kind is OutcomeKind.EMAIL_CHANGE:
-        need("new_email", "e-mail address")
-    elif kind is OutcomeKind.TITLE_CHANGE:
-        need("new_title", "title")
-    elif kind is OutcomeKind.REPLACEMENT:
-        for name, what in (("new_email", "e-mail address"), ("new_title", "title")):
-            if blank(name):
-                f.problem(line, name, f"is blank (only whitespace); replacement would blank the {what}")
-        if not v["new_email"] and not v["new_title"] and not blank("new_email") and not blank("new_title"):
-            f.problem(line, "new_email", "missing; replacement needs new_email and/or new_title")
-    elif kind is OutcomeKind.NEW_CONTACT:
-        need("last_name", "last name")
-        need("organization", "account name")
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -363,6 +376,9 @@ def _merge(rows: list[_Row]) -> tuple[list[Outcome], list[Conflict]]:
     conflicts: list[Conflict] = []
     for email in sorted(by_email):
         person = by_email[email]
+        if len(person) == 1:
+            outcomes.append(_single(email, person[0]))
+            continue
         groups: dict[tuple[OutcomeKind, tuple[str, ...]], list[_Row]] = {}
         for row in person:
             groups.setdefault((row.kind, row.payload()), []).append(row)
@@ -385,6 +401,24 @@ def _merge(rows: list[_Row]) -> tuple[list[Outcome], list[Conflict]]:
                          f"and overrides {'; '.join(_describe(r.kind, r.payload()) + ' (' + _where([r]) + ')' for r in overridden)}")
         outcomes.append(_outcome(email, winner, person, overridden, notes))
     return outcomes, conflicts
+
+
+_CUPOLA = {c.value: c for c in Cupola}
+
+
+def _single(email: str, row: _Row) -> Outcome:
+    """The common case: one row for the person."""
+    v, owned = row.values, _PAYLOAD[row.kind]
+    return Outcome(
+        email=email, kind=row.kind,
+        new_email=v["new_email"] if "new_email" in owned else "",
+        new_title=v["new_title"] if "new_title" in owned else "",
+        first_name=v["first_name"] if "first_name" in owned else "",
+        last_name=v["last_name"] if "last_name" in owned else "",
+        organization=v["organization"] if "organization" in owned else "",
+        title=v["title"] if "title" in owned else "",
+        multipub_id=v["multipub_id"], cupola_status=_CUPOLA[v["cupola_status"]],
+        observed_at=v["observed_at"], source_id=v["source_id"], rows=(row.ref,))
 
 
 def _latest_group(groups: dict[tuple[OutcomeKind, tuple[str, ...]], list[_Row]]):

@@ -133,6 +133,7 @@ class JournalState:
         elif kind == "drift":
             for change_id in event.get("checked", ()):
                 self.drift.pop(change_id, None)
+                self.errors.pop(change_id, None)
             for change_id, values in event.get("current", {}).items():
                 self.read[change_id] = values
             for item in event.get("skipped", ()):
@@ -140,9 +141,9 @@ class JournalState:
                 self.errors[item["change_id"]] = (None, item.get("message"))
             for item in event.get("drifted", ()):
                 self.drift[item["change_id"]] = item.get("fields", {})
+                self.errors[item["change_id"]] = (None, item.get("message"))
                 if event.get("final"):
                     self.status[item["change_id"]] = ChangeStatus.DRIFTED
-                    self.errors[item["change_id"]] = (None, item.get("message"))
         elif kind == "stop":
             self.stop_reason = event.get("reason")
         elif kind == "finish":

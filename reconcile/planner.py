@@ -260,13 +260,21 @@ class _Planner:
 
     def _email_free(self, o: Outcome, pending: list[_Target]) -> list[_Target]:
         """Drop (to review) writes that would put an address on a second record."""
-        others = sorted((self.claims.get(o.new_email, set()) - {o.email})
-                        | ({o.new_email} & self.input_addresses - {o.email}))
-        if others:
+        claimers = sorted(self.claims.get(o.new_email, set()) - {o.email})
+        is_input = o.new_email in self.input_addresses and o.new_email != o.email
+        if claimers or is_input:
+            why = []
+            if claimers:
+                why.append(f"it is also the new address of {', '.join(claimers)} in this input")
+            if is_input:
+                why.append("it is itself an address with its own outcome in this input")
+            holders = sorted((r.sobject, r.id) for s in (SObject.CONTACT, SObject.LEAD)
+                             for r in self._find(s, o.new_email))
+            if holders:
+                why.append("held by " + ", ".join(f"{s} {i}" for s, i in holders))
             self.review.append(ReviewItem(
                 email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows,
-                detail=f"{o.new_email} is also claimed in this input by {', '.join(others)}; "
-                       "not written to any record"))
+                detail=f"{o.kind} to {o.new_email} not written to any record: {'; '.join(why)}"))
             return []
         free = []
         for target in pending:
@@ -328,7 +336,7 @@ class _Planner:
             pending.emails.append(o.email)
             pending.rows.extend(o.rows)
             account_id = f"@{{{ref}}}"
-            reasons.append(f"no Account named {o.organization!r}: created by this plan ({ref})")
+            reasons.append(f"no Account named {pending.name!r}: created by this plan ({ref})")
         leads = self._find(SObject.LEAD, o.email)
         if leads:
             reasons.append("a Lead with this e-mail exists and is left as it is: "

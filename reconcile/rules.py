@@ -86,4 +86,5 @@ def choose_account(accounts: Sequence[AccountInfo]) -> tuple[AccountInfo, str]:
     first, second = key(chosen), key(ordered[1])
     by = ("most Contacts" if first[0] != second[0] else
           "most recently modified" if first[1:3] != second[1:3] else "greatest Id")
-    return chosen, f"Account {chosen.id} chosen from {len(ordered)} named {chosen.name!r} by {by}"
+    return chosen, (f"Account {chosen.id} ({chosen.name!r}, {chosen.contact_count} Contacts) chosen from "
+                    f"{len(ordered)} Accounts of that name by {by}")

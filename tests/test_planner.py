@@ -145,8 +145,7 @@ def test_gate_does_not_fire_when_nothing_would_be_written():
 
 
 def test_duplicates_compare_instants_not_strings():
-    # 11:30+01:00 is 10:30Z: later than 10:00Z although "11:30+0100" < "10:00+0000" is false as text either way;
-    # 09:30-02:00 is 11:30Z: the latest instant although its text sorts first.
+    # 09:30-02:00 is 11:30Z, the latest instant, although its text sorts first.
     records = [contact("003A", "a@x.com", LastModifiedDate="2026-01-05T11:30:00.000+0100"),
                contact("003B", "a@x.com", LastModifiedDate="2026-01-05T09:30:00.000-0200"),
                contact("003C", "a@x.com", LastModifiedDate="2026-01-05T10:00:00.000+0000")]

@@ -668,3 +668,43 @@ def test_live_needs_the_sandbox_ca_bundle(live):
     with pytest.raises(ConfigError, match="REQUESTS_CA_BUNDLE"):
         untrusted.org_info()
     assert untrusted.calls == 1                  # not retried
+
+
+@pytest.mark.e2e
+def test_live_faults_map_to_reconcile_errors(live):
+    sb, sf = live
+    sleeps = []
+    sf._sleep = sleeps.append
+    [lead] = sf.create("Lead", [{"LastName": "Faulty", "Company": "F Inc", "Email": "f@e2e.example.com"}])
+    sf.update("Lead", [{"Id": lead.id, "Title": "T"}])
+    assert sb.stats.auto_assign == ["FALSE", "FALSE"]
+
+    sb.faults.http_503(2)
+    before = sf.calls
+    assert sf.update("Lead", [{"Id": lead.id, "Title": "After 503"}])[0].success
+    assert sf.calls - before == 3 and len(sleeps) == 2
+
+    sb.faults.drop_after_write(1)
+    before = sf.calls
+    with pytest.raises(OutcomeUnknown):
+        sf.create("Lead", [{"LastName": "Dropped", "Company": "F Inc", "Email": "d@e2e.example.com"}])
+    assert sf.calls - before == 1                       # not re-sent
+    assert len(sf.query_in("Lead", "Email", ["d@e2e.example.com"], ["Id"])) == 1   # it did land
+
+    sb.faults.drop_after_write(1)
+    assert sf.update("Lead", [{"Id": lead.id, "Title": "Idempotent"}])[0].success   # retried
+
+    sb.faults.lock_rows([lead.id])
+    [locked] = sf.update("Lead", [{"Id": lead.id, "Title": "Locked"}])
+    assert not locked.success and locked.errors[0].status_code == "UNABLE_TO_LOCK_ROW"
+
+    sb.faults.expire_session()
+    with pytest.raises(SessionExpired):
+        sf.org_info()
+    sb.faults.renew_session()
+
+    sb.faults.limit_after(0)
+    with pytest.raises(ApiLimitExceeded):
+        sf.describe("Lead")
+    sb.faults.clear()
+    assert sf.usage is not None and sf.usage.used > 0

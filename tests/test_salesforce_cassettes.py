@@ -98,7 +98,7 @@ def _vcr(scrubber: Scrubber, mode: str) -> vcr.VCR:
     v = vcr.VCR(cassette_library_dir=str(CASSETTES), record_mode=mode,
                 match_on=["method", "scheme", "host", "port", "path", "query", "body", "pinned"],
                 before_record_request=scrubber.request, before_record_response=scrubber.response,
-                decode_compressed_response=True, allow_playback_repeats=False)
+                decode_compressed_response=True)
     v.register_matcher("pinned", _pinned_headers)
     return v
 

@@ -46,6 +46,7 @@ _DATETIME_RE = re.compile(
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?![\w:])")
 _NUMBER_RE = re.compile(r"[+-]?\d+(?:\.\d+)?(?![\w.])")
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_PLAIN_RE = re.compile(r"[^'\\\\]+")
 _OPERATORS = ("!=", "<>", "<=", ">=", "=", "<", ">")
 
 
@@ -124,6 +125,12 @@ def _read_string(query: str, start: int) -> Token:
     i = start + 1
     n = len(query)
     while i < n:
+        plain = _PLAIN_RE.match(query, i)
+        if plain:
+            out.append(plain.group(0))
+            like.append(plain.group(0))
+            i = plain.end()
+            continue
         ch = query[i]
         if ch == "'":
             return Token("string", query[start:i + 1], start, "".join(out), "".join(like))

@@ -42,7 +42,8 @@ from reconcile.sandbox.describe import FIELDS, STRING_TYPES, WRITABLE_SOBJECTS
 STATE_FORMAT = 1
 INDEXED_FIELDS = ("Email", "Name", "AccountId")
 _SYSTEM_STAMPS = ("CreatedDate", "LastModifiedDate", "SystemModstamp")
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+# permissive, like Salesforce: one @, no spaces, a dot in the domain
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 
 # A hook the server passes to API writes: (operation, record id) -> an item
 # error dict to answer with instead, or None. Operations: "update", "delete".
@@ -355,9 +356,7 @@ class Store:
         return clean, None
 
     def _new_record(self, sobject: str, clean: dict, stamp: str) -> dict:
-        record: dict[str, Any] = {}
-        for name, spec in FIELDS[sobject].items():
-            record[name] = spec.default
+        record = dict(_DEFAULTS[sobject])
         record.update(clean)
         record["Id"] = self.new_id(ids.KEY_PREFIXES[sobject])
         record["IsDeleted"] = False
@@ -633,7 +632,8 @@ class Store:
     # -- queries ---------------------------------------------------------------
 
     def run_query(self, query: soql.Query, *, include_deleted: bool = False) -> list[dict]:
-        """Matching records (copies of all fields), ordered, limited. For an
+        """Matching records (copies of the selected and ordering fields and
+        Id), ordered, limited. For an
         aggregate query: the AggregateResult rows (without attributes)."""
         with self.lock:
             if query.sobject == "Organization":
@@ -641,7 +641,12 @@ class Store:
             else:
                 rows = self._candidates(query.sobject, query.where, include_deleted)
             predicate = soql.compile_predicate(query.where)
-            matched = [dict(r) for r in rows if predicate(r)]
+            if query.is_aggregate:
+                matched = [dict(r) for r in rows if predicate(r)]
+            else:
+                keep = {ref.name for ref in query.select} | {ref.name for ref, _, _ in query.order_by}
+                keep.add("Id")
+                matched = [{k: r.get(k) for k in keep} for r in rows if predicate(r)]
         if query.is_aggregate:
             matched = _aggregate(query, matched)
         for ref, descending, nulls_last in reversed(query.order_by):
@@ -697,6 +702,10 @@ class Store:
         for value in values:
             out.update(index.get(value, ()))  # literals are already folded
         return out
+
+
+_DEFAULTS = {sobject: {name: spec.default for name, spec in FIELDS[sobject].items()}
+             for sobject in WRITABLE_SOBJECTS}
 
 
 def _derive(sobject: str, record: dict) -> None:

@@ -1,0 +1,53 @@
+"""``reconcile sandbox serve``: run the sandbox org in the foreground."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="The bundled sandbox Salesforce org.", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """The bundled sandbox Salesforce org."""
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(0, "--port", help="Port on 127.0.0.1 (0: any free port)."),
+    state: Optional[Path] = typer.Option(
+        None, "--state", help="JSON state file: loaded when it exists, else seeded; every "
+        "write is saved to it. Without it the org lives in memory."),
+    seed: str = typer.Option("demo", "--seed", help="Seed org when there is no state: demo | empty."),
+) -> None:
+    """Start the sandbox org and print the environment that points reconcile,
+    simple-salesforce or curl at it. Ctrl-C stops it."""
+    from reconcile.sandbox.server import SandboxServer
+
+    if seed not in ("demo", "empty"):
+        raise typer.BadParameter("use 'demo' or 'empty'", param_hint="--seed")
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with SandboxServer(state_path=state, seed=seed, port=port) as sb:
+            for name, value in sb.env.items():
+                typer.echo(f"export {name}={shlex.quote(value)}")
+            typer.echo(f"# sandbox org {sb.store.org_id} at {sb.instance_url}; try:", err=True)
+            typer.echo(f'#   curl --cacert "$REQUESTS_CA_BUNDLE" -H "Authorization: Bearer '
+                       f'$SALESFORCE_ACCESS_TOKEN" {sb.instance_url}/services/data/v61.0/limits/',
+                       err=True)
+            typer.echo("# Ctrl-C stops it.", err=True)
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    typer.echo("# sandbox org stopped", err=True)

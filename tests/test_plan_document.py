@@ -1,0 +1,190 @@
+"""The plan document (SPEC §4): its outline, canonical bytes and id, the committed
+schema agreeing with what the code writes, integrity checks and the API estimate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconcile.config import Config
+from reconcile.errors import IntegrityError
+from reconcile.model import Action, Change, FieldChange, SObject
+from reconcile.plan import (
+    FORMAT_VERSION, canonical_bytes, compute_plan_id, estimate_api_calls, load_plan, plan_schema, summary_line,
+    validate,
+)
+
+from test_scenarios import SCENARIOS, load_scenario, plan_document
+
+OUTLINE = ["format_version", "plan_id", "kind", "parent_plan_id", "created_at", "org", "inputs", "options",
+           "prior_state", "changes", "duplicates", "skipped", "review", "unchanged", "summary",
+           "estimated_api_calls"]
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    return plan_document(*load_scenario(SCENARIOS / "kitchen_sink"))
+
+
+def test_document_has_specs_outline(doc):
+    assert set(OUTLINE) <= set(doc)
+    assert doc["format_version"] == FORMAT_VERSION and doc["kind"] == "apply" and doc["parent_plan_id"] is None
+    assert set(doc["org"]) == {"instance_url", "org_id", "api_version"}
+    assert set(doc["summary"]) == {"create", "update", "delete", "skipped", "review", "unchanged"}
+    assert {"tool_version", "handoff", "notes", "config"} <= set(doc)
+    change = doc["changes"][0]
+    assert {"change_id", "action", "sobject", "record_id", "ref", "fields", "reasons", "rows"} <= set(change)
+
+
+def test_plan_id_is_the_hash_of_the_document_without_it(doc):
+    assert doc["plan_id"] == compute_plan_id(doc)
+    assert compute_plan_id({**doc, "created_at": "2026-11-21T00:00:00Z"}) != doc["plan_id"]
+    data = canonical_bytes(doc)
+    assert data.endswith(b"}\n") and json.loads(data) == doc
+    assert canonical_bytes(json.loads(data)) == data
+
+
+def test_summary_line(doc):
+    assert summary_line(doc) == "Plan: 4 to create, 6 to update, 0 to delete; 3 skipped, 3 for review"
+
+
+def _schema_paths(schema: dict, root: dict, prefix: str = "") -> set[str]:
+    if "$ref" in schema:
+        return _schema_paths(root["$defs"][schema["$ref"].removeprefix("#/$defs/")], root, prefix)
+    paths: set[str] = set()
+    for key, sub in schema.get("properties", {}).items():
+        paths.add(f"{prefix}.{key}")
+        paths |= _schema_paths(sub, root, f"{prefix}.{key}")
+    if isinstance(schema.get("additionalProperties"), dict):
+        paths |= _schema_paths(schema["additionalProperties"], root, f"{prefix}.*")
+    if "items" in schema:
+        paths |= _schema_paths(schema["items"], root, f"{prefix}[]")
+    return paths
+
+
+def _doc_paths(value: Any, schema: dict, root: dict, prefix: str = "") -> set[str]:
+    """The key paths of ``value``, descending only where the schema names the keys."""
+    if "$ref" in schema:
+        return _doc_paths(value, root["$defs"][schema["$ref"].removeprefix("#/$defs/")], root, prefix)
+    paths: set[str] = set()
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key, item in value.items():
+            if key in props or not props and not isinstance(extra, dict):
+                if props or extra is False:
+                    paths.add(f"{prefix}.{key}")
+                paths |= _doc_paths(item, props.get(key, {}), root, f"{prefix}.{key}")
+            elif isinstance(extra, dict):
+                paths |= _doc_paths(item, extra, root, f"{prefix}.*")
+            else:
+                paths.add(f"{prefix}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            paths |= _doc_paths(item, schema.get("items", {}), root, f"{prefix}[]")
+    return paths
+
+
+def test_schema_and_code_agree():
+    """Every key the code writes is in the committed schema, and every key the schema
+    names appears in some scenario's plan."""
+    schema = plan_schema()
+    emitted: set[str] = set()
+    for folder in sorted(p for p in SCENARIOS.iterdir() if p.is_dir()):
+        doc = plan_document(*load_scenario(folder))
+        assert validate(doc, schema) == [], folder.name
+        emitted |= _doc_paths(doc, schema, schema)
+    declared = _schema_paths(schema, schema)
+    assert emitted - declared == set(), "keys written but not in plan.schema.json"
+    assert declared - emitted == set(), "keys in plan.schema.json never written"
+    assert set(schema["required"]) >= set(OUTLINE)
+
+
+def test_schema_file_is_canonical_json():
+    path = Path(__file__).parent.parent / "reconcile" / "schema" / "plan.schema.json"
+    assert json.loads(path.read_text(encoding="utf-8")) == plan_schema()
+
+
+def test_load_plan_round_trip(doc, tmp_path):
+    path = tmp_path / "plan.json"
+    path.write_bytes(canonical_bytes(doc))
+    assert load_plan(path) == doc
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["changes"][0]["fields"]["Name"].update(after="Evil Corp"), "does not match its plan_id"),
+    (lambda d: d.update(format_version=99), "format_version 99 is not one this reconcile reads"),
+    (lambda d: d["summary"].pop("delete"), "not a valid plan: /summary: missing key 'delete'"),
+    (lambda d: d["changes"][0].update(action="upsert"), "not a valid plan: /changes/0/action"),
+    (lambda d: d.update(surprise=1), "unexpected key 'surprise'"),
+])
+def test_load_plan_refuses_a_changed_or_invalid_plan(doc, tmp_path, edit, message):
+    changed = json.loads(canonical_bytes(doc))
+    edit(changed)
+    path = tmp_path / "plan.json"
+    path.write_bytes(canonical_bytes(changed))
+    with pytest.raises(IntegrityError, match=message) as info:
+        load_plan(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_plan_refuses_files_that_are_not_plans(tmp_path):
+    for name, data in [("a.json", b"\xff\xfe"), ("b.json", b"[1]"), ("c.json", b"{nope")]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(IntegrityError, match=name):
+            load_plan(tmp_path / name)
+    with pytest.raises(IntegrityError, match="not found"):
+        load_plan(tmp_path / "missing.json")
+
+
+def _changes(action: Action, sobject: SObject, n: int) -> list[Change]:
+    return [Change(change_id=f"{sobject}:{i}", action=action, sobject=sobject,
+                   record_id=None if action is Action.CREATE else f"id{i}",
+                   ref=f"{sobject}:{i}" if action is Action.CREATE else None,
+                   fields={"X": FieldChange(None, "y")}, reasons=(), rows=()) for i in range(n)]
+
+
+def test_estimate_api_calls_counts_rereads_and_collection_writes():
+    config = Config()
+    assert estimate_api_calls([], config) == 0
+    # 450 Contact updates: 1 re-read (≤2,000 ids) + 3 collection requests (200 a request)
+    assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 450), config) == 1 + 3
+    # 2,001 Lead updates: 2 re-reads + 11 writes; plus 1 Account create (1 query + 1 write)
+    # and 201 Contact creates (1 query + 2 writes)
+    changes = (_changes(Action.UPDATE, SObject.LEAD, 2001) + _changes(Action.CREATE, SObject.ACCOUNT, 1)
+               + _changes(Action.CREATE, SObject.CONTACT, 201))
+    assert estimate_api_calls(changes, config) == (2 + 11) + (1 + 1) + (1 + 2)
+    assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 450), Config(collection_size=50)) == 1 + 9
+
+
+def test_schema_enums_match_the_model():
+    from reconcile.model import DecidedBy, PlanKind, ReviewReason, SkipReason
+    schema = plan_schema()
+    items = {name: schema["properties"][name]["items"]["properties"] for name in ("skipped", "review")}
+    defs = schema["$defs"]
+    assert items["skipped"]["reason"]["enum"] == [r.value for r in SkipReason]
+    assert items["review"]["reason"]["enum"] == [r.value for r in ReviewReason]
+    assert defs["sobject"]["enum"] == [s.value for s in SObject]
+    assert defs["change"]["properties"]["action"]["enum"] == [a.value for a in Action]
+    assert defs["duplicate_group"]["properties"]["decided_by"]["enum"] == [d.value for d in DecidedBy]
+    assert schema["properties"]["kind"]["enum"] == [k.value for k in PlanKind]
+
+
+def test_a_rollback_document_validates(doc, tmp_path):
+    """Rollback plans delete what a plan created: ``after`` is null and the parent is named."""
+    from reconcile.model import PlanBody, Skipped, SkipReason
+    from reconcile.plan import make_document
+    from test_scenarios import CREATED_AT, ORG
+    body = PlanBody(prior_state={"003X": {"sobject": "Contact", "fields": {"Id": "003X"}}},
+                    changes=(Change(change_id="Contact:003X", action=Action.DELETE, sobject=SObject.CONTACT,
+                                    record_id="003X", ref=None, fields={"Email": FieldChange("a@x.com", None)},
+                                    reasons=("undo",), rows=()),),
+                    duplicates=(), skipped=(Skipped("b@x.com", SObject.LEAD, "00QX", SkipReason.RECORD_GONE),),
+                    review=(), unchanged=())
+    rollback = make_document(body, org=ORG, inputs=[], options={}, created_at=CREATED_AT, tool_version="test",
+                             kind="rollback", parent_plan_id=doc["plan_id"], config=Config())
+    path = tmp_path / "plan.json"
+    path.write_bytes(canonical_bytes(rollback))
+    assert load_plan(path)["summary"]["delete"] == 1
