@@ -45,7 +45,7 @@ def sha256_hex(data: bytes) -> str:
 
 def record_bytes(record: dict[str, Any]) -> bytes:
     """Canonical bytes of an approval or result record."""
-    return (json.dumps(record, sort_keys=True, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    return (json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def seal(record: dict[str, Any]) -> dict[str, Any]:

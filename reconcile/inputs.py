@@ -30,9 +30,12 @@ REQUIRED_COLUMNS = ("email", "outcome")
 _VALID_OUTCOMES = ", ".join(k.value for k in OutcomeKind)
 _VALID_CUPOLA = 'active, inactive or empty'
 
-# Deliberately simple: one "@", a non-empty local part, a dotted domain, no spaces.
+# Deliberately simple: one "@", a local part of dot-separated atoms (no leading,
+# trailing or doubled dot, as Salesforce requires), a dotted domain, no spaces.
 # (Apostrophes, plus signs and the like are valid in local parts.)
-_EMAIL = re.compile(r"^[^@\s,;<>()\[\]\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_EMAIL = re.compile(r"^(?=[^@]{1,64}@)(?=.{1,254}$)"
+                    r"[^@\s,;<>()\[\]\".]+(?:\.[^@\s,;<>()\[\]\".]+)*"
+                    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 
 # The payload each outcome owns: rows with the same outcome and the same payload
@@ -102,7 +105,7 @@ def _read_all(paths: Sequence[Path]) -> OutcomeSet:
         f = _File(path.name)
         data = _read_bytes(path, f)
         if data is not None:
-            text = _decode(data, f)
+            text = _decode(path, data, f)
             if text is not None:
                 counter = [0]
                 rows.extend(_parse(path, text, f, counter))
@@ -135,14 +138,37 @@ def _read_bytes(path: Path, f: _File) -> bytes | None:
     return data
 
 
-def _decode(data: bytes, f: _File) -> str | None:
+def _decode(path: Path, data: bytes, f: _File) -> str | None:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        f.problem(line, None, f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                              "save the file as UTF-8")
+        f.problem(line, _undecodable_column(path, data, line),
+                  f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the file as UTF-8")
         return None
+
+
+def _undecodable_column(path: Path, data: bytes, line: int) -> str | None:
+    """The column (CSV header name or JSON key) whose value holds the first byte that is
+    not UTF-8, when it can be told; the byte reads as U+FFFD in a lenient decoding."""
+    text = data.decode("utf-8-sig", errors="replace")
+    bad = "\ufffd"
+    try:
+        if _is_jsonl(path, text):
+            obj = json.loads(text.split("\n")[line - 1])
+            keys = [k for k, v in obj.items() if isinstance(v, str) and bad in v] if isinstance(obj, dict) else []
+            return str(keys[0]).strip().lower() if keys and bad not in keys[0] else None
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = [h.strip().lower() for h in next(reader)]
+        if any(bad in h for h in header):
+            return None
+        for rec in reader:
+            for index, value in enumerate(rec):
+                if bad in value:
+                    return header[index] if index < len(header) and header[index] else None
+    except (ValueError, csv.Error, StopIteration):
+        pass
+    return None
 
 
 def _is_jsonl(path: Path, text: str) -> bool:
@@ -215,15 +241,33 @@ def _csv_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], fro
             f.problem(1, column, f"column missing; {len(lines)} row(s) need it (line {shown})")
 
 
+def _json_object(pairs: list[tuple[str, object]]) -> dict[str, object] | list[tuple[str, object]]:
+    """A JSON object as a dict, or its pairs when a key appears twice (JSON would keep
+    only the last value silently)."""
+    obj = dict(pairs)
+    return obj if len(obj) == len(pairs) else pairs
+
+
 def _jsonl_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], frozenset[str]]]:
-    for line, raw in enumerate(text.splitlines(), start=1):
+    # JSON Lines are separated by "\n" only: str.splitlines() would also split at
+    # U+2028, U+0085 and other characters a JSON string may hold unescaped.
+    for line, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw, object_pairs_hook=_json_object)
         except json.JSONDecodeError as exc:
             f.problem(line, None, f"not valid JSON ({exc.msg} at character {exc.colno})")
             continue
+        if isinstance(obj, list) and raw.lstrip().startswith("{"):  # a key given twice
+            pairs, obj, twice = obj, {}, False
+            for key, value in pairs:
+                if key in obj and str(key).strip().lower() in COLUMNS:
+                    f.problem(line, str(key).strip().lower(), "key appears twice in the object")
+                    twice = True
+                obj[key] = value
+            if twice:
+                continue
         if not isinstance(obj, dict):
             f.problem(line, None, f"expected a JSON object, got {type(obj).__name__}")
             continue
@@ -232,6 +276,10 @@ def _jsonl_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], f
         for key, value in obj.items():
             name = str(key).strip().lower()
             if name not in COLUMNS:
+                continue
+            if name in values:
+                f.problem(line, name, "key appears twice in the object")
+                bad = True
                 continue
             if value is None:
                 values[name] = ""

@@ -33,8 +33,13 @@ CONFIG_KEYS = ("contact_status_field", "contact_active", "contact_inactive", "le
                "title_field", "account_name_field")
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def plain(value: Any) -> Any:
     """Dataclasses, enums, tuples and mappings → JSON's dicts, lists and strings."""
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, Enum):
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -87,7 +92,9 @@ def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str,
 
 
 def canonical_bytes(doc: Mapping[str, Any]) -> bytes:
-    return (json.dumps(doc, sort_keys=True, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    """Sorted keys, no insignificant white space, UTF-8 (json's C encoder: fast at 100k changes).
+    ``reconcile show --json`` prints the same document indented for people."""
+    return (json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def compute_plan_id(doc: Mapping[str, Any]) -> str:
@@ -110,12 +117,12 @@ def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Co
     created: set[str] = set()
     writes: dict[tuple[str, str], int] = {}
     for change in changes:
-        c = plain(change)
-        action, sobject = str(c["action"]), str(c["sobject"])
+        get = change.get if isinstance(change, Mapping) else lambda key: getattr(change, key)
+        action, sobject, record_id = str(get("action")), str(get("sobject")), get("record_id")
         if action == Action.CREATE:
             created.add(sobject)
-        elif c.get("record_id"):
-            reread.setdefault(sobject, set()).add(c["record_id"])
+        elif record_id:
+            reread.setdefault(sobject, set()).add(record_id)
         writes[(action, sobject)] = writes.get((action, sobject), 0) + 1
     calls = sum(math.ceil(len(ids) / config.retrieve_size) for ids in reread.values()) + len(created)
     calls += sum(math.ceil(n / config.collection_size) for n in writes.values())

@@ -107,10 +107,11 @@ class _Planner:
         for record in self.snapshot.records:
             state[record.id] = {"sobject": str(record.sobject), "fields": dict(record.fields)}
         for account in self.snapshot.accounts:
-            state[account.id] = {"sobject": str(SObject.ACCOUNT), "fields": {
-                "Id": account.id, self.config.account_name_field: account.name,
-                "LastModifiedDate": account.last_modified, "SystemModstamp": account.system_modstamp,
-                "contact_count": account.contact_count}}
+            fields = {"Id": account.id, self.config.account_name_field: account.name,
+                      "LastModifiedDate": account.last_modified, "SystemModstamp": account.system_modstamp}
+            if account.contact_count is not None:  # counted only where several share a name
+                fields["contact_count"] = account.contact_count
+            state[account.id] = {"sobject": str(SObject.ACCOUNT), "fields": fields}
         return state
 
     def _find(self, sobject: SObject, email: str) -> list[OrgRecord]:

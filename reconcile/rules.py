@@ -77,7 +77,7 @@ def choose_account(accounts: Sequence[AccountInfo]) -> tuple[AccountInfo, str]:
 
     Returns the account and the words for why (empty when there was no choice)."""
     def key(a: AccountInfo) -> tuple[int, datetime, datetime, str]:
-        return (a.contact_count, instant(a.last_modified), instant(a.system_modstamp), a.id)
+        return (a.contact_count or 0, instant(a.last_modified), instant(a.system_modstamp), a.id)
 
     ordered = sorted(accounts, key=key, reverse=True)
     chosen = ordered[0]
@@ -86,5 +86,5 @@ def choose_account(accounts: Sequence[AccountInfo]) -> tuple[AccountInfo, str]:
     first, second = key(chosen), key(ordered[1])
     by = ("most Contacts" if first[0] != second[0] else
           "most recently modified" if first[1:3] != second[1:3] else "greatest Id")
-    return chosen, (f"Account {chosen.id} ({chosen.name!r}, {chosen.contact_count} Contacts) chosen from "
+    return chosen, (f"Account {chosen.id} ({chosen.name!r}, {chosen.contact_count or 0} Contacts) chosen from "
                     f"{len(ordered)} Accounts of that name by {by}")

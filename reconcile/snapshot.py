@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 from reconcile.config import Config
 from reconcile.errors import PreflightError
-from reconcile.model import AccountInfo, OrgRecord, OutcomeKind, OutcomeSet, SObject, Snapshot
+from reconcile.model import AccountInfo, Cupola, OrgRecord, OutcomeKind, OutcomeSet, SObject, Snapshot
+from reconcile.rules import norm_name
 
 
 def preflight(reader: Any, config: Config, *, allow_create: bool) -> None:
@@ -68,9 +69,13 @@ def _check_picklist(problems: list[str], sobject: str, fields: dict, name: str,
 
 
 def addresses_to_read(outcome_set: OutcomeSet) -> list[str]:
-    """Every input address, plus every new address (EMAIL_TAKEN needs its holders)."""
+    """Every input address, plus every new address that may be written (EMAIL_TAKEN
+    needs its holders). A new address behind the active-only gate (CUPOLA row not
+    active) is never written, so it costs no query: on 1,000 outcomes every address
+    is a share of the few requests a plan may spend."""
     wanted = {o.email for o in outcome_set.outcomes}
-    wanted.update(o.new_email for o in outcome_set.outcomes if o.new_email)
+    wanted.update(o.new_email for o in outcome_set.outcomes
+                  if o.new_email and o.cupola_status is Cupola.ACTIVE)
     return sorted(wanted)
 
 
@@ -95,9 +100,15 @@ def take_snapshot(reader: Any, outcome_set: OutcomeSet, config: Config, *,
         say(f"reading Accounts for {len(names)} organizations")
         rows = reader.query_in("Account", config.account_name_field, names,
                                config.fields_for("Account"))
-        counts = reader.count_contacts_by_account([r["Id"] for r in rows]) if rows else {}
+        # Contacts are counted only where several Accounts share a name (the count
+        # decides between them); an unambiguous name costs no extra request.
+        by_name: dict[str, list[str]] = {}
+        for r in rows:
+            by_name.setdefault(norm_name(r.get("Name")), []).append(r["Id"])
+        ambiguous = sorted(i for ids in by_name.values() if len(ids) > 1 for i in ids)
+        counts = reader.count_contacts_by_account(ambiguous) if ambiguous else {}
         accounts = [AccountInfo(id=r["Id"], name=r.get("Name") or "",
-                                contact_count=counts.get(r["Id"], 0),
+                                contact_count=counts.get(r["Id"]),  # type: ignore[arg-type]
                                 last_modified=r.get("LastModifiedDate") or "",
                                 system_modstamp=r.get("SystemModstamp") or "")
                     for r in rows]

@@ -123,11 +123,45 @@ def test_file_problems(tmp_path):
     latin1 = write(tmp_path, "latin1.csv", "email,outcome\nrene@x.com,inactive\nren\xe9@x.com,inactive\n".encode("latin-1"))
     empty = write(tmp_path, "empty.csv", b"\xef\xbb\xbf  \n")
     assert problems(latin1, empty, tmp_path / "missing.csv", tmp_path) == [
-        "latin1.csv:3: not valid UTF-8 (byte 0xe9 at offset 37); save the file as UTF-8",
+        "latin1.csv:3:email: not valid UTF-8 (byte 0xe9 at offset 37); save the file as UTF-8",
         "empty.csv: empty file (expected a header row and outcome rows)",
         "missing.csv: file not found",
         f"{tmp_path.name}: is a directory, not an outcome file",
     ]
+
+
+def test_bytes_that_are_not_utf8_are_located_by_line_and_column(tmp_path):
+    csv_ = write(tmp_path, "t.csv", b"email,outcome,new_title\na@x.com,inactive,\nb@x.com,title_change,Direkt\xf6r\n")
+    jsonl = write(tmp_path, "t.jsonl", b'{"email": "a@x.com", "outcome": "inactive"}\n'
+                                       b'{"email": "b@x.com", "outcome": "title_change", "new_title": "Direkt\xf6r"}\n')
+    assert problems(csv_, jsonl) == [
+        "t.csv:3:new_title: not valid UTF-8 (byte 0xf6 at offset 69); save the file as UTF-8",
+        "t.jsonl:2:new_title: not valid UTF-8 (byte 0xf6 at offset 112); save the file as UTF-8",
+    ]
+
+
+@pytest.mark.parametrize("address", [".ann@x.com", "ann.@x.com", "ann..lee@x.com", "a" * 65 + "@x.com"])
+def test_local_parts_salesforce_would_refuse_are_malformed(tmp_path, address):
+    assert problems(csv_file(tmp_path, f"{address},inactive,,,,,,,,,,")) == [
+        f'outcomes.csv:2:email: "{address}" is not a valid e-mail address']
+    assert read_outcomes([csv_file(tmp_path, "ann.lee+x@x.com,inactive,,,,,,,,,,")]).outcomes
+
+
+def test_json_lines_split_only_at_newlines(tmp_path):
+    # U+2028 and U+0085 are legal unescaped inside a JSON string; they do not end the line.
+    path = write(tmp_path, "o.jsonl", '{"email": "a@x.com", "outcome": "title_change", "new_title": "A\u2028B\x85C"}\r\n'
+                                      '{"email": "b@", "outcome": "inactive"}\r\n')
+    assert problems(path) == ['o.jsonl:2:email: "b@" is not a valid e-mail address']
+    path = write(tmp_path, "p.jsonl", '{"email": "a@x.com", "outcome": "title_change", "new_title": "A\u2028B"}\n')
+    assert read_outcomes([path]).outcomes[0].new_title == "A\u2028B"
+
+
+def test_a_json_key_given_twice_is_refused(tmp_path):
+    path = write(tmp_path, "o.jsonl", '{"email": "a@x.com", "outcome": "inactive", "outcome": "reactivate"}\n'
+                                      '{"email": "b@x.com", "Outcome": "inactive", "outcome": "reactivate"}\n'
+                                      '{"email": "c@x.com", "outcome": "inactive", "note": 1, "note": 2}\n')
+    assert problems(path) == ["o.jsonl:1:outcome: key appears twice in the object",
+                              "o.jsonl:2:outcome: key appears twice in the object"]
 
 
 def test_multiline_csv_rows_keep_their_starting_line(tmp_path):

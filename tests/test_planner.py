@@ -263,3 +263,64 @@ def test_plan_is_a_mapping_of_plain_values():
     body = plan([outcome("a@x.com", "inactive")], [contact("003A", "a@x.com")])
     doc_changes = plain(body.changes)
     assert doc_changes[0]["sobject"] == "Contact" and isinstance(doc_changes[0]["fields"], Mapping)
+
+
+class _CountingReader:
+    """A read-only port that answers from lists and records every request."""
+
+    def __init__(self, contacts=(), leads=(), accounts=(), counts=None):
+        self.rows = {"Contact": list(contacts), "Lead": list(leads), "Account": list(accounts)}
+        self.counts = counts or {}
+        self.requests: list[tuple[str, tuple[str, ...]]] = []
+
+    def org_info(self):
+        self.requests.append(("org", ()))
+        return ORG
+
+    def query_in(self, sobject, field, values, fields):
+        values = tuple(values)
+        self.requests.append((sobject, values))
+        wanted = {v.casefold() for v in values}
+        return [r for r in self.rows[sobject] if str(r.get(field) or "").casefold() in wanted]
+
+    def count_contacts_by_account(self, ids):
+        ids = tuple(ids)
+        self.requests.append(("count", ids))
+        return {i: self.counts.get(i, 0) for i in ids}
+
+
+def test_snapshot_reads_only_new_addresses_that_may_be_written():
+    from reconcile.snapshot import take_snapshot
+
+    reader = _CountingReader()
+    outcomes = OutcomeSet(outcomes=(
+        outcome("a@x.com", "email_change", new_email="a2@x.com", cupola_status=Cupola.ACTIVE),
+        outcome("b@x.com", "email_change", new_email="b2@x.com", cupola_status=Cupola.INACTIVE),
+        outcome("c@x.com", "replacement", new_email="c2@x.com"),
+    ), conflicts=(), inputs=())
+    take_snapshot(reader, outcomes, CONFIG, allow_create=False)
+    assert [r for r in reader.requests if r[0] == "Contact"] == [
+        ("Contact", ("a2@x.com", "a@x.com", "b@x.com", "c@x.com"))]
+
+
+def test_snapshot_counts_contacts_only_where_account_names_are_shared():
+    from reconcile.snapshot import take_snapshot
+
+    stamp = "2026-01-05T10:00:00.000+0000"
+    accounts = [{"Id": i, "Name": n, "LastModifiedDate": stamp, "SystemModstamp": stamp}
+                for i, n in (("001A", "Acme"), ("001B", "Globex"), ("001C", "GLOBEX"))]
+    news = OutcomeSet(outcomes=tuple(outcome(f"{o.lower()}@x.com", "new_contact", last_name="S", organization=o)
+                                     for o in ("Acme", "Globex")), conflicts=(), inputs=())
+    reader = _CountingReader(accounts=accounts[:1])
+    snapshot = take_snapshot(reader, news, CONFIG, allow_create=True)
+    assert [r[0] for r in reader.requests] == ["org", "Contact", "Lead", "Account"]  # no count for one Acme
+    body = build_plan(news, snapshot, CONFIG, allow_create=True)
+    assert body.prior_state["001A"]["fields"] == {"Id": "001A", "Name": "Acme", "LastModifiedDate": stamp,
+                                                  "SystemModstamp": stamp}
+
+    reader = _CountingReader(accounts=accounts, counts={"001C": 3})
+    snapshot = take_snapshot(reader, news, CONFIG, allow_create=True)
+    assert reader.requests[-1] == ("count", ("001B", "001C"))
+    body = build_plan(news, snapshot, CONFIG, allow_create=True)
+    (globex,) = [c for c in body.changes if c.email == "globex@x.com"]
+    assert globex.fields["AccountId"].after == "001C"
