@@ -36,15 +36,19 @@ ArchiveOpt = typer.Option(None, "--archive", help="Archive directory (default ./
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"reconcile {__version__}", markup=False)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     archive: Optional[Path] = typer.Option(None, "--archive", help="Archive directory (default ./plans, or $RECONCILE_ARCHIVE)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Configuration file (default ./reconcile.toml if present)."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
-    if version:
-        out.print(f"reconcile {__version__}")
-        raise typer.Exit(0)
     _state["archive"] = archive
     _state["config"] = config
 
