@@ -43,6 +43,7 @@ class SkipReason(StrEnum):
     MULTIPUB_CONTACT = "MULTIPUB_CONTACT"
     CREATE_DISABLED = "CREATE_DISABLED"
     NOT_FOUND = "NOT_FOUND"
+    CONVERTED_LEAD = "CONVERTED_LEAD"      # Salesforce refuses updates to a converted Lead
     # rollback plans only
     EDITED_SINCE_APPLY = "EDITED_SINCE_APPLY"
     RECORD_GONE = "RECORD_GONE"

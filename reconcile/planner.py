@@ -119,6 +119,13 @@ class _Planner:
 
     def _choose(self, sobject: SObject, email: str) -> tuple[OrgRecord, DuplicateGroup | None] | None:
         records = self._find(sobject, email)
+        if sobject is SObject.LEAD:
+            converted = [r for r in records if r.fields.get("IsConverted") in (True, "true")]
+            for record in converted:
+                self.skipped.append(Skipped(
+                    email=email, sobject=sobject, record_id=record.id, reason=SkipReason.CONVERTED_LEAD,
+                    detail="a converted Lead cannot be updated; the Contact it became is processed"))
+            records = [r for r in records if r not in converted]
         if not records:
             return None
         chosen, group = choose_record(records, email)
