@@ -110,7 +110,7 @@ def summary_line(doc: Mapping[str, Any]) -> str:
 def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config) -> int:
     """The requests ``apply`` will send: re-reads for the drift check, then writes.
 
-    Re-reads: ``ceil(records / retrieve_size)`` per sobject for updates and
+    One request checks the org's identity. Re-reads: ``ceil(records / retrieve_size)`` per sobject for updates and
     deletes, plus one e-mail (or name) query per sobject that gets creates.
     Writes: ``ceil(records / collection_size)`` per action and sobject."""
     reread: dict[str, set[str]] = {}
@@ -124,7 +124,8 @@ def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Co
         elif record_id:
             reread.setdefault(sobject, set()).add(record_id)
         writes[(action, sobject)] = writes.get((action, sobject), 0) + 1
-    calls = sum(math.ceil(len(ids) / config.retrieve_size) for ids in reread.values()) + len(created)
+    calls = 1  # apply first checks that it is connected to the plan's org
+    calls += sum(math.ceil(len(ids) / config.retrieve_size) for ids in reread.values()) + len(created)
     calls += sum(math.ceil(n / config.collection_size) for n in writes.values())
     return calls
 
