@@ -241,7 +241,7 @@ class _ApplyLock:
         self.plan_id = plan_id
         self.now = now
         self.info_path = root / ".apply.lock.json"
-        self.lock = FileLock(str(root / ".apply.lock"))
+        self.lock = FileLock(str(root / ".apply.lock"), mode=0o600)
         self.warnings: list[str] = []
 
     def __enter__(self) -> "_ApplyLock":
@@ -567,6 +567,9 @@ class _Run:
                     drifted.append({"change_id": change.change_id, "fields": differ,
                                     "message": f"changed in Salesforce since the plan: {', '.join(differ)}"})
 
+        self._check_accounts_in_use(by_sobject.get(SObject.ACCOUNT, []), by_sobject.get(SObject.CONTACT, []),
+                                    current, drifted)
+
         for sobject, changes in creates.items():
             found = self._find_by_key(sobject, [self._key_value(c).lower() for c in changes])
             for change in changes:
@@ -592,6 +595,32 @@ class _Run:
                   drifted=drifted, skipped=skipped, final=bool(drifted))
         self._mark_dependents()
         self._tick()
+
+    def _check_accounts_in_use(self, accounts: list[_Change], contacts: list[_Change],
+                               current: Mapping[str, Any], drifted: list[dict[str, Any]]) -> None:
+        """An Account delete is drift when a Contact the plan does not delete points at it:
+        deleting an Account takes its Contacts with it."""
+        deletes = [c for c in accounts if c.action is Action.DELETE and c.change_id in current]
+        if not deletes:
+            return
+        refused = {d["change_id"] for d in drifted}
+        going: dict[str, int] = defaultdict(int)  # account id -> Contacts this run deletes
+        for contact in contacts:
+            if contact.action is Action.DELETE and contact.change_id not in refused:
+                account = (current.get(contact.change_id) or {}).get("AccountId")
+                if account:
+                    going[str(account)[:15]] += 1
+        self.own_calls += 1
+        counts = {str(k)[:15]: v for k, v in
+                  self.sf.count_contacts_by_account([c.record_id for c in deletes]).items()}
+        for change in deletes:
+            key = str(change.record_id)[:15]
+            others = counts.get(key, 0) - going.get(key, 0)
+            if others > 0:
+                drifted.append({"change_id": change.change_id,
+                                "message": f"{others} Contact(s) that this plan does not delete point at "
+                                           f"the Account {change.record_id}; deleting it would delete them too",
+                                "fields": {"Contacts": {"planned": 0, "current": others}}})
 
     def _resolved(self, value: Any) -> Any:
         if isinstance(value, str):

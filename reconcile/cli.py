@@ -70,6 +70,10 @@ def _run(fn: Callable[[], int | None]) -> None:
     except ReconcileError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(exc.exit_code)
+    except OSError as exc:   # the archive or an input cannot be read or written: one line, no traceback
+        text = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        err.print(f"error: {' '.join(text.split()) or exc.__class__.__name__}", markup=False)
+        raise typer.Exit(1)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         raise typer.Exit(130)

@@ -67,14 +67,17 @@ def build_rollback(parent: dict[str, Any], result: dict[str, Any],
         written = {f: _resolve(v.get("after"), created) for f, v in item.get("fields", {}).items()}
         edited = {f: today.get(f) for f, v in written.items() if not same_value(f, today.get(f), v)}
         if item["action"] == Action.UPDATE:
+            # Field by field: a field someone edited since the apply is left alone and
+            # reported; the other fields this apply wrote still go back.
             if edited:
                 skipped.append(Skipped(
                     email=email, sobject=sobject, record_id=rid, reason=SkipReason.EDITED_SINCE_APPLY,
                     detail="edited since the apply, left alone: " + "; ".join(
                         f"{f} is {today.get(f)!r}, the apply wrote {written[f]!r}" for f in sorted(edited))))
+            fields = {f: FieldChange(before=written[f], after=_undo_value(v))
+                      for f, v in sorted(item["fields"].items()) if f not in edited}
+            if not fields:
                 continue
-            fields = {f: FieldChange(before=written[f], after=v.get("replaced", v.get("before")))
-                      for f, v in sorted(item["fields"].items())}
             changes.append(Change(
                 change_id=f"{sobject}:{rid}", action=Action.UPDATE, sobject=sobject, record_id=rid,
                 ref=None, fields=fields, email=email, rows=rows,
@@ -118,6 +121,12 @@ def build_rollback(parent: dict[str, Any], result: dict[str, Any],
     return PlanBody(prior_state=prior, changes=tuple(changes), duplicates=(), skipped=tuple(skipped),
                     review=(), unchanged=(),
                     notes=(f"rollback of plan {parent['plan_id']}",))
+
+
+def _undo_value(spec: dict[str, Any]) -> Any:
+    """The value an update replaced: what was read just before the write, else the plan's before."""
+    replaced = spec.get("replaced")
+    return replaced if replaced is not None else spec.get("before")
 
 
 def _sobject_of(result: dict[str, Any], rid: str) -> str:

@@ -39,6 +39,7 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
     if approval_path.is_file():
         approval = ar.read_json(approval_path)
         ar.check_seal(approval_path, approval)
+        _canonical(approval_path, approval)
         _points_at(approval_path, approval, doc["plan_id"], plan_sha)
         out.append(f"{approval_path}: approval ok ({approval.get('approved_by')})")
 
@@ -59,6 +60,7 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
     if result_path.is_file():
         result = ar.read_json(result_path)
         ar.check_seal(result_path, result)
+        _canonical(result_path, result)
         _points_at(result_path, result, doc["plan_id"], plan_sha)
         for item in result.get("results", []):
             if item.get("change_id") not in change_ids:
@@ -83,6 +85,13 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
                 raise IntegrityError(f"{plan_path}: built from a different {parent_result_path} than the one archived")
         out.append(f"{plan_path}: rollback of {parent_id[:12]} ok")
     return out
+
+
+def _canonical(path: Path, record: dict) -> None:
+    """Every byte counts: a record that parses to the same content but is not written
+    exactly as reconcile writes it (whitespace, key order, escapes) was edited."""
+    if ar.record_bytes(record) != path.read_bytes():
+        raise IntegrityError(f"{path}: not in canonical form; the file was edited after it was written")
 
 
 def _points_at(path: Path, record: dict, plan_id: str, plan_sha: str) -> None:

@@ -75,6 +75,14 @@ class FakeSalesforce:
         return [{f: r.get(f) for f in fields} for i, r in self.records.items()
                 if self.sobject_of[i] == sobject and str(r.get(field) or "").lower() in wanted]
 
+    def count_contacts_by_account(self, account_ids):
+        self._tick("count", "Contact", 0)
+        counts = {a: 0 for a in account_ids}
+        for i, r in self.records.items():
+            if self.sobject_of[i] == "Contact" and r.get("AccountId") in counts:
+                counts[r["AccountId"]] += 1
+        return counts
+
     def _write(self, method: str, sobject: str, n: int, work):
         assert n <= 200
         self.write_requests += 1

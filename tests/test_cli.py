@@ -172,11 +172,19 @@ def _business_fields(snapshot: dict) -> dict:
     """Every record's fields except the stamps that every write moves."""
     skip = {"LastModifiedDate", "SystemModstamp"}
     out = {}
-    for sobject, records in snapshot.items():
-        if not isinstance(records, (list, dict)):
-            continue
-        items = records.values() if isinstance(records, dict) else records
-        for rec in items:
-            if isinstance(rec, dict) and "Id" in rec:
-                out[rec["Id"]] = {k: v for k, v in rec.items() if k not in skip}
+    for records in snapshot["records"].values():
+        for rec in records.values():
+            out[rec["Id"]] = {k: v for k, v in rec.items() if k not in skip}
+    assert out, "the snapshot has no records: the comparison would prove nothing"
     return out
+
+
+def test_an_archive_that_cannot_be_written_is_a_one_line_error(org, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("", encoding="utf-8")
+    env = {**org.env, "RECONCILE_ARCHIVE": str(blocker / "plans")}
+    result = CliRunner().invoke(app, ["plan", str(demo_outcomes(tmp_path))], env=env)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "not-a-directory" in lines[0]
