@@ -125,9 +125,22 @@ class Archive:
             return PlanState(status) if status in set(PlanState) else PlanState.FAILED
         if _journal_has_sends(plan_dir / JOURNAL):
             return PlanState.APPLYING
-        if (plan_dir / APPROVAL).is_file():
+        if self.approval_matches(plan_dir):
             return PlanState.APPROVED
         return PlanState.PLANNED
+
+    def approval_matches(self, plan_dir: Path) -> bool:
+        """An approval counts only if it is intact and names this plan's exact bytes."""
+        path = plan_dir / APPROVAL
+        if not path.is_file():
+            return False
+        try:
+            record = read_json(path)
+            check_seal(path, record)
+        except IntegrityError:
+            return False
+        return (record.get("plan_id") == plan_dir.name
+                and record.get("plan_sha256") == sha256_hex((plan_dir / PLAN).read_bytes()))
 
 
 def _journal_has_sends(path: Path) -> bool:

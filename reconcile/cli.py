@@ -58,26 +58,37 @@ def _context() -> wf.Context:
     return wf.Context(config=config, say=lambda msg: err.print(f"[dim]{msg}[/dim]") if err.is_terminal else None)
 
 
-def _run(fn: Callable[[], int | None]) -> None:
-    """Run a command body; every ReconcileError becomes a one-line message and its exit code."""
+def _run(fn: Callable[[], int | None], as_json: bool = False) -> None:
+    """Run a command body; every ReconcileError becomes a one-line message and its exit code
+    (with ``--json``, also a JSON error document on stdout for scripts)."""
     try:
         code = fn() or 0
     except InputError as exc:
         for problem in exc.problems:
             err.print(f"error: {problem}", markup=False)
         err.print(f"error: {len(exc.problems)} problem(s) in the outcome files; nothing was read from or written to Salesforce", markup=False)
+        _json_error(as_json, exc, problems=exc.problems)
         raise typer.Exit(exc.exit_code)
     except ReconcileError as exc:
         err.print(f"error: {exc}", markup=False)
+        report = getattr(exc, "report", None)
+        _json_error(as_json, exc, report=_report_json(report) if report is not None else None)
         raise typer.Exit(exc.exit_code)
     except OSError as exc:   # the archive or an input cannot be read or written: one line, no traceback
         text = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
         err.print(f"error: {' '.join(text.split()) or exc.__class__.__name__}", markup=False)
+        _json_error(as_json, exc, message=text)
         raise typer.Exit(1)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         raise typer.Exit(130)
     raise typer.Exit(code)
+
+
+def _json_error(as_json: bool, exc: BaseException, *, message: str | None = None, **extra: Any) -> None:
+    if as_json:
+        _emit_json({"ok": False, "error": type(exc).__name__, "code": getattr(exc, "code", None),
+                    "message": message or str(exc), **{k: v for k, v in extra.items() if v is not None}})
 
 
 def _emit_json(data: Any) -> None:
@@ -119,7 +130,7 @@ def plan(
             out.print(f"  ({result.api_calls} API calls; apply will spend about {doc['estimated_api_calls']})", markup=False)
         return 2 if detailed_exitcode and changes else 0
 
-    _run(body)
+    _run(body, as_json)
 
 
 @app.command()
@@ -139,7 +150,7 @@ def show(
             render_show(loaded.doc, out)
         return 0
 
-    _run(body)
+    _run(body, as_json)
 
 
 @app.command()
@@ -160,7 +171,7 @@ def approve(
             out.print(f"  apply: reconcile apply {_short(record['plan_id'])}", markup=False)
         return 0
 
-    _run(body)
+    _run(body, as_json)
 
 
 @app.command("apply")
@@ -176,13 +187,10 @@ def apply_cmd(
         ctx = _context()
         try:
             report = _with_progress(lambda progress: wf.apply(ctx, plan, skip_drifted=skip_drifted, progress=progress))
-        except DriftError as exc:
+        except ReconcileError as exc:
             rep = getattr(exc, "report", None)
-            if rep is not None:
-                if as_json:
-                    _emit_json(_report_json(rep))
-                else:
-                    _print_drift(rep)
+            if rep is not None and not as_json:
+                _print_drift(rep) if isinstance(exc, DriftError) else _print_report(rep)
             raise
         if as_json:
             _emit_json(_report_json(report))
@@ -190,7 +198,7 @@ def apply_cmd(
             _print_report(report)
         return 0 if str(report.status) == "applied" and report.finished else 1
 
-    _run(body)
+    _run(body, as_json)
 
 
 @app.command()
@@ -214,7 +222,7 @@ def rollback(
             out.print(f"  approve: reconcile approve {_short(doc['plan_id'])} --by NAME", markup=False)
         return 0
 
-    _run(body)
+    _run(body, as_json)
 
 
 @app.command()
@@ -236,7 +244,7 @@ def log(as_json: bool = JsonOpt) -> None:
                       f"skipped {s.get('skipped', 0)} review {s.get('review', 0)}{approver}", markup=False)
         return 0
 
-    _run(body)
+    _run(body, as_json)
 
 
 @app.command()
@@ -255,7 +263,7 @@ def verify(
             out.print(f"Archive verified: {len(checked)} check(s) passed.", markup=False)
         return 0
 
-    _run(body)
+    _run(body, as_json)
 
 
 @app.command()
@@ -292,7 +300,7 @@ def benchmark(
             _emit_json(rows)
         return 0
 
-    _run(body)
+    _run(body, as_json)
 
 
 # -- printing helpers ---------------------------------------------------------------------
@@ -307,8 +315,7 @@ def _with_progress(fn: Callable[[Any], Any]) -> Any:
 
 
 def _report_json(report: Any) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-    return asdict(report) if is_dataclass(report) else dict(report)
+    return report.to_dict() if hasattr(report, "to_dict") else dict(report)
 
 
 def _counts(report: Any) -> dict[str, int]:
@@ -333,8 +340,12 @@ def _print_report(report: Any) -> None:
 
 
 def _print_drift(report: Any) -> None:
-    for d in getattr(report, "drifted", ()) or ():
-        out.print(f"  drifted: {d}", markup=False)
+    """Each drifted record with the plan's value and today's value, per field."""
+    for result in getattr(report, "drifted", ()) or ():
+        parts = [f"{name}: plan expected {d.get('planned')!r}, Salesforce now has {d.get('current')!r}"
+                 for name, d in sorted((result.drift or {}).items())]
+        detail = "; ".join(parts + ([result.message] if result.message else [])) or "changed since the plan"
+        out.print(f"  drifted: {result.change_id}  {detail}", markup=False)
 
 
 def main() -> None:

@@ -188,3 +188,46 @@ def test_an_archive_that_cannot_be_written_is_a_one_line_error(org, tmp_path):
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "not-a-directory" in lines[0]
+
+
+def test_a_record_someone_already_changed_to_the_planned_value_is_not_written_again(cli, org, tmp_path):
+    outcomes = tmp_path / "one.csv"
+    alice = next(r for r in org.store.records("Contact") if r["Email"] == "alice.archer@example.com")
+    outcomes.write_text("email,outcome\nalice.archer@example.com,inactive\n", encoding="utf-8")
+    pid = plan_id_of(cli("plan", str(outcomes)).stdout)
+    assert cli("approve", pid, "--by", "Jane").exit_code == 0
+    org.store.edit(alice["Id"], {"Contact_Status__c": "Inactive"})
+    org.stats.reset()
+    result = cli("apply", pid, "--json")
+    assert org.stats.write_requests == 0
+    doc = json.loads(result.stdout)
+    assert [r["status"] for r in doc["results"]] == ["skipped"]
+
+
+def test_drifted_record_is_named_with_plan_and_current_values(cli, org, tmp_path):
+    outcomes = tmp_path / "one.csv"
+    alice = next(r for r in org.store.records("Contact") if r["Email"] == "alice.archer@example.com")
+    outcomes.write_text("email,outcome,new_title,cupola_status\nalice.archer@example.com,title_change,Chief Archer,active\n",
+                        encoding="utf-8")
+    pid = plan_id_of(cli("plan", str(outcomes)).stdout)
+    assert cli("approve", pid, "--by", "Jane").exit_code == 0
+    org.store.edit(alice["Id"], {"Title": "Set by someone else"})
+    org.stats.reset()
+    result = cli("apply", pid)
+    assert result.exit_code == 1
+    assert org.stats.write_requests == 0
+    assert "drifted: Contact:" in result.stdout and "Set by someone else" in result.stdout
+    as_json = cli("apply", pid, "--json")
+    doc = json.loads(as_json.stdout)
+    assert doc["ok"] is False and doc["error"] == "DriftError" and doc["report"]["drifted"]
+    assert org.store.get(alice["Id"])["Title"] == "Set by someone else"
+
+
+def test_plan_json_reports_input_problems_as_json(cli, org, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"email": "x@example.com", "outcome": "teleport"}\n', encoding="utf-8")
+    result = cli("plan", str(bad), "--json")
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False and doc["error"] == "InputError"
+    assert doc["problems"][0].startswith("bad.jsonl:1:outcome:")
