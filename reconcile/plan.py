@@ -127,6 +127,8 @@ def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Co
     calls = 1  # apply first checks that it is connected to the plan's org
     calls += sum(math.ceil(len(ids) / config.retrieve_size) for ids in reread.values()) + len(created)
     calls += sum(math.ceil(n / config.collection_size) for n in writes.values())
+    if writes.get((Action.DELETE.value, "Account")):
+        calls += 1  # apply counts the Contacts still pointing at each Account it deletes
     return calls
 
 
