@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from filelock import FileLock, Timeout
 
-from reconcile.archive import RECORD_FORMAT_VERSION, RESULT, record_bytes, seal
+from reconcile.archive import JOURNAL as JOURNAL_NAME, RECORD_FORMAT_VERSION, RESULT, record_bytes, seal
 from reconcile.config import Config
 from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
                               SalesforceError)
@@ -824,7 +824,9 @@ class _Run:
             "requests": self.state.requests,
             "warnings": list(self.state.warnings),
         }
-        # Sealed like every archive record, so `verify` and rollback can check it.
-        write_atomic(self.plan_dir / RESULT, record_bytes(seal(document)))
+        # The journal is complete once `finish` is on disk; the result pins its bytes, and is
+        # sealed like every archive record, so `verify` and rollback can check both.
         self._log("finish", status=str(status), counts=dict(report.counts))
+        document["journal_sha256"] = sha256((self.plan_dir / JOURNAL_NAME).read_bytes()).hexdigest()
+        write_atomic(self.plan_dir / RESULT, record_bytes(seal(document)))
         return report

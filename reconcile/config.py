@@ -46,6 +46,18 @@ class Config:
     collection_size: int = 200
     retrieve_size: int = 2000
     bulk_threshold: int = 10_000
+    # Bulk API 2.0 writes: records per ingest job (one journal frame each).
+    bulk_job_size: int = 10_000
+    # Bulk API 2.0 reads: ``query_in`` with more distinct values than this runs ONE
+    # bulk query per object instead of batched ``IN (...)`` queries.
+    bulk_query_threshold: int = 10_000
+    # Rows asked for per bulk query results page (``maxRecords``).
+    bulk_max_records: int = 100_000
+    # Polling a bulk job: first wait in seconds, doubled up to the cap; give up
+    # waiting after bulk_timeout_seconds in all.
+    bulk_poll_seconds: float = 2.0
+    bulk_poll_max_seconds: float = 30.0
+    bulk_timeout_seconds: float = 3600.0
     # Stop before the org's daily API usage would pass this share of its allowance.
     api_share: float = 0.8
     # Retries of transient failures: attempts and first backoff in seconds.
@@ -63,7 +75,7 @@ class Config:
 
     def lead_fields(self) -> tuple[str, ...]:
         return ("Id", "Email", "FirstName", "LastName", self.title_field,
-                self.lead_status_field, "Company", "LastModifiedDate", "SystemModstamp")
+                self.lead_status_field, "Company", "IsConverted", "LastModifiedDate", "SystemModstamp")
 
     def fields_for(self, sobject: str) -> tuple[str, ...]:
         return {"Contact": self.contact_fields(), "Lead": self.lead_fields(),
@@ -78,8 +90,11 @@ _SECTIONS = {
                "lead_inactive_statuses": "lead_inactive_statuses"},
     "apply": {"collection_size": "collection_size", "bulk_threshold": "bulk_threshold",
               "api_share": "api_share", "max_attempts": "max_attempts",
-              "backoff_seconds": "backoff_seconds"},
-    "salesforce": {"api_version": "api_version"},
+              "backoff_seconds": "backoff_seconds", "bulk_job_size": "bulk_job_size"},
+    "salesforce": {"api_version": "api_version", "bulk_query_threshold": "bulk_query_threshold",
+                   "bulk_max_records": "bulk_max_records", "bulk_poll_seconds": "bulk_poll_seconds",
+                   "bulk_poll_max_seconds": "bulk_poll_max_seconds",
+                   "bulk_timeout_seconds": "bulk_timeout_seconds"},
     "archive": {"dir": "archive_dir"},
 }
 

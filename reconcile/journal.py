@@ -55,6 +55,7 @@ messages; never a token, a password or a session id.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -196,6 +197,44 @@ def read_events(path: Path) -> tuple[list[dict[str, Any]], int]:
     return events, torn
 
 
+GENESIS = "0" * 64
+
+
+def complete_lines(path: Path) -> list[bytes]:
+    """The journal's lines that were written whole (newline-terminated, valid JSON)."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in raw.split(b"\n")[:-1]:
+        if not line.strip():
+            continue
+        try:
+            json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            continue  # torn: never sent (see the module docstring)
+        out.append(line)
+    return out
+
+
+def last_line_hash(path: Path) -> str:
+    lines = complete_lines(path)
+    return hashlib.sha256(lines[-1]).hexdigest() if lines else GENESIS
+
+
+def check_chain(path: Path) -> str | None:
+    """None if every complete line's ``prev`` is the hash of the complete line before
+    it; otherwise where the chain breaks."""
+    prev = GENESIS
+    for number, line in enumerate(complete_lines(path), 1):
+        event = json.loads(line.decode("utf-8"))
+        if event.get("prev") != prev:
+            return f"event {number} ({event.get('event')}) does not follow the one before it"
+        prev = hashlib.sha256(line).hexdigest()
+    return None
+
+
 def replay(path: Path) -> JournalState:
     """Fold the journal into a ``JournalState`` (see the module docstring)."""
     events, torn = read_events(path)
@@ -212,12 +251,19 @@ class Journal:
         self.path = Path(path)
         self._now = now
         self.calls = 0          # set by the caller: HTTP requests so far in this run
+        self._prev: str | None = None
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Write one event durably and return it (as ``JournalState.fold`` takes it)."""
-        record = {"event": event, "at": self._now(), "calls": self.calls, **fields}
-        append_line(self.path, json.dumps(record, sort_keys=True, ensure_ascii=False,
-                                          separators=(",", ":")))
+        """Write one event durably and return it (as ``JournalState.fold`` takes it).
+
+        Each event carries ``prev``, the SHA-256 of the previous complete line, so
+        ``verify`` can tell an edited or removed line from a torn last one."""
+        if self._prev is None:
+            self._prev = last_line_hash(self.path)
+        record = {"event": event, "at": self._now(), "calls": self.calls, **fields, "prev": self._prev}
+        line = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        append_line(self.path, line)
+        self._prev = hashlib.sha256(line.encode("utf-8")).hexdigest()
         return record
 
     def start(self, run: int, plan_id: str, warnings: list[str]) -> dict[str, Any]:

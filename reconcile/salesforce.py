@@ -14,6 +14,10 @@ request then goes through ``Salesforce._request``, which
   the request with its own headers intact,
 * and translates every failure into a ``reconcile.errors`` type.
 
+Bulk API 2.0 (``bulk_query``, ``bulk_ingest``) goes through the same
+``_request``: every job request (create, upload, close, each poll, each result
+page or file) is one counted API call.
+
 Nothing above this module sees a simple-salesforce or requests exception, and
 no message or exception raised here carries the access token or password:
 errors are raised outside the ``except`` block that caught the library's
@@ -22,10 +26,13 @@ exception, so they do not chain to it (its request holds the token).
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import random
 import re
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote_plus, urlparse
 
@@ -39,7 +46,8 @@ from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, O
                               PermissionDenied, SalesforceError, SessionExpired, TransientError)
 from reconcile.model import ApiUsage, OrgInfo, RecordError, SaveResult
 
-__all__ = ["connect", "Salesforce", "SalesforceReader", "soql_quote", "parse_limit_info"]
+__all__ = ["connect", "Salesforce", "SalesforceReader", "BulkOutcome", "soql_quote",
+           "parse_limit_info"]
 
 TOKEN_VARS = ("SALESFORCE_ACCESS_TOKEN", "SALESFORCE_DOMAIN")
 LOGIN_VARS = ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN",
@@ -53,6 +61,11 @@ TRANSIENT_CODES = {"SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW", "QUERY_TIMEOUT",
                    "TEMPORARY_QUERY_MORE_FAILURE"}
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*\Z")
 _LIMIT_INFO = re.compile(r"(?:^|[;,\s])api-usage=(\d+)/(\d+)")
+BULK_OPERATIONS = ("insert", "update", "delete")
+BULK_NULL = "#N/A"                # a CSV cell that sets a field to null (empty = unchanged)
+BULK_FINAL = ("JobComplete", "Failed", "Aborted")
+# Bulk query CSV writes UTC datetimes as 2026-11-25T08:00:00.000Z; REST JSON as ...+0000.
+_BULK_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 
 
 # -- connecting -----------------------------------------------------------------------
@@ -200,6 +213,24 @@ def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What a Bulk API 2.0 ingest job did. Rows are dicts of the result files'
+    columns (empty cells are None): ``successful`` has ``sf__Id``, ``sf__Created``
+    and the uploaded columns, ``failed`` ``sf__Id`` (None for a failed insert),
+    ``sf__Error`` (``CODE:message:fields --``) and the uploaded columns,
+    ``unprocessed`` the uploaded columns. Rows come in no particular order:
+    match them by id or by a key column, never by position."""
+    job_id: str | None
+    state: str
+    successful: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    unprocessed: list[dict] = field(default_factory=list)
+    records_processed: int = 0
+    records_failed: int = 0
+    error_message: str | None = None
+
+
 # -- the adapter -------------------------------------------------------------------------
 
 class Salesforce:
@@ -247,12 +278,156 @@ class Salesforce:
     def query_in(self, sobject: str, field: str, values: Iterable[str],
                  fields: Sequence[str]) -> list[dict]:
         """``SELECT fields FROM sobject WHERE field IN (values)``, as few requests as the
-        URL limit allows (values de-duplicated, escaped)."""
+        URL limit allows (values de-duplicated, escaped).
+
+        With more than ``config.bulk_query_threshold`` distinct values it runs ONE
+        Bulk API 2.0 query instead (``WHERE field != null``) and keeps the rows whose
+        ``field`` equals a value, trimmed and case-insensitively: the same records
+        (in another order; string values as the org returns them)."""
         head = f"SELECT {', '.join(_name(f) for f in fields)} FROM {_name(sobject)} WHERE {_name(field)} IN ("
+        unique = _unique(values)
+        if len(unique) > self._config.bulk_query_threshold:
+            return self._query_in_bulk(sobject, field, unique, fields)
         records: list[dict] = []
-        for soql in self._in_queries(head, ")", _unique(values)):
+        for soql in self._in_queries(head, ")", unique):
             records.extend(self._query_pages(soql))
         return records
+
+    def _query_in_bulk(self, sobject: str, field: str, values: list[str],
+                       fields: Sequence[str]) -> list[dict]:
+        names = [_name(f) for f in fields]
+        extra = field not in names
+        select = names + [_name(field)] if extra else names
+        wanted = {_fold(v) for v in values if isinstance(v, str)}
+        rows = self.bulk_query(f"SELECT {', '.join(select)} FROM {_name(sobject)} "
+                               f"WHERE {field} != null")
+        out = []
+        for row in rows:
+            value = row.get(field)
+            if isinstance(value, str) and _fold(value) in wanted:
+                if extra:
+                    del row[field]
+                out.append(row)
+        return out
+
+    # -- Bulk API 2.0 -------------------------------------------------------------------
+
+    def bulk_query(self, soql: str) -> list[dict]:
+        """All rows of one Bulk API 2.0 query job, as dicts of strings (an empty
+        cell is None; a UTC datetime is written ``…+0000`` as REST's JSON does).
+        Creates the job, polls it with backoff until ``JobComplete`` (``Failed`` /
+        ``Aborted`` → SalesforceError with the job's errorMessage), then reads the
+        results in pages of ``config.bulk_max_records``."""
+        job = _json(self._request("POST", "jobs/query", json={
+            "operation": "query", "query": soql, "contentType": "CSV",
+            "columnDelimiter": "COMMA", "lineEnding": "LF"}))
+        job_id = _job_id(job)
+        info = self._bulk_wait("query", job_id)
+        if info.get("state") != "JobComplete":
+            raise SalesforceError(f"bulk query job {job_id} ended {info.get('state')}: "
+                                  f"{info.get('errorMessage') or 'no reason given'}",
+                                  code=f"BULK_JOB_{str(info.get('state')).upper()}")
+        rows: list[dict] = []
+        locator: str | None = None
+        while True:
+            params = {"maxRecords": str(self._config.bulk_max_records)}
+            if locator:
+                params["locator"] = locator
+            response = self._request("GET", f"jobs/query/{job_id}/results", params=params,
+                                     headers={"Accept": "text/csv"})
+            rows.extend(_csv_rows(response, stamps=True))
+            locator = response.headers.get("Sforce-Locator")
+            if not locator or locator == "null":
+                return rows
+
+    def bulk_ingest(self, action: str, sobject: str, records: Sequence[Mapping[str, Any]]) -> BulkOutcome:
+        """One Bulk API 2.0 ingest job: ``action`` insert | update | delete; records
+        are dicts (with ``Id`` for update and delete; references already resolved).
+        The CSV's columns are the union of the records' keys (first-seen order, Id
+        first); None or "" is sent as ``#N/A`` (set to null), a key a record lacks
+        as an empty cell (leave unchanged).
+
+        A request refused before the job is closed raises reconcile's error (the
+        job is aborted, nothing was written). Once the close was sent, any failure
+        — a lost connection, a poll or result read refused — raises OutcomeUnknown:
+        the job may have run. A job that ends Failed/Aborted without processing a
+        record raises SalesforceError; otherwise the outcome lists every row.
+
+        Leads: Bulk API 2.0 has no ``Sforce-Auto-Assign`` header. Its create-job body
+        takes an optional ``assignmentRuleId`` (v49+: "The ID of an assignment rule
+        to run for a Case or a Lead",
+        https://developer.salesforce.com/docs/atlas.en-us.264.0.api_asynch.meta/api_asynch/create_job.htm);
+        we never send one. That no rule runs when it is absent (as with SOAP's
+        opt-in AssignmentRuleHeader) is UNCONFIRMED: a Lead job cannot promise
+        what the collections path does (owners unchanged).
+        """
+        if action not in BULK_OPERATIONS:
+            raise ValueError(f"bulk ingest action must be one of {', '.join(BULK_OPERATIONS)}, "
+                             f"not {action!r}")
+        if not records:
+            return BulkOutcome(job_id=None, state="JobComplete")
+        body = _ingest_csv(action, sobject, records)
+        job = _json(self._request("POST", "jobs/ingest", json={
+            "object": _name(sobject), "operation": action, "contentType": "CSV",
+            "columnDelimiter": "COMMA", "lineEnding": "LF"}))
+        job_id = _job_id(job)
+        try:
+            self._request("PUT", f"jobs/ingest/{job_id}/batches", data=body,
+                          headers={"Content-Type": "text/csv"})
+            self._request("PATCH", f"jobs/ingest/{job_id}", json={"state": "UploadComplete"},
+                          idempotent=False)
+        except OutcomeUnknown as err:
+            raise OutcomeUnknown(f"bulk {action} job {job_id} ({len(records)} {sobject} "
+                                 f"records): {err.message}", code=err.code, status=err.status) from None
+        except SalesforceError:
+            self._bulk_abort(job_id)     # never closed: nothing was written
+            raise
+        try:
+            info = self._bulk_wait("ingest", job_id)
+            state = str(info.get("state"))
+            if state != "JobComplete" and not int(info.get("numberRecordsProcessed") or 0):
+                failure: SalesforceError = SalesforceError(
+                    f"bulk {action} job {job_id} ({sobject}) ended {state} without writing a "
+                    f"record: {info.get('errorMessage') or 'no reason given'}",
+                    code=f"BULK_JOB_{state.upper()}")
+            else:
+                base = f"jobs/ingest/{job_id}/"
+                accept = {"Accept": "text/csv"}
+                return BulkOutcome(
+                    job_id=job_id, state=state,
+                    successful=_csv_rows(self._request("GET", base + "successfulResults/", headers=accept)),
+                    failed=_csv_rows(self._request("GET", base + "failedResults/", headers=accept)),
+                    unprocessed=_csv_rows(self._request("GET", base + "unprocessedrecords/", headers=accept)),
+                    records_processed=int(info.get("numberRecordsProcessed") or 0),
+                    records_failed=int(info.get("numberRecordsFailed") or 0),
+                    error_message=info.get("errorMessage"))
+        except SalesforceError as err:
+            failure = OutcomeUnknown(f"bulk {action} job {job_id} ({len(records)} {sobject} records) "
+                                     f"was closed but its outcome could not be read: {err.message}",
+                                     code=err.code, status=err.status)
+        raise failure
+
+    def _bulk_wait(self, kind: str, job_id: str) -> dict:
+        """Poll ``jobs/{kind}/{id}`` until a final state; waits double from
+        ``bulk_poll_seconds`` up to ``bulk_poll_max_seconds``."""
+        delay, waited = self._config.bulk_poll_seconds, 0.0
+        while True:
+            self._sleep(delay)
+            waited += delay
+            info = _json(self._request("GET", f"jobs/{kind}/{job_id}"))
+            state = info.get("state") if isinstance(info, dict) else None
+            if state in BULK_FINAL:
+                return info
+            if waited >= self._config.bulk_timeout_seconds:
+                raise TransientError(f"bulk {kind} job {job_id} is still {state} after "
+                                     f"{waited:.0f} seconds", code="BULK_JOB_TIMEOUT")
+            delay = min(max(delay, 0.0) * 2, self._config.bulk_poll_max_seconds)
+
+    def _bulk_abort(self, job_id: str) -> None:
+        try:
+            self._request("PATCH", f"jobs/ingest/{job_id}", json={"state": "Aborted"})
+        except SalesforceError:
+            pass                          # an Open job expires by itself after 24 hours
 
     def count_contacts_by_account(self, account_ids: Iterable[str]) -> dict[str, int]:
         """Contacts per Account id (0 for an Account without any)."""
@@ -373,7 +548,8 @@ class Salesforce:
                                        headers=headers))
 
     def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-                 json: Any = None, headers: Mapping[str, str] | None = None,
+                 json: Any = None, data: bytes | None = None,
+                 headers: Mapping[str, str] | None = None,
                  idempotent: bool = True) -> requests.Response:
         """Send one REST request (with retries); return the 2xx response or raise."""
         url = path if path.startswith("https://") else self.base_url + path
@@ -391,7 +567,7 @@ class Salesforce:
             response = None
             try:
                 response = self._sf.session.request(method, url, params=params, json=json,
-                                                    headers=request_headers, timeout=self._timeout,
+                                                    data=data, headers=request_headers, timeout=self._timeout,
                                                     verify=self._sf.session.verify)
             except requests.exceptions.SSLError:
                 failure = ConfigError(f"{what}: the server's TLS certificate is not trusted; behind a "
@@ -455,6 +631,65 @@ def _json(response: requests.Response, error: type[SalesforceError] = Salesforce
         pass
     raise error(f"{response.request.method} {urlparse(response.url).path}: HTTP {response.status_code} "
                 f"with a body that is not JSON: {response.text[:100]!r}", status=response.status_code)
+
+
+def _fold(value: str) -> str:
+    return value.strip().casefold()
+
+
+def _job_id(job: Any) -> str:
+    if not isinstance(job, dict) or not isinstance(job.get("id"), str) or not job["id"]:
+        raise SalesforceError(f"a bulk job was created but its id is missing: {str(job)[:100]!r}")
+    return job["id"]
+
+
+def _bulk_cell(value: Any) -> str:
+    if value is None or value == "":
+        return BULK_NULL
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _ingest_csv(action: str, sobject: str, records: Sequence[Mapping[str, Any]]) -> bytes:
+    columns: dict[str, None] = {}
+    if action != "insert":
+        columns["Id"] = None
+    for record in records:
+        if action != "insert" and not record.get("Id"):
+            raise ValueError(f"bulk {action} {sobject}: every record needs an Id")
+        for key in (record if action != "delete" else ()):
+            columns.setdefault(_name(key), None)
+    names = list(columns)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(names)
+    for record in records:
+        writer.writerow(["" if name not in record else _bulk_cell(record[name]) for name in names])
+    return out.getvalue().encode("utf-8")
+
+
+def _csv_rows(response: requests.Response, *, stamps: bool = False) -> list[dict]:
+    """A CSV body → dicts (empty cell → None; with ``stamps``, ``…Z`` datetimes → ``…+0000``)."""
+    text = response.content.decode("utf-8-sig", errors="replace")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header:
+        return []
+    rows = []
+    for cells in reader:
+        if not cells:
+            continue
+        row = {}
+        for name, cell in zip(header, cells):
+            if cell == "":
+                row[name] = None
+            elif stamps and _BULK_STAMP.match(cell):
+                row[name] = cell[:-1] + "+0000"
+            else:
+                row[name] = cell
+        rows.append(row)
+    return rows
 
 
 def _not_sent(exc: requests.RequestException) -> bool:
@@ -525,6 +760,9 @@ class SalesforceReader:
 
     def count_contacts_by_account(self, account_ids: Iterable[str]) -> dict[str, int]:
         return self._sf.count_contacts_by_account(account_ids)
+
+    def bulk_query(self, soql: str) -> list[dict]:
+        return self._sf.bulk_query(soql)
 
     def retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> list[dict | None]:
         return self._sf.retrieve(sobject, ids, fields)

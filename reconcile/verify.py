@@ -8,6 +8,7 @@ from pathlib import Path
 from reconcile import archive as ar
 from reconcile import plan as plan_doc
 from reconcile.errors import IntegrityError, ReconcileError
+from reconcile.journal import check_chain
 
 
 def verify_archive(arch: ar.Archive, plan_dirs: list[Path]) -> list[str]:
@@ -56,12 +57,18 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
             for cid in event.get("change_ids", []) or []:
                 if cid not in change_ids:
                     raise IntegrityError(f"{journal_path}:{number}: names change {cid!r}, which plan {doc['plan_id'][:12]} does not have")
+        broken = check_chain(journal_path)
+        if broken:
+            raise IntegrityError(f"{journal_path}: {broken}; a line was edited, removed or inserted")
         out.append(f"{journal_path}: journal ok")
     if result_path.is_file():
         result = ar.read_json(result_path)
         ar.check_seal(result_path, result)
         _canonical(result_path, result)
         _points_at(result_path, result, doc["plan_id"], plan_sha)
+        pinned = result.get("journal_sha256")
+        if pinned and (not journal_path.is_file() or ar.sha256_hex(journal_path.read_bytes()) != pinned):
+            raise IntegrityError(f"{journal_path}: differs from the journal {result_path.name} was written from")
         for item in result.get("results", []):
             if item.get("change_id") not in change_ids:
                 raise IntegrityError(f"{result_path}: result for change {item.get('change_id')!r}, which the plan does not have")

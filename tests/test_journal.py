@@ -134,3 +134,28 @@ def test_append_line_rejects_embedded_newlines(tmp_path):
     append_line(tmp_path / "j", "a")
     append_line(tmp_path / "j", "b")
     assert (tmp_path / "j").read_text() == "a\nb\n"
+
+
+def test_verify_catches_an_edited_or_removed_journal_line(tmp_path):
+    from reconcile.journal import Journal, check_chain
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path, now=lambda: "2026-11-25T09:00:00Z")
+    for n in range(4):
+        journal.append("send", request=n, change_ids=[f"Contact:{n}"])
+    assert check_chain(path) is None
+    lines = path.read_bytes().split(b"\n")
+    edited = b"\n".join([lines[0], lines[1].replace(b"Contact:1", b"Contact:9"), *lines[2:]])
+    path.write_bytes(edited)
+    assert "event 3" in check_chain(path)
+    path.write_bytes(b"\n".join([lines[0], *lines[2:]]))
+    assert "event 2" in check_chain(path)
+
+
+def test_a_torn_line_does_not_break_the_chain(tmp_path):
+    from reconcile.journal import Journal, check_chain
+    path = tmp_path / "journal.jsonl"
+    Journal(path, now=lambda: "t").append("start", run=1)
+    with path.open("ab") as fh:
+        fh.write(b'{"event":"send","requ')  # killed mid-write
+    Journal(path, now=lambda: "t").append("start", run=2)
+    assert check_chain(path) is None

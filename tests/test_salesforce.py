@@ -708,3 +708,82 @@ def test_live_faults_map_to_reconcile_errors(live):
         sf.describe("Lead")
     sb.faults.clear()
     assert sf.usage is not None and sf.usage.used > 0
+
+
+# -- Bulk API 2.0 over a scripted transport -------------------------------------------------
+
+class ScriptedBulk(requests.adapters.BaseAdapter):
+    """Answers each request with the next (status, JSON or CSV text, headers) reply."""
+
+    def __init__(self, replies):
+        super().__init__()
+        self.replies, self.sent = list(replies), []
+
+    def close(self):
+        pass
+
+    def send(self, request, **kwargs):
+        self.sent.append(request)
+        status, body, headers = (self.replies.pop(0) + ({},))[:3]
+        resp = _response(request, status, None if isinstance(body, str) else body, headers)
+        if isinstance(body, str):
+            resp._content = body.encode("utf-8")
+            resp.headers["Content-Type"] = "text/csv"
+        return resp
+
+
+def test_bulk_ingest_writes_csv_with_na_for_null_and_empty_for_unchanged():
+    job = {"id": "750000000000001AAA", "state": "Open"}
+    fake = ScriptedBulk([(200, job), (201, None), (200, {**job, "state": "UploadComplete"}),
+                         (200, {**job, "state": "JobComplete", "numberRecordsProcessed": 3}),
+                         (200, '"sf__Id","sf__Created","Id","Title","Email"\n'
+                               '"003000000000002AAA","false","003000000000002AAA","",'
+                               '"x@example.org"\n'),
+                         (200, '"sf__Id","sf__Error","Id","Title","Email"\n'), (200, '"Id"\n')])
+    sf, _ = make(fake, config=Config(bulk_poll_seconds=0.5))
+    outcome = sf.bulk_ingest("update", "Contact", [
+        {"Id": "003000000000001AAA", "Title": None},
+        {"Id": "003000000000002AAA", "Email": "x@example.org"},
+        {"Id": "003000000000003AAA", "Title": 'Says "hi", twice\nreally', "Email": ""}])
+    create, upload, close = fake.sent[:3]
+    assert json.loads(create.body) == {"object": "Contact", "operation": "update", "contentType": "CSV",
+                                       "columnDelimiter": "COMMA", "lineEnding": "LF"}
+    assert upload.method == "PUT" and upload.headers["Content-Type"] == "text/csv"
+    assert upload.body.decode() == ('Id,Title,Email\n003000000000001AAA,#N/A,\n'
+                                    '003000000000002AAA,,x@example.org\n'
+                                    '003000000000003AAA,"Says ""hi"", twice\nreally",#N/A\n')
+    assert close.method == "PATCH" and json.loads(close.body) == {"state": "UploadComplete"}
+    assert [r.url.rsplit("/", 2)[-2] for r in fake.sent[4:]] == [
+        "successfulResults", "failedResults", "unprocessedrecords"]
+    assert outcome.successful == [{"sf__Id": "003000000000002AAA", "sf__Created": "false",
+                                   "Id": "003000000000002AAA", "Title": None, "Email": "x@example.org"}]
+    assert outcome.failed == [] and outcome.unprocessed == [] and sf.calls == 7
+
+
+def test_bulk_query_follows_the_locator_and_reads_csv():
+    job = {"id": "750000000000009AAA", "state": "UploadComplete"}
+    fake = ScriptedBulk([
+        (200, job), (200, {**job, "state": "InProgress"}), (200, {**job, "state": "JobComplete"}),
+        (200, '"Id","Title","SystemModstamp"\n"003A","","2026-11-25T08:00:00.000Z"\n',
+         {"Sforce-Locator": "MQ", "Sforce-NumberOfRecords": "1"}),
+        (200, '"Id","Title","SystemModstamp"\n"003B","Boss, Big","2026-11-25T09:00:00.000Z"\n',
+         {"Sforce-Locator": "null", "Sforce-NumberOfRecords": "1"})])
+    sleeps = []
+    sf, _ = make(fake, config=Config(bulk_poll_seconds=1.0, bulk_max_records=1), sleeps=sleeps)
+    rows = sf.bulk_query("SELECT Id, Title, SystemModstamp FROM Contact")
+    assert rows == [{"Id": "003A", "Title": None, "SystemModstamp": "2026-11-25T08:00:00.000+0000"},
+                    {"Id": "003B", "Title": "Boss, Big", "SystemModstamp": "2026-11-25T09:00:00.000+0000"}]
+    assert sleeps == [1.0, 2.0] and sf.calls == 5
+    pages = [parse_qs(urlparse(r.url).query) for r in fake.sent[3:]]
+    assert pages == [{"maxRecords": ["1"]}, {"maxRecords": ["1"], "locator": ["MQ"]}]
+    assert fake.sent[3].headers["Accept"] == "text/csv"
+
+
+def test_bulk_ingest_rejects_bad_actions_and_missing_ids():
+    sf, fake = make(ScriptedBulk([]))
+    with pytest.raises(ValueError, match="insert, update, delete"):
+        sf.bulk_ingest("upsert", "Contact", [{"Id": "003000000000001AAA"}])
+    with pytest.raises(ValueError, match="needs an Id"):
+        sf.bulk_ingest("delete", "Contact", [{"Email": "a@example.org"}])
+    assert sf.bulk_ingest("update", "Contact", []).job_id is None
+    assert fake.sent == [] and sf.calls == 0

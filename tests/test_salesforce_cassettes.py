@@ -202,6 +202,27 @@ def test_writes_with_record_level_failures(org):
     assert sf.calls == 5
 
 
+def test_bulk_update(org):
+    sf, cassette = org
+    with cassette:
+        made = sf.create("Contact", _contacts("bulk", 3))
+        ids = [m.id for m in made]
+        outcome = sf.bulk_ingest("update", "Contact", [
+            {"Id": ids[0], "Title": "Bulk Keeper"},
+            {"Id": ids[1], "Title": None},
+            {"Id": ids[2], "Contact_Status__c": "Bogus"}])
+        rows = sf.retrieve("Contact", ids, ["Id", "Title"])
+        sf.delete(ids)
+    assert outcome.state == "JobComplete" and outcome.job_id.startswith("750")
+    assert sorted(r["sf__Id"] for r in outcome.successful) == sorted(ids[:2])
+    [failed] = outcome.failed
+    assert failed["sf__Id"] == ids[2]
+    assert failed["sf__Error"].startswith("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST:")
+    assert [r["Title"] for r in rows] == ["Bulk Keeper", None, None]
+    # create, upload, close, polls (2 against the sandbox), 3 result files; then retrieve, delete
+    assert sf.calls == 1 + 3 + 2 + 3 + 2 or RECORD
+
+
 def test_error_response(org):
     sf, cassette = org
     with cassette:

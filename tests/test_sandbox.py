@@ -464,3 +464,57 @@ def test_serve_prints_the_environment(tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     assert "stopped" in proc.stderr.read()
+
+
+def test_bulk_api_2_shapes(sb, http):
+    """Bulk API 2.0 ingest and query jobs answer with Salesforce's shapes."""
+    [first] = sb.store.insert_many("Contact", [_contact("bulk.shape@example.com")])
+    created = http("POST", "jobs/ingest", json={"object": "Contact", "operation": "update",
+                                                "contentType": "CSV", "lineEnding": "LF"})
+    assert created.status_code == 200
+    job = created.json()
+    assert job["id"].startswith("750") and job["state"] == "Open" and job["object"] == "Contact"
+    assert job["contentUrl"] == f"services/data/{V}/jobs/ingest/{job['id']}/batches"
+    data = f"Id,Title,Contact_Status__c\n{first},#N/A,Bogus\n003Dn000000zzzzIAA,X,\n".encode()
+    upload = http("PUT", f"jobs/ingest/{job['id']}/batches", data=data,
+                  headers={"Content-Type": "text/csv"})
+    assert upload.status_code == 201
+    closed = http("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"})
+    assert closed.json()["state"] == "UploadComplete"
+    states = [http("GET", f"jobs/ingest/{job['id']}").json() for _ in range(2)]
+    assert [s["state"] for s in states] == ["InProgress", "JobComplete"]
+    assert states[1]["numberRecordsProcessed"] == 2 and states[1]["numberRecordsFailed"] == 2
+    failed = http("GET", f"jobs/ingest/{job['id']}/failedResults/")
+    assert failed.headers["Content-Type"].startswith("text/csv")
+    lines = failed.text.splitlines()
+    assert lines[0] == '"sf__Id","sf__Error","Id","Title","Contact_Status__c"'
+    assert (f'"{first}","INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST:bad value for restricted '
+            f'picklist field: Bogus:Contact_Status__c --","{first}","#N/A","Bogus"') in lines
+    ok = http("GET", f"jobs/ingest/{job['id']}/successfulResults/").text.splitlines()
+    assert ok == ['"sf__Id","sf__Created","Id","Title","Contact_Status__c"']
+    assert http("GET", f"jobs/ingest/{job['id']}/unprocessedrecords/").text.strip() == \
+        '"Id","Title","Contact_Status__c"'
+    again = http("PATCH", f"jobs/ingest/{job['id']}", json={"state": "Aborted"})
+    assert again.status_code == 400 and again.json()[0]["errorCode"] == "INVALIDJOBSTATE"
+
+    query = http("POST", "jobs/query", json={"operation": "query",
+                                             "query": "SELECT Id, Email FROM Contact"}).json()
+    assert query["state"] == "UploadComplete"
+    early = http("GET", f"jobs/query/{query['id']}/results")
+    assert early.status_code == 412
+    assert [http("GET", f"jobs/query/{query['id']}").json()["state"] for _ in range(2)] == \
+        ["InProgress", "JobComplete"]
+    total, locator, pages = 0, None, 0
+    size = -(-sb.store.count("Contact") // 3)        # three pages, however many Contacts
+    while locator != "null":
+        params = {"maxRecords": str(size), **({"locator": locator} if locator else {})}
+        page = http("GET", f"jobs/query/{query['id']}/results", params=params)
+        assert page.text.splitlines()[0] == '"Id","Email"'
+        total += int(page.headers["Sforce-NumberOfRecords"])
+        locator, pages = page.headers["Sforce-Locator"], pages + 1
+    assert total == sb.store.count("Contact") and pages == 3
+    bad = http("POST", "jobs/query", json={"operation": "query", "query": "SELECT Xyzzy FROM Contact"})
+    assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "INVALID_FIELD"
+    assert http("GET", "jobs/ingest/750Dn000000zzzzIAA").status_code == 404
+    # every bulk request is one API request; the ingest job is one write request
+    assert sb.stats.requests == 9 + 4 + pages + 2 and sb.stats.write_requests == 1

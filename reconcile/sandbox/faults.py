@@ -11,6 +11,7 @@ arguments), a list (positional), a scalar (the single argument) or ``true``
      "limit_after": 10, "expire_session": true, "renew_session": true,
      "drop_after_write": 1,
      "validation_error": {"ids": ["003..."], "message": "Title is locked"},
+     "fail_bulk_jobs": {"n": 1, "message": "InternalServerError : retry later"},
      "clear": true}
 
 ``GET /__sandbox/faults`` shows what is armed; ``GET /__sandbox/stats`` the
@@ -26,7 +27,7 @@ from reconcile.sandbox import ids as idmod
 from reconcile.sandbox.store import item_error
 
 FAULT_METHODS = ("http_503", "lock_rows", "limit_after", "expire_session", "renew_session",
-                 "drop_after_write", "validation_error", "clear")
+                 "drop_after_write", "validation_error", "fail_bulk_jobs", "clear")
 
 
 class Faults:
@@ -67,8 +68,9 @@ class Faults:
             self._expired = False
 
     def drop_after_write(self, n: int = 1) -> None:
-        """The next ``n`` sObject Collections write requests are processed,
-        then the connection is closed without a response."""
+        """The next ``n`` write requests (sObject Collections, or the close of a
+        Bulk API 2.0 ingest job) are processed, then the connection is closed
+        without a response."""
         with self._lock:
             self._drop += int(n)
 
@@ -82,6 +84,13 @@ class Faults:
             for raw in ids:
                 self._validation[idmod.normalize(raw) or raw] = message
 
+    def fail_bulk_jobs(self, n: int = 1,
+                       message: str = "InternalServerError : the job failed; try again") -> None:
+        """The next ``n`` Bulk API 2.0 jobs (ingest: when closed, before any row
+        is written; query: when created) end ``Failed`` with this errorMessage."""
+        with self._lock:
+            self._bulk_failures.extend([message] * int(n))
+
     def clear(self) -> None:
         with self._lock:
             self._http_503: list[list] = []
@@ -90,6 +99,7 @@ class Faults:
             self._expired = False
             self._drop = 0
             self._validation: dict[str, str] = {}
+            self._bulk_failures: list[str] = []
 
     def apply_json(self, body: dict) -> None:
         """Arm faults from a ``POST /__sandbox/faults`` body."""
@@ -119,6 +129,7 @@ class Faults:
                 "session_expired": self._expired,
                 "drop_after_write": self._drop,
                 "validation_error": dict(self._validation),
+                "fail_bulk_jobs": list(self._bulk_failures),
             }
 
     # -- consulted by the server -------------------------------------------
@@ -153,6 +164,11 @@ class Faults:
                 self._drop -= 1
                 return True
             return False
+
+    def take_bulk_failure(self) -> str | None:
+        """The errorMessage the next bulk job fails with, or None."""
+        with self._lock:
+            return self._bulk_failures.pop(0) if self._bulk_failures else None
 
     def row_error(self, operation: str, record_id: str) -> dict | None:
         """The store's fault hook: an item error for this record, or None."""

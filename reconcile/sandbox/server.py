@@ -13,6 +13,11 @@ Endpoints (``vXX.X`` is any version from 42.0 to 66.0)::
     GET|PATCH|DELETE /services/data/vXX.X/sobjects/<type>/<id>
     POST|PATCH|DELETE /services/data/vXX.X/composite/sobjects   collections
     GET|POST /services/data/vXX.X/composite/sobjects/<type>     retrieve by ids
+    POST|GET /services/data/vXX.X/jobs/ingest | jobs/query        Bulk API 2.0 (see bulk.py)
+    GET|PATCH|DELETE .../jobs/ingest/<id> | jobs/query/<id>
+    PUT    .../jobs/ingest/<id>/batches                           CSV upload
+    GET    .../jobs/ingest/<id>/successfulResults | failedResults | unprocessedrecords
+    GET    .../jobs/query/<id>/results?maxRecords=&locator=
     GET|POST /__sandbox/faults, GET /__sandbox/stats, POST /__sandbox/stats/reset,
     GET /__sandbox/snapshot                                      test control (no auth)
 """
@@ -29,6 +34,7 @@ import ssl
 import tempfile
 import threading
 from collections import OrderedDict
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -36,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from reconcile.sandbox import describe, ids, soql
+from reconcile.sandbox import bulk, describe, ids, soql
 from reconcile.sandbox.faults import Faults, Stats
 from reconcile.sandbox.store import Store
 
@@ -86,6 +92,7 @@ class Response:
     applied: list = field(default_factory=list)
     lead: bool = False
     drop: bool = False  # close the connection instead of answering
+    csv: bytes | None = None  # a text/csv body (Bulk API 2.0) instead of JSON
 
 
 def load_seed(seed: str) -> dict | None:
@@ -121,6 +128,9 @@ class SandboxServer:
             self._persist()
         self.faults = Faults()
         self.stats = Stats()
+        # Bulk API 2.0 jobs; ``bulk.polls_in_progress`` status reads say InProgress first.
+        self.bulk = bulk.BulkJobs(self.store, self.faults,
+                                  lambda: soql.format_stamp(datetime.now(timezone.utc)))
         self.token = f"{self.store.org_id[:15]}!{secrets.token_urlsafe(48)}"
         self.api_used = 0
         self._usage_lock = threading.Lock()
@@ -367,6 +377,8 @@ class _Request:
                 return Response(200, describe.describe_sobject(sobject, self.version))
             if len(rest) == 3:
                 return self.row(sobject, rest[2])
+        if head == "jobs":
+            return self.bulk_jobs()
         if head == "composite" and len(rest) >= 2 and rest[1] == "sobjects":
             if len(rest) == 2:
                 if method == "POST":
@@ -382,10 +394,21 @@ class _Request:
                 raise self.not_allowed("GET,POST")
         raise ApiError(404, *NOT_FOUND)
 
+    # Bulk API 2.0
+    def bulk_jobs(self) -> Response:
+        try:
+            answer = self.sb.bulk.handle(self.method, self.version, self.rest[1:], self.query,
+                                         self.raw_body, self.headers.get("Content-Type") or "")
+        except bulk.BulkError as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
+        return Response(answer.status, answer.body, headers=dict(answer.headers),
+                        summary=answer.summary, write=answer.write, applied=answer.applied,
+                        lead=answer.lead, drop=answer.drop, csv=answer.csv)
+
     # resources
     def resources(self) -> Response:
         base = f"/services/data/v{self.version}"
-        names = ("sobjects", "query", "queryAll", "composite", "limits")
+        names = ("sobjects", "query", "queryAll", "composite", "limits", "jobs")
         return Response(200, {name: f"{base}/{name}" for name in names})
 
     def limits(self) -> Response:
@@ -687,11 +710,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(response)
 
     def _send(self, response: Response) -> None:
-        payload = b"" if response.body is None else json.dumps(response.body).encode("utf-8")
+        if response.csv is not None:
+            payload = response.csv
+        else:
+            payload = b"" if response.body is None else json.dumps(response.body).encode("utf-8")
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
-        if response.body is not None:
+        if response.csv is not None:
+            self.send_header("Content-Type", "text/csv")
+        elif response.body is not None:
             self.send_header("Content-Type", "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()

@@ -1,0 +1,141 @@
+"""A ``Writer`` (see ``reconcile.apply``) that sends each chunk as one Bulk API
+2.0 ingest job: for groups larger than ``config.bulk_threshold``, where
+sObject Collections would cost one request per 200 records.
+
+A job costs a handful of requests whatever its size (create, upload, close,
+polls, three result files). Bulk results come back in no particular order, so
+they are matched to the changes by id, never by position: updates and deletes
+by ``sf__Id`` (the first 15 characters; a failed row's uploaded ``Id`` when
+``sf__Id`` is empty), creates by a key column unique within the job — the
+e-mail for Contacts and Leads, the Name for Accounts. Every item gets exactly
+one ``ItemResult``; one missing from every result file is failed with
+``NO_RESULT``, one left unprocessed (the job stopped early) with
+``NOT_PROCESSED``.
+
+Leads: Bulk API 2.0 has no ``Sforce-Auto-Assign`` header; a job may name an
+``assignmentRuleId`` (we never do). That no assignment rule runs without one is
+UNCONFIRMED (see ``Salesforce.bulk_ingest``), so Lead jobs cannot promise, as
+the collections path does, that owners stay put.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+from reconcile.apply import ItemResult, WriteItem
+from reconcile.config import Config
+from reconcile.errors import OutcomeUnknown
+from reconcile.model import Action
+
+__all__ = ["BulkWriter", "parse_sf_error", "NO_RESULT", "NOT_PROCESSED"]
+
+NO_RESULT = "NO_RESULT"
+NOT_PROCESSED = "NOT_PROCESSED"
+_OPERATION = {Action.CREATE: "insert", Action.UPDATE: "update", Action.DELETE: "delete"}
+
+
+def parse_sf_error(text: str | None) -> tuple[str, str]:
+    """``CODE:message:field1,field2 --`` → (CODE, message)."""
+    text = (text or "").strip()
+    if text.endswith("--"):
+        text = text[:-2].rstrip()
+    code, sep, rest = text.partition(":")
+    if not sep:
+        return (code or "UNKNOWN_ERROR"), ""
+    message, sep, fields = rest.rpartition(":")
+    if not sep or " " in fields.strip():
+        message = rest                    # no trailing field list
+    return code.strip() or "UNKNOWN_ERROR", message.strip()
+
+
+class BulkWriter:
+    """Bulk API 2.0 ingest: ``batch_size`` (``config.bulk_job_size``) records a job."""
+
+    def __init__(self, sf: Any, config: Config):
+        self.sf = sf
+        self.config = config
+        self.batch_size = config.bulk_job_size
+
+    def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
+        # The same shape as CollectionsWriter's: apply settles an unanswered request
+        # from it (the records sent for create/update, the ids for delete).
+        if action is Action.DELETE:
+            return [item.record["Id"] for item in items]
+        return [dict(item.record) for item in items]
+
+    def key_field(self, sobject: str) -> str:
+        return self.config.account_name_field if sobject == "Account" else self.config.email_field
+
+    def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]:
+        action = Action(action)
+        keys = self._keys(action, sobject, items)          # item key -> change_id
+        records = ([{"Id": item.record["Id"]} for item in items] if action is Action.DELETE
+                   else [dict(item.record) for item in items])
+        outcome = self.sf.bulk_ingest(_OPERATION[action], sobject, records)
+        answers: dict[str, ItemResult] = {}
+
+        def claim(row: Mapping[str, Any], what: str, make: Callable[[str], ItemResult]) -> None:
+            key = self._row_key(action, sobject, row)
+            change_id = keys.get(key) if key is not None else None
+            if change_id is None:
+                raise OutcomeUnknown(f"bulk job {outcome.job_id}: a {what} row matches no record "
+                                     f"that was sent ({key!r}); the outcome is unknown")
+            if change_id in answers:
+                raise OutcomeUnknown(f"bulk job {outcome.job_id}: two result rows for {key!r}; "
+                                     "the outcome is unknown")
+            answers[change_id] = make(change_id)
+
+        for row in outcome.successful:
+            claim(row, "successful", lambda c, r=row: ItemResult(c, True, id=r.get("sf__Id")))
+        for row in outcome.failed:
+            code, message = parse_sf_error(row.get("sf__Error"))
+            claim(row, "failed", lambda c, r=row, code=code, message=message: ItemResult(
+                c, False, id=r.get("sf__Id") or None, error_code=code, message=message or None))
+        for row in outcome.unprocessed:
+            claim(row, "unprocessed", lambda c: ItemResult(
+                c, False, error_code=NOT_PROCESSED,
+                message=f"bulk job {outcome.job_id} ended {outcome.state} before this record "
+                        "was processed"))
+        out = []
+        for item in items:
+            answer = answers.get(item.change_id)
+            if answer is None:
+                answer = ItemResult(item.change_id, False, error_code=NO_RESULT,
+                                    message=f"bulk job {outcome.job_id} returned no result for "
+                                            "this record")
+            out.append(answer)
+        return out
+
+    # -- matching ------------------------------------------------------------------
+
+    def _keys(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> dict[str, str]:
+        keys: dict[str, str] = {}
+        for item in items:
+            if action is Action.CREATE:
+                field = self.key_field(sobject)
+                value = item.record.get(field)
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError(f"bulk create {sobject} {item.change_id}: no {field} to "
+                                     "match its result by")
+                key = _fold(value)
+            else:
+                record_id = item.record.get("Id")
+                if not isinstance(record_id, str) or len(record_id) < 15:
+                    raise ValueError(f"bulk {action} {sobject} {item.change_id}: no record Id")
+                key = record_id[:15]
+            if key in keys:
+                raise ValueError(f"bulk {action} {sobject}: {keys[key]} and {item.change_id} "
+                                 f"share {key!r}; a job's results could not tell them apart")
+            keys[key] = item.change_id
+        return keys
+
+    def _row_key(self, action: Action, sobject: str, row: Mapping[str, Any]) -> str | None:
+        if action is Action.CREATE:
+            value = row.get(self.key_field(sobject))
+            return _fold(value) if isinstance(value, str) else None
+        record_id = row.get("sf__Id") or row.get("Id")
+        return record_id[:15] if isinstance(record_id, str) and len(record_id) >= 15 else None
+
+
+def _fold(value: str) -> str:
+    return value.strip().casefold()
