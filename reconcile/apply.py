@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 from filelock import FileLock, Timeout
 
 from reconcile.archive import JOURNAL as JOURNAL_NAME, RECORD_FORMAT_VERSION, RESULT, record_bytes, seal
-from reconcile.config import Config
+from reconcile.config import BULK_CALLS_PER_JOB, Config
 from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
                               SalesforceError)
 from reconcile.fsutil import write_atomic
@@ -326,9 +326,13 @@ def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: Any, config: Config, 
             return report_from_result(json.loads(result_path.read_text(encoding="utf-8")))
         if plan_sha256 is None and (plan_dir / "plan.json").exists():
             plan_sha256 = sha256((plan_dir / "plan.json").read_bytes()).hexdigest()
+        bulk = None
+        if writer is None and hasattr(sf, "bulk_ingest"):
+            from reconcile.bulkwriter import BulkWriter  # it builds on this module's types
+            bulk = BulkWriter(sf, config)
         run = _Run(doc, plan_dir, sf, config, skip_drifted=skip_drifted, progress=progress,
                    now=now, plan_sha256=plan_sha256, sleep=sleep,
-                   writer=writer or CollectionsWriter(sf, config), jitter=jitter)
+                   writer=writer or CollectionsWriter(sf, config), jitter=jitter, bulk_writer=bulk)
         return run.execute(lock.warnings)
 
 
@@ -358,7 +362,7 @@ class _Run:
     def __init__(self, doc: Mapping[str, Any], plan_dir: Path, sf: Any, config: Config, *,
                  skip_drifted: bool, progress: Callable[[int, int], None] | None,
                  now: Callable[[], str], plan_sha256: str | None, sleep: Callable[[float], None],
-                 writer: Writer, jitter: Callable[[], float]):
+                 writer: Writer, jitter: Callable[[], float], bulk_writer: Writer | None = None):
         self.doc = doc
         self.plan_id = str(doc["plan_id"])
         self.plan_dir = plan_dir
@@ -370,6 +374,7 @@ class _Run:
         self.plan_sha256 = plan_sha256
         self.sleep = sleep
         self.writer = writer
+        self.bulk_writer = bulk_writer
         self.jitter = jitter
         self.changes = _changes(doc)
         self.by_id = {c.change_id: c for c in self.changes}
@@ -685,17 +690,32 @@ class _Run:
             record[name] = self._resolved(change.after(name))
         return WriteItem(change.change_id, record)
 
+    def _writer_for(self, sobject: str, count: int) -> Writer:
+        """Bulk API 2.0 for a group above ``bulk_threshold``; sObject Collections otherwise.
+        Leads always go through Collections: only there can ``Sforce-Auto-Assign: FALSE``
+        keep assignment rules from moving owners."""
+        if (self.bulk_writer is not None and count > self.config.bulk_threshold
+                and sobject != SObject.LEAD.value):
+            return self.bulk_writer
+        return self.writer
+
     def _requests_needed(self) -> int:
-        size = max(1, self.writer.batch_size)
-        return sum(math.ceil(n / size) for n in self.pending_by_group.values() if n > 0)
+        needed = 0
+        for (_action, sobject), n in self.pending_by_group.items():
+            if n > 0:
+                writer = self._writer_for(sobject, n)
+                per_request = BULK_CALLS_PER_JOB if writer is self.bulk_writer else 1
+                needed += math.ceil(n / max(1, writer.batch_size)) * per_request
+        return needed
 
     def _write_group(self, action: Action, sobject: str, items: list[WriteItem]) -> None:
         queue = items
         round_no = 0
         while queue:
             retry: list[WriteItem] = []
-            for chunk in _chunks(queue, self.writer.batch_size):
-                retry.extend(self._request(action, sobject, list(chunk)))
+            writer = self._writer_for(sobject, len(queue))
+            for chunk in _chunks(queue, writer.batch_size):
+                retry.extend(self._request(action, sobject, list(chunk), writer))
             queue = retry
             if queue:
                 delay = self.config.backoff_seconds * (2 ** round_no) * (0.5 + self.jitter())
@@ -715,16 +735,17 @@ class _Run:
                 f"({self.config.api_share:.0%})", code="API_SHARE")
             raise self._stop(error, number)
 
-    def _request(self, action: Action, sobject: str, chunk: list[WriteItem]) -> list[WriteItem]:
-        """Send one request; return the items to retry (transient item errors)."""
+    def _request(self, action: Action, sobject: str, chunk: list[WriteItem],
+                 writer: Writer) -> list[WriteItem]:
+        """Send one request (a collections call or a Bulk job); return the items to retry."""
         number = self.state.requests + 1
         self._budget_check(number)
         change_ids = [item.change_id for item in chunk]
         self._log("send", request=number, action=str(action), sobject=sobject, change_ids=change_ids,
-                  payload=self.writer.payload(action, sobject, chunk))
+                  payload=writer.payload(action, sobject, chunk))
         self.own_calls += 1
         try:
-            answers = self.writer.write(action, sobject, chunk)
+            answers = writer.write(action, sobject, chunk)
         except OutcomeUnknown as err:
             # No result event: the next run settles this request by reading the org.
             raise self._stop(err, number) from None

@@ -23,6 +23,8 @@ from pathlib import Path
 from reconcile.errors import ConfigError
 
 DEFAULT_API_VERSION = "61.0"
+# What one Bulk API 2.0 ingest job costs in API calls: create, upload, close, polls, three result files.
+BULK_CALLS_PER_JOB = 8
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from reconcile.config import Config
+from reconcile.config import BULK_CALLS_PER_JOB, Config
 from reconcile.errors import IntegrityError
 from reconcile.model import Action, Change, OrgInfo, PlanBody, PlanKind
 
@@ -112,7 +112,8 @@ def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Co
 
     One request checks the org's identity. Re-reads: ``ceil(records / retrieve_size)`` per sobject for updates and
     deletes, plus one e-mail (or name) query per sobject that gets creates.
-    Writes: ``ceil(records / collection_size)`` per action and sobject."""
+    Writes: ``ceil(records / collection_size)`` per action and sobject, or Bulk API 2.0
+    jobs for a group above ``bulk_threshold`` (Leads never: see apply)."""
     reread: dict[str, set[str]] = {}
     created: set[str] = set()
     writes: dict[tuple[str, str], int] = {}
@@ -126,7 +127,11 @@ def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Co
         writes[(action, sobject)] = writes.get((action, sobject), 0) + 1
     calls = 1  # apply first checks that it is connected to the plan's org
     calls += sum(math.ceil(len(ids) / config.retrieve_size) for ids in reread.values()) + len(created)
-    calls += sum(math.ceil(n / config.collection_size) for n in writes.values())
+    for (action, sobject), n in writes.items():
+        if n > config.bulk_threshold and sobject != "Lead":   # apply's choice: see apply._writer_for
+            calls += math.ceil(n / config.bulk_job_size) * BULK_CALLS_PER_JOB
+        else:
+            calls += math.ceil(n / config.collection_size)
     if writes.get((Action.DELETE.value, "Account")):
         calls += 1  # apply counts the Contacts still pointing at each Account it deletes
     return calls

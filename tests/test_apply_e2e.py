@@ -382,3 +382,38 @@ def test_killed_applies_resume_without_duplicates_or_double_writes(tmp_path):
     print(f"\n{len(points)} kill points: {interrupted} interrupted the apply, "
           f"{unsettled} left a request whose outcome the next run had to settle")
     assert interrupted >= len(points) - 2
+
+
+def test_large_groups_go_through_bulk_api_and_leads_stay_on_collections(sb, tmp_path):
+    config = replace(CONFIG, bulk_threshold=20, bulk_job_size=1000)
+    sf = connect(config, env=sb.env)
+    contact_ids, lead_ids = seed_people(sb, 50, 30, tag="b")
+    rows = [(cid, "Title", "Engineer", "Director") for cid in contact_ids]
+    rows += [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids]
+    doc = make_plan(sb, rows)
+    sb.stats.reset()
+    report = apply_plan(doc, plan_dir_for(tmp_path, doc), sf, config, sleep=lambda s: None, now=lambda: NOW)
+    assert report.status == "applied"
+    assert all(sb.store.get(cid)["Title"] == "Director" for cid in contact_ids)
+    assert all(sb.store.get(lid)["Status"] == "Inactive" for lid in lead_ids)
+    job_creates = [path for method, path, _ in sb.stats.log if method == "POST" and path.endswith("/jobs/ingest")]
+    collections = [path for method, path, _ in sb.stats.log if path.endswith("/composite/sobjects")]
+    assert len(job_creates) == 1          # the 50 Contacts: one Bulk job
+    assert len(collections) == 1          # the 30 Leads: one collections request …
+    assert sb.stats.auto_assign == ["FALSE"]  # … that keeps assignment rules off
+    assert all(n == 1 for n in writes_per_record(sb).values())
+
+
+def test_a_killed_bulk_job_is_settled_by_reading_the_org(sb, tmp_path):
+    config = replace(CONFIG, bulk_threshold=5, bulk_job_size=1000)
+    sf = connect(config, env=sb.env)
+    contact_ids, _ = seed_people(sb, 12, 0, tag="k")
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "Lead Engineer") for cid in contact_ids])
+    plan_dir = plan_dir_for(tmp_path, doc)
+    sb.faults.drop_after_write(1)  # the job runs, its close goes unanswered
+    with pytest.raises(OutcomeUnknown):
+        apply_plan(doc, plan_dir, sf, config, sleep=lambda s: None, now=lambda: NOW)
+    report = apply_plan(doc, plan_dir, connect(config, env=sb.env), config, sleep=lambda s: None, now=lambda: NOW)
+    assert report.status == "applied"
+    assert all(sb.store.get(cid)["Title"] == "Lead Engineer" for cid in contact_ids)
+    assert all(n == 1 for n in writes_per_record(sb).values())

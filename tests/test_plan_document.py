@@ -189,3 +189,11 @@ def test_a_rollback_document_validates(doc, tmp_path):
     path = tmp_path / "plan.json"
     path.write_bytes(canonical_bytes(rollback))
     assert load_plan(path)["summary"]["delete"] == 1
+
+
+def test_estimate_api_calls_counts_bulk_jobs_for_large_groups_but_never_for_leads():
+    config = Config(bulk_threshold=100, bulk_job_size=1000)
+    # 2,500 Contact updates: 1 org check + 2 re-reads + 3 Bulk jobs of 8 calls
+    assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 2500), config) == 1 + 2 + 3 * 8
+    # 2,500 Lead updates stay on collections: 1 + 2 + 13
+    assert estimate_api_calls(_changes(Action.UPDATE, SObject.LEAD, 2500), config) == 1 + 2 + 13
