@@ -47,7 +47,7 @@ class Config:
     # Writes: sObject Collections up to this many records; Bulk API 2.0 above bulk_threshold.
     collection_size: int = 200
     retrieve_size: int = 2000
-    bulk_threshold: int = 10_000
+    bulk_threshold: int = 2_000
     # Bulk API 2.0 writes: records per ingest job (one journal frame each).
     bulk_job_size: int = 10_000
     # Bulk API 2.0 reads: ``query_in`` with more distinct values than this runs ONE
@@ -57,7 +57,7 @@ class Config:
     bulk_max_records: int = 100_000
     # Polling a bulk job: first wait in seconds, doubled up to the cap; give up
     # waiting after bulk_timeout_seconds in all.
-    bulk_poll_seconds: float = 2.0
+    bulk_poll_seconds: float = 0.5
     bulk_poll_max_seconds: float = 30.0
     bulk_timeout_seconds: float = 3600.0
     # Stop before the org's daily API usage would pass this share of its allowance.

@@ -70,6 +70,16 @@ _BULK_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 
 # -- connecting -----------------------------------------------------------------------
 
+# Characters RFC 3986 allows as they are in a query string. Leaving the quotes, commas
+# and at-signs of an ``Email IN ('a@x.com', …)`` list unescaped fits about a third more
+# addresses into each request URL than percent-encoding them would.
+_QUERY_SAFE = "'@,()*"
+
+
+def _encode_q(soql: str) -> str:
+    return quote_plus(soql, safe=_QUERY_SAFE)
+
+
 def connect(config: Config, env: Mapping[str, str] | None = None, *,
             sleep: Callable[[float], None] = time.sleep,
             session: requests.Session | None = None) -> Salesforce:
@@ -514,18 +524,18 @@ class Salesforce:
         """SOQL statements ``head + 'v1','v2',… + tail``, each as long as fits both
         ``config.max_query_url`` bytes of request URL and SOQL's 100,000 characters."""
         url_budget = self._config.max_query_url - len(self.base_url + "query/?q=")
-        fixed_url = len(quote_plus(head)) + len(quote_plus(tail))
+        fixed_url = len(_encode_q(head)) + len(_encode_q(tail))
         fixed_chars = len(head) + len(tail)
         batch: list[str] = []
         url_len, chars = fixed_url, fixed_chars
         for value in values:
             literal = soql_quote(value)
-            more_url = len(quote_plus(literal)) + (len(quote_plus(",")) if batch else 0)
+            more_url = len(_encode_q(literal)) + (1 if batch else 0)
             more_chars = len(literal) + (1 if batch else 0)
             if batch and (url_len + more_url > url_budget or chars + more_chars > SOQL_MAX_CHARS):
                 yield head + ",".join(batch) + tail
                 batch, url_len, chars = [], fixed_url, fixed_chars
-                more_url, more_chars = len(quote_plus(literal)), len(literal)
+                more_url, more_chars = len(_encode_q(literal)), len(literal)
             if url_len + more_url > url_budget or chars + more_chars > SOQL_MAX_CHARS:
                 raise MalformedRequest(f"a value is too long for one query ({len(value)} characters): "
                                        f"{value[:60]!r}…")
@@ -537,7 +547,7 @@ class Salesforce:
     def _query_pages(self, soql: str) -> Iterator[dict]:
         headers = ({"Sforce-Query-Options": f"batchSize={self.query_batch_size}"}
                    if self.query_batch_size else None)
-        page = _json(self._request("GET", "query/", params={"q": soql}, headers=headers))
+        page = _json(self._request("GET", "query/", params="q=" + _encode_q(soql), headers=headers))
         while True:
             for record in page.get("records", ()):
                 yield _strip(record)
@@ -547,7 +557,7 @@ class Salesforce:
             page = _json(self._request("GET", f"https://{self._sf.sf_instance}{next_url}",
                                        headers=headers))
 
-    def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+    def _request(self, method: str, path: str, *, params: Mapping[str, str] | str | None = None,
                  json: Any = None, data: bytes | None = None,
                  headers: Mapping[str, str] | None = None,
                  idempotent: bool = True) -> requests.Response:
