@@ -55,7 +55,16 @@ def _main(
 
 def _context() -> wf.Context:
     config = load_config(_state.get("config"), archive=_state.get("archive"))
-    return wf.Context(config=config, say=lambda msg: err.print(f"[dim]{msg}[/dim]") if err.is_terminal else None)
+    return wf.Context(config=config)
+
+
+def _with_status(ctx: wf.Context, fn: Callable[[], Any]) -> Any:
+    """On a terminal, a live status line narrating the long steps (reading the org …)."""
+    if not err.is_terminal:
+        return fn()
+    with err.status("working…") as status:
+        ctx.say = lambda message: status.update(message)
+        return fn()
 
 
 def _run(fn: Callable[[], int | None], as_json: bool = False) -> None:
@@ -113,7 +122,7 @@ def plan(
 
     def body() -> int:
         ctx = _context()
-        result = wf.plan(ctx, outcomes, allow_create=allow_create)
+        result = _with_status(ctx, lambda: wf.plan(ctx, outcomes, allow_create=allow_create))
         doc = result.doc
         changes = len(doc["changes"])
         if as_json:

@@ -81,16 +81,21 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
 
     if not outcome_files:
         raise UsageError("plan: give at least one outcome file (CSV or JSON Lines)")
+    ctx.say(f"validating {len(outcome_files)} outcome file(s)")
     outcome_set = read_outcomes([Path(p) for p in outcome_files])  # before any API call
+    ctx.say("connecting to Salesforce")
     sf = ctx.salesforce()
     reader = sf.reader()
+    ctx.say("checking the org's fields and picklist values (preflight)")
     preflight(reader, ctx.config, allow_create=allow_create)
     snapshot = take_snapshot(reader, outcome_set, ctx.config, allow_create=allow_create, progress=ctx.say)
+    ctx.say(f"planning {len(outcome_set.outcomes):,} determinations against {len(snapshot.records):,} records")
     body = build_plan(outcome_set, snapshot, ctx.config, allow_create=allow_create)
     doc = plan_doc.make_document(
         body, org=snapshot.org, inputs=list(outcome_set.inputs),
         options={"allow_create": allow_create}, created_at=ctx.now(),
         tool_version=__version__, config=ctx.config)
+    ctx.say("writing the plan, its HTML page and the hand-off files")
     plan_dir = save_plan(ctx, doc)
     return PlanResult(plan_dir, doc, reader.calls)
 

@@ -231,3 +231,15 @@ def test_plan_json_reports_input_problems_as_json(cli, org, tmp_path):
     doc = json.loads(result.stdout)
     assert doc["ok"] is False and doc["error"] == "InputError"
     assert doc["problems"][0].startswith("bad.jsonl:1:outcome:")
+
+
+def test_apply_refuses_a_plan_made_for_another_org(cli, org, tmp_path):
+    pid = plan_id_of(cli("plan", str(demo_outcomes(tmp_path))).stdout)
+    assert cli("approve", pid, "--by", "Jane").exit_code == 0
+    planned_for = org.store.org_id
+    org.store.org_id = "00DDn0000000002MAA"   # the credentials now point at another org
+    org.stats.reset()
+    result = cli("apply", pid)
+    assert result.exit_code == 1
+    assert f"made for org {planned_for}" in result.stderr and "00DDn0000000002MAA" in result.stderr
+    assert org.stats.write_requests == 0
