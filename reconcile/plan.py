@@ -76,7 +76,9 @@ def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str,
         "inputs": [{"name": i["name"], "sha256": i["sha256"], "rows": i["rows"]} for i in inputs],
         "options": plain(dict(options)),
         "config": {key: plain(getattr(config, key)) for key in CONFIG_KEYS},
-        "prior_state": plain(body.prior_state),
+        # records as the API returned them: already JSON's types (a shallow copy is enough)
+        "prior_state": {rid: {**entry, "sobject": str(entry["sobject"]), "fields": dict(entry["fields"])}
+                        for rid, entry in body.prior_state.items()},
         "changes": changes,
         "duplicates": plain(body.duplicates),
         "skipped": plain(body.skipped),
