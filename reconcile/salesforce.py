@@ -281,6 +281,33 @@ class Salesforce:
     def describe(self, sobject: str) -> dict:
         return _json(self._request("GET", f"sobjects/{_name(sobject)}/describe/"))
 
+    def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]:
+        """The org's identity and the describes preflight needs, in ONE ``/composite``
+        request (independent GET subrequests; one API call for all of them)."""
+        prefix = urlparse(self.base_url).path
+        subrequests = [{"method": "GET", "url": f"{prefix}sobjects/{_name(s)}/describe/",
+                        "referenceId": f"describe{i}"} for i, s in enumerate(sobjects)]
+        subrequests.append({"method": "GET", "referenceId": "organization",
+                            "url": f"{prefix}query/?q=" + _encode_q("SELECT Id FROM Organization LIMIT 1")})
+        answer = _json(self._request("POST", "composite/",
+                                     json={"allOrNone": False, "compositeRequest": subrequests}))
+        by_ref = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
+        bodies = {}
+        for sub in subrequests:
+            part = by_ref.get(sub["referenceId"])
+            if part is None:
+                raise SalesforceError(f"POST composite: no answer for {sub['url']}")
+            if not 200 <= int(part.get("httpStatusCode") or 0) < 300:
+                raise _error_for(f"GET {sub['url'].split('?')[0]}", int(part.get("httpStatusCode") or 0),
+                                 part.get("body"))
+            bodies[sub["referenceId"]] = part.get("body") or {}
+        records = bodies["organization"].get("records") or []
+        if not records:
+            raise SalesforceError("the org returned no Organization row")
+        org = OrgInfo(instance_url=f"https://{self._sf.sf_instance}", org_id=records[0]["Id"],
+                      api_version=self._config.api_version)
+        return org, {s: bodies[f"describe{i}"] for i, s in enumerate(sobjects)}
+
     def query(self, soql: str) -> list[dict]:
         """All records of one SOQL query, following ``nextRecordsUrl``, without ``attributes``."""
         return list(self._query_pages(soql))
@@ -714,18 +741,22 @@ def _not_sent(exc: requests.RequestException) -> bool:
 
 def _translate(what: str, response: requests.Response) -> SalesforceError:
     """A non-2xx response → reconcile's error (Salesforce's errorCode and words kept)."""
-    status = response.status_code
-    code, message = None, ""
     try:
         body = response.json()
     except ValueError:
         body = None
+    return _error_for(what, response.status_code, body, response.text)
+
+
+def _error_for(what: str, status: int, body: Any, text_body: str = "") -> SalesforceError:
+    """A non-2xx status and its body (also a composite subresponse's) → reconcile's error."""
+    code, message = None, ""
     if isinstance(body, list) and body and isinstance(body[0], dict):
         code, message = body[0].get("errorCode"), body[0].get("message") or ""
     elif isinstance(body, dict):
         code, message = body.get("errorCode") or body.get("error"), body.get("message") or ""
-    elif response.text:
-        message = response.text[:200]
+    elif text_body:
+        message = text_body[:200]
     message = " ".join(str(message).split())
     text = f"{what}: HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
     if status == 401 or code == "INVALID_SESSION_ID":
@@ -763,6 +794,9 @@ class SalesforceReader:
 
     def describe(self, sobject: str) -> dict:
         return self._sf.describe(sobject)
+
+    def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]:
+        return self._sf.org_and_describe(sobjects)
 
     def query_in(self, sobject: str, field: str, values: Iterable[str],
                  fields: Sequence[str]) -> list[dict]:

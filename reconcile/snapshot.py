@@ -6,21 +6,23 @@ can write to the org.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from reconcile.config import Config
 from reconcile.errors import PreflightError
-from reconcile.model import AccountInfo, Cupola, OrgRecord, OutcomeKind, OutcomeSet, SObject, Snapshot
+from reconcile.model import AccountInfo, OrgInfo, Cupola, OrgRecord, OutcomeKind, OutcomeSet, SObject, Snapshot
 from reconcile.rules import norm_name
 
 
-def preflight(reader: Any, config: Config, *, allow_create: bool) -> None:
-    """Check the org as the source document's review checklist asks (SPEC §2.7).
+PREFLIGHT_OBJECTS = ("Contact", "Lead")
 
-    Every problem is collected; one PreflightError names them all."""
+
+def preflight(describes: Mapping[str, dict], config: Config, *, allow_create: bool) -> None:
+    """Check the org's describe metadata as the source document's review checklist
+    asks (SPEC §2.7). Pure. Every problem is collected; one PreflightError names them all."""
     problems: list[str] = []
-    contact = _fields_by_name(reader.describe("Contact"))
-    lead = _fields_by_name(reader.describe("Lead"))
+    contact = _fields_by_name(describes["Contact"])
+    lead = _fields_by_name(describes["Lead"])
 
     _check_picklist(problems, "Contact", contact, config.contact_status_field,
                     [config.contact_active, config.contact_inactive])
@@ -80,11 +82,11 @@ def addresses_to_read(outcome_set: OutcomeSet) -> list[str]:
 
 
 def take_snapshot(reader: Any, outcome_set: OutcomeSet, config: Config, *,
-                  allow_create: bool,
+                  allow_create: bool, org: OrgInfo | None = None,
                   progress: Callable[[str], None] | None = None) -> Snapshot:
     """Batched reads only: never a request per person."""
     say = progress or (lambda _msg: None)
-    org = reader.org_info()
+    org = org or reader.org_info()
     emails = addresses_to_read(outcome_set)
     records: list[OrgRecord] = []
     for sobject in (SObject.CONTACT, SObject.LEAD):

@@ -77,7 +77,7 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
     """Validate the outcome files, snapshot the org, plan, and archive the plan."""
     from reconcile.inputs import read_outcomes
     from reconcile.planner import build_plan
-    from reconcile.snapshot import preflight, take_snapshot
+    from reconcile.snapshot import PREFLIGHT_OBJECTS, preflight, take_snapshot
 
     if not outcome_files:
         raise UsageError("plan: give at least one outcome file (CSV or JSON Lines)")
@@ -87,8 +87,10 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
     sf = ctx.salesforce()
     reader = sf.reader()
     ctx.say("checking the org's fields and picklist values (preflight)")
-    preflight(reader, ctx.config, allow_create=allow_create)
-    snapshot = take_snapshot(reader, outcome_set, ctx.config, allow_create=allow_create, progress=ctx.say)
+    org, describes = reader.org_and_describe(PREFLIGHT_OBJECTS)  # one request
+    preflight(describes, ctx.config, allow_create=allow_create)
+    snapshot = take_snapshot(reader, outcome_set, ctx.config, allow_create=allow_create, org=org,
+                             progress=ctx.say)
     ctx.say(f"planning {len(outcome_set.outcomes):,} determinations against {len(snapshot.records):,} records")
     body = build_plan(outcome_set, snapshot, ctx.config, allow_create=allow_create)
     doc = plan_doc.make_document(

@@ -118,6 +118,16 @@ def test_org_info(org):
     assert sf.calls == 1
 
 
+def test_org_and_describe(org):
+    sf, cassette = org
+    with cassette:
+        info, described = sf.org_and_describe(["Contact", "Lead"])
+    assert info.org_id == FAKE_ORG_ID or RECORD
+    assert set(described) == {"Contact", "Lead"}
+    assert "Contact_Status__c" in {f["name"] for f in described["Contact"]["fields"]}
+    assert sf.calls == 1   # one /composite request for the org id and both describes
+
+
 def test_describe(org):
     sf, cassette = org
     with cassette:

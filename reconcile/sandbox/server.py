@@ -379,6 +379,10 @@ class _Request:
                 return self.row(sobject, rest[2])
         if head == "jobs":
             return self.bulk_jobs()
+        if head == "composite" and len(rest) == 1:
+            if method != "POST":
+                raise self.not_allowed("POST")
+            return self.composite()
         if head == "composite" and len(rest) >= 2 and rest[1] == "sobjects":
             if len(rest) == 2:
                 if method == "POST":
@@ -393,6 +397,38 @@ class _Request:
                     return self.collection_retrieve(self.sobject(rest[2]))
                 raise self.not_allowed("GET,POST")
         raise ApiError(404, *NOT_FOUND)
+
+    # Composite: several subrequests, one API call. The sandbox runs GET subrequests
+    # (describe, query, rows), independently, in order — what reconcile sends.
+    def composite(self) -> Response:
+        body = self.json_body()
+        subrequests = body.get("compositeRequest") if isinstance(body, dict) else None
+        if not isinstance(subrequests, list) or not subrequests:
+            raise ApiError(400, "INVALID_INPUT", "compositeRequest is required")
+        if len(subrequests) > 25:
+            raise ApiError(400, "INVALID_BATCH_SIZE", "A composite request can have up to 25 subrequests")
+        answers = []
+        for sub in subrequests:
+            ref = sub.get("referenceId") if isinstance(sub, dict) else None
+            url = sub.get("url") if isinstance(sub, dict) else None
+            if sub.get("method") != "GET" or not isinstance(url, str) or not ref:
+                raise ApiError(400, "INVALID_INPUT", "the sandbox runs composite GET subrequests "
+                                                     "with a url and a referenceId")
+            split = urlsplit(url)
+            parts = [p for p in split.path.split("/") if p][2:]
+            match = _VERSION_RE.match(parts[0]) if parts else None
+            try:
+                if not match:
+                    raise ApiError(404, *NOT_FOUND)
+                inner = _Request(self.sb, "GET", parts[0][1:], parts[1:], parse_qs(split.query),
+                                 self.headers, b"").dispatch()
+                status, answer = inner.status, inner.body
+            except ApiError as err:
+                status, answer = err.status, err.body
+            answers.append({"body": answer, "httpHeaders": {}, "httpStatusCode": status,
+                            "referenceId": ref})
+        return Response(200, {"compositeResponse": answers},
+                        summary=f"composite {len(answers)} subrequests")
 
     # Bulk API 2.0
     def bulk_jobs(self) -> Response:
