@@ -143,6 +143,14 @@ class Writer(Protocol):
     def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]: ...
 
 
+def records_payload(action: Action, items: Sequence[WriteItem]) -> list[Any]:
+    """What the journal's ``send`` event holds, whatever the writer: the records sent
+    for a create or update, the ids for a delete. Settling an unanswered request reads it."""
+    if action is Action.DELETE:
+        return [item.record["Id"] for item in items]
+    return [dict(item.record) for item in items]
+
+
 class CollectionsWriter:
     """sObject Collections: up to ``collection_size`` records a request, allOrNone=false."""
 
@@ -151,9 +159,7 @@ class CollectionsWriter:
         self.batch_size = config.collection_size
 
     def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
-        if action is Action.DELETE:
-            return [item.record["Id"] for item in items]
-        return [dict(item.record) for item in items]
+        return records_payload(action, items)
 
     def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]:
         payload = self.payload(action, sobject, items)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-from reconcile.apply import ItemResult, WriteItem
+from reconcile.apply import ItemResult, WriteItem, records_payload
 from reconcile.config import Config
 from reconcile.errors import OutcomeUnknown
 from reconcile.model import Action
@@ -57,11 +57,7 @@ class BulkWriter:
         self.batch_size = config.bulk_job_size
 
     def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
-        # The same shape as CollectionsWriter's: apply settles an unanswered request
-        # from it (the records sent for create/update, the ids for delete).
-        if action is Action.DELETE:
-            return [item.record["Id"] for item in items]
-        return [dict(item.record) for item in items]
+        return records_payload(action, items)
 
     def key_field(self, sobject: str) -> str:
         return self.config.account_name_field if sobject == "Account" else self.config.email_field

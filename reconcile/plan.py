@@ -103,10 +103,6 @@ def compute_plan_id(doc: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes({k: v for k, v in doc.items() if k != "plan_id"})).hexdigest()
 
 
-def summary_line(doc: Mapping[str, Any]) -> str:
-    s = doc["summary"]
-    return (f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete; "
-            f"{s['skipped']} skipped, {s['review']} for review")
 
 
 def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config) -> int:
@@ -225,4 +221,4 @@ def validate(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | No
 
 
 __all__ = ["FORMAT_VERSION", "make_document", "canonical_bytes", "compute_plan_id", "load_plan",
-           "estimate_api_calls", "summary_line", "validate", "plan_schema", "plain"]
+           "estimate_api_calls", "validate", "plan_schema", "plain"]

@@ -10,30 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from reconcile.cli import app
-from reconcile.sandbox import SandboxServer
 
 pytestmark = pytest.mark.e2e
 
 DEMO_HEADER = "email,outcome,new_email,new_title,first_name,last_name,organization,title,multipub_id,cupola_status,observed_at,source_id\n"
 
 
-@pytest.fixture()
-def org():
-    with SandboxServer(seed="demo") as sb:
-        yield sb
-
-
-@pytest.fixture()
-def cli(org, tmp_path):
-    runner = CliRunner()
-    archive = tmp_path / "plans"
-    env = {**org.env, "RECONCILE_NOW": "2026-11-25T09:00:00.000Z", "RECONCILE_ARCHIVE": str(archive)}
-
-    def run(*args: str):
-        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
-
-    run.archive = archive
-    return run
 
 
 def demo_outcomes(tmp_path: Path) -> Path:

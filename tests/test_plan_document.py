@@ -13,10 +13,11 @@ from reconcile.config import Config
 from reconcile.errors import IntegrityError
 from reconcile.model import Action, Change, FieldChange, SObject
 from reconcile.plan import (
-    FORMAT_VERSION, canonical_bytes, compute_plan_id, estimate_api_calls, load_plan, plan_schema, summary_line,
+    FORMAT_VERSION, canonical_bytes, compute_plan_id, estimate_api_calls, load_plan, plan_schema,
     validate,
 )
 
+from reconcile.render.text import summary_line
 from test_scenarios import SCENARIOS, load_scenario, plan_document
 
 OUTLINE = ["format_version", "plan_id", "kind", "parent_plan_id", "created_at", "org", "inputs", "options",

@@ -17,7 +17,8 @@ import pytest
 from reconcile.config import Config
 from reconcile.inputs import read_outcomes
 from reconcile.model import AccountInfo, OrgInfo, OrgRecord, Snapshot, SObject
-from reconcile.plan import canonical_bytes, load_plan, make_document, summary_line
+from reconcile.plan import canonical_bytes, load_plan, make_document
+from reconcile.render.text import summary_line
 from reconcile.planner import build_plan
 
 from test_planner import simulate_apply
