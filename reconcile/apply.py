@@ -48,6 +48,7 @@ from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, Outcome
 from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
 from reconcile.model import Action, ChangeStatus, PlanState, SaveResult, SObject
+from reconcile.rules import same_value as _same
 
 __all__ = ["apply_plan", "ApplyReport", "ChangeResult", "Writer", "WriteItem", "ItemResult",
            "CollectionsWriter", "TRANSIENT_ITEM_CODES", "DEPENDENCY_FAILED"]
@@ -223,13 +224,6 @@ def _changes(doc: Mapping[str, Any]) -> list[_Change]:
                     record_id=c.get("record_id"), ref=c.get("ref"),
                     email=(c.get("email") or "").strip().lower(), fields=c.get("fields") or {})
             for c in doc.get("changes", ())]
-
-
-def _same(field_name: str, current: Any, expected: Any) -> bool:
-    """Exact comparison, except that e-mail addresses compare case-insensitively."""
-    if field_name.lower().endswith("email") and isinstance(current, str) and isinstance(expected, str):
-        return current.strip().lower() == expected.strip().lower()
-    return current == expected
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

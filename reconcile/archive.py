@@ -115,10 +115,12 @@ class Archive:
                 out.append(d)
         return out
 
-    def state(self, plan_dir: Path) -> PlanState:
+    def state(self, plan_dir: Path, children: list[Path] | None = None) -> PlanState:
+        """``children``: the plan's rollback plans when the caller already knows them
+        (``log`` does), so that the archive is not read once more per plan."""
         if (plan_dir / RESULT).is_file():
             status = read_json(plan_dir / RESULT).get("status")
-            for child in self.children(plan_dir.name):
+            for child in self.children(plan_dir.name) if children is None else children:
                 if (child / RESULT).is_file() and read_json(child / RESULT).get("status") in (
                         PlanState.APPLIED, PlanState.PARTIALLY_APPLIED):
                     return PlanState.ROLLED_BACK

@@ -26,7 +26,7 @@ def command_reference() -> str:
         usage = re.sub(r"\[([a-z_]+)\]", lambda m: f"[{m.group(1).upper()}]", usage)
         lines.append(f"### `{name} {usage}`".replace("  ", " "))
         lines.append("")
-        lines.append((cmd.help or "").strip().splitlines()[0])
+        lines.append(" ".join((cmd.help or "").strip().split("\n\n")[0].split()))  # first paragraph
         lines.append("")
         for param in cmd.params:
             if param.param_type_name == "option" and param.name != "help":

@@ -16,14 +16,9 @@ from typing import Any
 
 from reconcile.model import (Action, Change, FieldChange, PlanBody, RowRef, SObject, Skipped,
                              SkipReason)
+from reconcile.rules import same_value
 
 STAMPS = ("LastModifiedDate", "SystemModstamp")
-
-
-def same_value(field: str, a: Any, b: Any) -> bool:
-    if field == "Email" and isinstance(a, str) and isinstance(b, str):
-        return a.strip().lower() == b.strip().lower()
-    return a == b
 
 
 def records_to_read(result: dict[str, Any]) -> dict[str, dict[str, set[str]]]:

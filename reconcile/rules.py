@@ -31,6 +31,14 @@ def norm_email(value: Any) -> str:
     return str(value or "").strip().lower()
 
 
+def same_value(field_name: str, current: Any, expected: Any) -> bool:
+    """A field's value as apply's drift check and rollback compare it: exactly, except
+    that e-mail addresses compare trimmed and case-insensitively."""
+    if field_name.lower().endswith("email") and isinstance(current, str) and isinstance(expected, str):
+        return current.strip().lower() == expected.strip().lower()
+    return current == expected
+
+
 def norm_name(value: Any) -> str:
     """Account names are compared trimmed, case-insensitively, inner spaces collapsed."""
     return " ".join(str(value or "").split()).casefold()

@@ -8,8 +8,8 @@ request then goes through ``Salesforce._request``, which
 * retries transient failures (502/503/504, ``SERVER_UNAVAILABLE``,
   ``UNABLE_TO_LOCK_ROW``, connection errors) with bounded, jittered
   exponential backoff,
-* never re-sends a create that may already have reached the org
-  (``OutcomeUnknown``),
+* never re-sends a create that may already have reached the org: a dropped
+  connection or a gateway's 502/504 raises ``OutcomeUnknown`` instead,
 * re-logs in once on an expired session (username/password auth) and resends
   the request with its own headers intact,
 * and translates every failure into a ``reconcile.errors`` type.
@@ -57,6 +57,8 @@ SOQL_MAX_CHARS = 100_000          # MALFORMED_QUERY above this
 TIMEOUT = (15.0, 300.0)           # connect, read (seconds); the org's own limit is 10 minutes
 MAX_BACKOFF = 30.0                # seconds; no single wait is longer
 TRANSIENT_STATUS = {502, 503, 504}
+# A gateway timed out or failed after forwarding: a non-idempotent request may have run.
+AMBIGUOUS_STATUS = {502, 504}
 TRANSIENT_CODES = {"SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW", "QUERY_TIMEOUT",
                    "TEMPORARY_QUERY_MORE_FAILURE"}
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*\Z")
@@ -624,6 +626,11 @@ class Salesforce:
                 if response.status_code < 300:
                     return response
                 failure = _translate(what, response)
+                if not idempotent and response.status_code in AMBIGUOUS_STATUS:
+                    # A gateway answered for the org: the request may have been processed.
+                    failure = OutcomeUnknown(f"{what}: HTTP {response.status_code} from a gateway after "
+                                             "the request was sent; it may or may not have been applied",
+                                             code=failure.code, status=response.status_code)
                 if isinstance(failure, SessionExpired) and not relogged and self._can_relogin():
                     relogged = True
                     self._relogin()

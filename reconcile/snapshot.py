@@ -96,8 +96,10 @@ def take_snapshot(reader: Any, outcome_set: OutcomeSet, config: Config, *,
             records.append(OrgRecord(sobject=sobject, id=row["Id"], fields=row))
 
     accounts: list[AccountInfo] = []
-    names = sorted({o.organization.strip() for o in outcome_set.outcomes
-                    if o.kind is OutcomeKind.NEW_CONTACT and o.organization.strip()})
+    # The planner matches names with inner spaces collapsed (rules.norm_name), so ask for
+    # both spellings: "Acme  Corp" in the input must find the org's "Acme Corp" too.
+    names = sorted({name for o in outcome_set.outcomes if o.kind is OutcomeKind.NEW_CONTACT
+                    for name in (o.organization.strip(), " ".join(o.organization.split())) if name})
     if allow_create and names:
         say(f"reading Accounts for {len(names)} organizations")
         rows = reader.query_in("Account", config.account_name_field, names,

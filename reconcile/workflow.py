@@ -200,19 +200,24 @@ def rollback(ctx: Context, ref: str) -> PlanResult:
 def log(ctx: Context) -> list[dict[str, Any]]:
     entries = []
     arch = ctx.archive
-    for plan_dir in arch.plan_dirs():
+    listed: list[tuple[Path, dict[str, Any]]] = []
+    children: dict[str, list[Path]] = {}
+    for plan_dir in arch.plan_dirs():   # each plan read once; rollbacks collected on the way
         try:
             doc = ar.read_json(plan_dir / ar.PLAN)
         except IntegrityError as exc:
             entries.append({"plan_id": plan_dir.name, "state": "unreadable", "error": str(exc)})
             continue
-        approval = ar.read_json(plan_dir / ar.APPROVAL) if (plan_dir / ar.APPROVAL).is_file() else {}
-        entries.append({
+        if doc.get("parent_plan_id"):
+            children.setdefault(doc["parent_plan_id"], []).append(plan_dir)
+        listed.append((plan_dir, {
             "plan_id": doc.get("plan_id"), "created_at": doc.get("created_at"), "kind": doc.get("kind"),
-            "parent_plan_id": doc.get("parent_plan_id"), "state": str(arch.state(plan_dir)),
-            "summary": doc.get("summary", {}), "approved_by": approval.get("approved_by"),
-            "approved_at": approval.get("approved_at"), "path": str(plan_dir),
-        })
+            "parent_plan_id": doc.get("parent_plan_id"), "summary": doc.get("summary", {})}))
+    for plan_dir, entry in listed:
+        approval = ar.read_json(plan_dir / ar.APPROVAL) if (plan_dir / ar.APPROVAL).is_file() else {}
+        entries.append({**entry, "state": str(arch.state(plan_dir, children.get(plan_dir.name, []))),
+                        "approved_by": approval.get("approved_by"),
+                        "approved_at": approval.get("approved_at"), "path": str(plan_dir)})
     entries.sort(key=lambda e: (e.get("created_at") or "", e["plan_id"] or ""))
     return entries
 

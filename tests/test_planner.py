@@ -324,3 +324,19 @@ def test_snapshot_counts_contacts_only_where_account_names_are_shared():
     body = build_plan(news, snapshot, CONFIG, allow_create=True)
     (globex,) = [c for c in body.changes if c.email == "globex@x.com"]
     assert globex.fields["AccountId"].after == "001C"
+
+
+def test_snapshot_finds_an_account_whose_name_differs_only_in_inner_spaces():
+    # The planner matches "Acme  Corp" to the org's "Acme Corp"; the snapshot must read it,
+    # or the plan creates a second Account that apply then refuses as drift.
+    from reconcile.snapshot import take_snapshot
+
+    stamp = "2026-01-05T10:00:00.000+0000"
+    reader = _CountingReader(accounts=[{"Id": "001A", "Name": "Acme Corp", "LastModifiedDate": stamp,
+                                        "SystemModstamp": stamp}])
+    news = OutcomeSet(outcomes=(outcome("n@x.com", "new_contact", last_name="N", organization="Acme  Corp"),),
+                      conflicts=(), inputs=())
+    snapshot = take_snapshot(reader, news, CONFIG, allow_create=True)
+    body = build_plan(news, snapshot, CONFIG, allow_create=True)
+    assert [(c.sobject, c.action) for c in body.changes] == [("Contact", "create")]
+    assert body.changes[0].fields["AccountId"].after == "001A"

@@ -561,6 +561,18 @@ def test_503_create_is_retried_but_a_dropped_create_is_outcome_unknown():
         assert caught.value.__context__ is None
 
 
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_create_answered_by_a_gateway_error_is_outcome_unknown_not_resent(status):
+    # A 502/504 comes from a proxy after it forwarded the request: the org may have created
+    # the records, so re-sending could create duplicates. The journal settles it instead.
+    sf, fake = make()
+    fake.script.append((status, None))
+    with pytest.raises(OutcomeUnknown, match=f"HTTP {status}") as caught:
+        sf.create("Contact", [{"LastName": "A"}])
+    assert sf.calls == 1
+    assert "\n" not in str(caught.value)
+
+
 def test_an_untrusted_certificate_is_a_config_error_not_retried():
     sf, fake = make()
     fake.script.append(requests.exceptions.SSLError("certificate verify failed"))
