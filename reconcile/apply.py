@@ -309,14 +309,16 @@ def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: Any, config: Config, 
                plan_sha256: str | None = None,
                sleep: Callable[[float], None] = time.sleep,
                writer: Writer | None = None,
-               jitter: Callable[[], float] = random.random) -> ApplyReport:
+               jitter: Callable[[], float] = random.random,
+               calls_before: int | None = None) -> ApplyReport:
     """Apply (or resume applying) ``doc``; see the module docstring.
 
     Raises ``DriftError`` (drift, nothing written), ``LockedError``, or the
     ``SalesforceError`` that stopped the run (``ApiLimitExceeded``,
     ``SessionExpired``, ``TransientError``, ``OutcomeUnknown`` …). Every error
     raised after the lock was taken carries the run's ``ApplyReport`` as
-    ``.report``.
+    ``.report``. ``calls_before``: the connection's request count this run should
+    start from (0 when the caller opened it for this apply, so its own checks count).
     """
     plan_dir = Path(plan_dir)
     plan_id = str(doc["plan_id"])
@@ -333,6 +335,8 @@ def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: Any, config: Config, 
         run = _Run(doc, plan_dir, sf, config, skip_drifted=skip_drifted, progress=progress,
                    now=now, plan_sha256=plan_sha256, sleep=sleep,
                    writer=writer or CollectionsWriter(sf, config), jitter=jitter, bulk_writer=bulk)
+        if calls_before is not None:
+            run.base_calls = calls_before
         return run.execute(lock.warnings)
 
 
@@ -402,9 +406,13 @@ class _Run:
         return [c for c in self.changes if not self.state.is_final(c.change_id)]
 
     def _tick(self) -> None:
-        if self.progress:
+        if not self.progress:
+            return
+        if self.pending_by_group:   # writing: kept up to date per request, no scan
+            done = len(self.changes) - sum(self.pending_by_group.values())
+        else:
             done = sum(1 for c in self.changes if self.state.is_final(c.change_id))
-            self.progress(done, len(self.changes))
+        self.progress(done, len(self.changes))
 
     def _key_field(self, sobject: str) -> str:
         return self.config.account_name_field if sobject == SObject.ACCOUNT else self.config.email_field

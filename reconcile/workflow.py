@@ -146,6 +146,7 @@ def apply(ctx: Context, ref: str, *, skip_drifted: bool = False,
         raise IntegrityError(f"plan {loaded.doc['plan_id'][:12]} was made for org {planned_org}, "
                              f"but the connection is to org {org.org_id}; refusing to apply")
     return apply_plan(loaded.doc, loaded.plan_dir, sf, ctx.config, skip_drifted=skip_drifted,
+                      calls_before=0,  # this connection was opened for this apply: its org check counts
                       progress=progress, now=ctx.now, plan_sha256=approval["plan_sha256"])
 
 

@@ -75,6 +75,8 @@ def test_the_whole_loop_plan_approve_apply_rollback_verify(cli, org, tmp_path):
     applied = cli("apply", pid, "--json")
     assert applied.exit_code == 0, applied.output
     assert json.loads(applied.stdout)["status"] == "applied"
+    estimate = json.loads(cli("show", pid, "--json").stdout)["estimated_api_calls"]
+    assert json.loads(applied.stdout)["api_calls"] == estimate   # the plan said what apply would spend
     assert cli("apply", pid).exit_code == 1  # a plan is applied once
 
     replanned = cli("plan", str(outcomes), "--allow-create", "--detailed-exitcode")
