@@ -596,7 +596,7 @@ class _Run:
 
         if drifted and not self.skip_drifted:
             self._log("drift", checked=[c.change_id for c in pending], current=current,
-                      drifted=drifted, skipped=skipped, final=False)
+                      drifted=drifted, skipped=skipped, final=False, refused=True)
             self._log("refused", drifted=len(drifted))
             report = self._report(stop_reason="drift")
             error = DriftError(

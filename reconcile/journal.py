@@ -14,7 +14,8 @@ current run has made so far. The events:
              fields {F: {planned, current}}), ``skipped`` (change_id, message:
              the record already holds the planned values), ``final`` (true with
              ``--skip-drifted``: the drifted changes are done with; false: the
-             run refuses and they stay pending).
+             run refuses and they stay pending), ``refused`` (true when nothing is
+             written: then the ``skipped`` ones stay pending too, to be read again).
 ``refused``  nothing written because of drift: ``drifted`` (count).
 ``mark``     reconcile's own verdict on changes it will not send (a create whose
              Account could not be created): ``results``.
@@ -138,7 +139,10 @@ class JournalState:
             for change_id, values in event.get("current", {}).items():
                 self.read[change_id] = values
             for item in event.get("skipped", ()):
-                self.status[item["change_id"]] = ChangeStatus.SKIPPED
+                # Final only when the run goes on to write: after a refusal the record is
+                # read again next time, so a later edit of it is seen.
+                if not event.get("refused"):
+                    self.status[item["change_id"]] = ChangeStatus.SKIPPED
                 self.errors[item["change_id"]] = (None, item.get("message"))
             for item in event.get("drifted", ()):
                 self.drift[item["change_id"]] = item.get("fields", {})

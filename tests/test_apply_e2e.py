@@ -417,3 +417,19 @@ def test_a_killed_bulk_job_is_settled_by_reading_the_org(sb, tmp_path):
     assert report.status == "applied"
     assert all(sb.store.get(cid)["Title"] == "Lead Engineer" for cid in contact_ids)
     assert all(n == 1 for n in writes_per_record(sb).values())
+
+
+def test_after_a_refusal_an_already_done_record_is_read_again(sb, sf, tmp_path):
+    contact_ids, _ = seed_people(sb, 2, 0, tag="r")
+    done, edited = contact_ids
+    doc = make_plan(sb, [(done, "Title", "Engineer", "CTO"), (edited, "Title", "Engineer", "CFO")])
+    plan_dir = plan_dir_for(tmp_path, doc)
+    sb.store.edit(done, {"Title": "CTO"})          # someone did it already
+    sb.store.edit(edited, {"Title": "Intern"})     # drift: the run is refused
+    with pytest.raises(DriftError):
+        run(doc, plan_dir, sf)
+    sb.store.edit(done, {"Title": "Changed again"})  # edited after the refusal
+    report = run(doc, plan_dir, sf, skip_drifted=True)
+    statuses = {r.change_id.split(":")[1]: r.status for r in report.results}
+    assert statuses == {done: ChangeStatus.DRIFTED, edited: ChangeStatus.DRIFTED}
+    assert sb.store.get(done)["Title"] == "Changed again" and sb.store.get(edited)["Title"] == "Intern"
