@@ -96,11 +96,13 @@ class Archive:
                 raise PlanNotFound(f"plan id prefix {ref!r} matches {len(matches)} plans in {self.root}; give more characters")
         raise PlanNotFound(f"no plan {ref!r} in {self.root} (give a plan id, a unique prefix of one, or a path; `reconcile log` lists them)")
 
-    def write(self, plan_dir: Path, name: str, data: bytes | str) -> Path:
+    def write(self, plan_dir: Path, name: str, data: bytes | str, *, overwrite: bool = False) -> Path:
+        """Write one archive file atomically; an existing file is never replaced unless
+        ``overwrite`` (only for a plan's own renderings before its plan.json exists)."""
         raw = data.encode("utf-8") if isinstance(data, str) else data
         plan_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         target = plan_dir / name
-        write_atomic(target, raw)
+        write_atomic(target, raw, overwrite=overwrite)
         return target
 
     def children(self, plan_id: str) -> list[Path]:

@@ -111,10 +111,11 @@ def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
     plan_dir = arch.plan_dir(doc["plan_id"])
     if (plan_dir / ar.PLAN).is_file():
         return plan_dir  # the same content has the same id: already archived
-    arch.write(plan_dir, ar.HTML, render_html(doc))
-    arch.write(plan_dir, ar.REVIEW, review_csv(doc))
+    # Until plan.json is there the folder is an unfinished save (a crash mid-way): redo it.
+    arch.write(plan_dir, ar.HTML, render_html(doc), overwrite=True)
+    arch.write(plan_dir, ar.REVIEW, review_csv(doc), overwrite=True)
     for name, text in handoff_csvs(doc).items():
-        arch.write(plan_dir, name, text)
+        arch.write(plan_dir, name, text, overwrite=True)
     arch.write(plan_dir, ar.PLAN, plan_doc.canonical_bytes(doc))  # last: its presence marks a whole plan
     return plan_dir
 

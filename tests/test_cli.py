@@ -227,3 +227,13 @@ def test_apply_refuses_a_plan_made_for_another_org(cli, org, tmp_path):
     assert result.exit_code == 1
     assert f"made for org {planned_for}" in result.stderr and "00DDn0000000002MAA" in result.stderr
     assert org.stats.write_requests == 0
+
+
+def test_a_save_cut_short_before_plan_json_is_redone(cli, org, tmp_path):
+    outcomes = demo_outcomes(tmp_path)
+    first = cli("plan", str(outcomes))
+    plan_dir = next(cli.archive.glob(f"{plan_id_of(first.stdout)}*"))
+    (plan_dir / "plan.json").unlink()            # as if killed after the HTML, before plan.json
+    again = cli("plan", str(outcomes))           # same frozen clock: the same plan id
+    assert again.exit_code == 0, again.output
+    assert (plan_dir / "plan.json").is_file() and cli("verify").exit_code == 0
