@@ -29,7 +29,6 @@ import json
 import math
 import os
 import random
-import re
 import socket
 import time
 from collections import defaultdict
@@ -47,7 +46,7 @@ from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, Outcome
                               SalesforceError)
 from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
-from reconcile.model import Action, ChangeStatus, PlanState, SaveResult, SObject
+from reconcile.model import Action, ChangeStatus, PlanState, SaveResult, SObject, pointed_ref
 from reconcile.rules import same_value as _same
 
 __all__ = ["apply_plan", "ApplyReport", "ChangeResult", "Writer", "WriteItem", "ItemResult",
@@ -60,7 +59,6 @@ DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 ALREADY_DONE = "already holds the planned values"
 ALREADY_DELETED = "already deleted"
 
-_REF = re.compile(r"^@\{(.+)\}$")
 
 
 def _utc_now() -> str:
@@ -211,12 +209,7 @@ class _Change:
         return self.fields[name].get("after")
 
     def refs(self) -> list[str]:
-        out = []
-        for spec in self.fields.values():
-            match = _REF.match(spec.get("after")) if isinstance(spec.get("after"), str) else None
-            if match:
-                out.append(match.group(1))
-        return out
+        return [ref for spec in self.fields.values() if (ref := pointed_ref(spec.get("after")))]
 
 
 def _changes(doc: Mapping[str, Any]) -> list[_Change]:
@@ -636,11 +629,8 @@ class _Run:
                                 "fields": {"Contacts": {"planned": 0, "current": others}}})
 
     def _resolved(self, value: Any) -> Any:
-        if isinstance(value, str):
-            match = _REF.match(value)
-            if match:
-                return self.state.created.get(match.group(1), value)
-        return value
+        ref = pointed_ref(value)
+        return self.state.created.get(ref, value) if ref else value
 
     def _mark_dependents(self) -> bool:
         """Fail pending changes that point at a create which did not happen. True if any."""

@@ -86,6 +86,20 @@ class ChangeStatus(StrEnum):
     PENDING = "pending"
 
 
+# -- references to records a plan creates ----------------------------------------
+
+def pointer(ref: str) -> str:
+    """The value a field holds when it points at a record the same plan creates."""
+    return "@{" + ref + "}"
+
+
+def pointed_ref(value: Any) -> str | None:
+    """The ref inside ``"@{Account:acme corp}"``, or None for any other value."""
+    if isinstance(value, str) and value.startswith("@{") and value.endswith("}") and len(value) > 3:
+        return value[2:-1]
+    return None
+
+
 # -- input -----------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from reconcile.config import Config
 from reconcile.model import (
     Action, AccountInfo, Change, Conflict, Cupola, DuplicateGroup, FieldChange, HandoffRow, Outcome,
     OutcomeKind, OutcomeSet, OrgRecord, PlanBody, ReviewItem, ReviewReason, RowRef, SkipReason, Skipped,
-    Snapshot, SObject, Unchanged,
+    Snapshot, SObject, Unchanged, pointer,
 )
 from reconcile.rules import choose_account, choose_record, lead_is_active, norm_email, norm_name
 
@@ -343,7 +343,7 @@ class _Planner:
             pending = self.account_creates.setdefault(key, _AccountCreate(name=" ".join(o.organization.split())))
             pending.emails.append(o.email)
             pending.rows.extend(o.rows)
-            account_id = f"@{{{ref}}}"
+            account_id = pointer(ref)
             reasons.append(f"no Account named {pending.name!r}: created by this plan ({ref})")
         leads = self._find(SObject.LEAD, o.email)
         if leads:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconcile.model import (Action, Change, FieldChange, PlanBody, RowRef, SObject, Skipped,
-                             SkipReason)
+                             SkipReason, pointed_ref)
 from reconcile.rules import same_value
 
 STAMPS = ("LastModifiedDate", "SystemModstamp")
@@ -132,6 +132,5 @@ def _sobject_of(result: dict[str, Any], rid: str) -> str:
 
 
 def _resolve(value: Any, created: dict[str, str]) -> Any:
-    if isinstance(value, str) and value.startswith("@{") and value.endswith("}"):
-        return created.get(value[2:-1], value)
-    return value
+    ref = pointed_ref(value)
+    return created.get(ref, value) if ref else value

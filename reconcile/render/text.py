@@ -10,12 +10,13 @@ the same.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Iterable, Mapping
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from reconcile.model import pointed_ref
 
 ACTIONS = ("create", "update", "delete")
 
@@ -49,7 +50,6 @@ DECIDED_BY_LABELS: dict[str, str] = {
 
 NO_CHANGES = "No changes. Salesforce already matches the outcomes."
 
-_REF = re.compile(r"^@\{(?P<ref>[^}]+)\}$")
 
 
 # -- small helpers shared with the HTML and CSV renderers ----------------------------
@@ -81,11 +81,7 @@ def short_id(plan_id: str | None) -> str:
 
 def reference(value: Any) -> str | None:
     """The ref inside ``"@{Account:acme corp}"`` (a record this plan creates), else None."""
-    if isinstance(value, str):
-        match = _REF.match(value)
-        if match:
-            return match.group("ref")
-    return None
+    return pointed_ref(value)
 
 
 def format_value(value: Any) -> str:
