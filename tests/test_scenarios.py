@@ -18,6 +18,7 @@ from reconcile.config import Config
 from reconcile.inputs import read_outcomes
 from reconcile.model import AccountInfo, OrgInfo, OrgRecord, Snapshot, SObject
 from reconcile.plan import canonical_bytes, load_plan, make_document
+from reconcile.render.html import render_html
 from reconcile.render.text import summary_line
 from reconcile.planner import build_plan
 
@@ -67,8 +68,12 @@ def test_scenario(name: str, request: pytest.FixtureRequest) -> None:
     folder = SCENARIOS / name
     update = bool(request.config.getoption("--update-goldens", default=False))
     doc = plan_document(*load_scenario(folder))
-    check_golden(folder / "plan.json", canonical_bytes(doc), update)
+    # Kept indented so that a regenerated golden reviews as a readable diff; the
+    # canonical bytes are what the id is computed from (load_plan checks it).
+    pretty = json.dumps(doc, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+    check_golden(folder / "plan.json", pretty.encode("utf-8"), update)
     check_golden(folder / "summary.txt", (summary_line(doc) + "\n").encode("utf-8"), update)
+    check_golden(folder / "plan.html", render_html(doc).encode("utf-8"), update)
     assert load_plan(folder / "plan.json")["plan_id"] == doc["plan_id"]
 
 
