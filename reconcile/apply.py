@@ -104,6 +104,10 @@ class ApplyReport:
     counts: Mapping[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
+    def tally(self) -> str:
+        """``"18 applied, 2 failed"``: the non-zero counts, for a person."""
+        return ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()) if n) or "nothing to do"
+
     def to_dict(self) -> dict[str, Any]:
         return {"plan_id": self.plan_id, "finished": self.finished, "status": self.status,
                 "stop_reason": self.stop_reason, "api_calls": self.api_calls,

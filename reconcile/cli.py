@@ -327,25 +327,19 @@ def _report_json(report: Any) -> dict[str, Any]:
     return report.to_dict() if hasattr(report, "to_dict") else dict(report)
 
 
-def _counts(report: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in report.results:
-        status = r["status"] if isinstance(r, dict) else getattr(r, "status")
-        counts[str(status)] = counts.get(str(status), 0) + 1
-    return counts
-
 
 def _print_report(report: Any) -> None:
     for r in report.results:
-        r = r if isinstance(r, dict) else r.__dict__
-        if str(r.get("status")) in ("failed", "drifted"):
-            out.print(f"  {r['status']}: {r['change_id']} {r.get('error_code') or ''} {r.get('message') or ''}".rstrip(), markup=False)
-    c = _counts(report)
-    line = ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
+        if str(r.status) in ("failed", "drifted"):
+            out.print(f"  {r.status}: {r.change_id} {r.error_code or ''} {r.message or ''}".rstrip(), markup=False)
+    line = report.tally()
+    short = _short(report.plan_id)
     if report.finished:
-        out.print(f"Apply {report.status}: {line} ({report.api_calls} API calls)", markup=False)
+        out.print(f"Apply complete: {line} ({report.api_calls} API calls). Plan {short} is {report.status}; "
+                  f"per-change results in its apply.json", markup=False)
     else:
-        out.print(f"Apply stopped ({report.stop_reason}): {line}. Run `reconcile apply` again to resume.", markup=False)
+        out.print(f"Apply stopped ({report.stop_reason}): {line}. Plan {short} is {report.status}; "
+                  f"run `reconcile apply {short}` again to resume", markup=False)
 
 
 def _print_drift(report: Any) -> None:

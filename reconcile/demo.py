@@ -50,7 +50,7 @@ def run_demo(directory: Path, *, say: Callable[[str], None]) -> None:
         say(f"3. reconcile approve {pid} --by demo  (bound to the plan's SHA-256)")
 
         report = wf.apply(ctx, pid)
-        say(f"4. reconcile apply {pid}: {report.status}, {_tally(report)} ({report.api_calls} API calls)")
+        say(f"4. reconcile apply {pid}: {report.status}, {report.tally()} ({report.api_calls} API calls)")
 
         again = wf.plan(ctx, [outcomes], allow_create=True)
         say(f"5. Planning the same outcomes again: {summary_line(again.doc)}")
@@ -61,7 +61,7 @@ def run_demo(directory: Path, *, say: Callable[[str], None]) -> None:
         say(f"   Review it: {back.plan_dir / 'plan.html'}")
         wf.approve(ctx, bid, by="demo", comment="undo the demo apply")
         undo = wf.apply(ctx, bid)
-        say(f"7. reconcile approve {bid} --by demo; reconcile apply {bid}: {undo.status}, {_tally(undo)}")
+        say(f"7. reconcile approve {bid} --by demo; reconcile apply {bid}: {undo.status}, {undo.tally()}")
 
         checked = wf.verify(ctx)
         say(f"8. reconcile verify: {len(checked)} checks passed; the archive is in {archive}")
@@ -70,10 +70,3 @@ def run_demo(directory: Path, *, say: Callable[[str], None]) -> None:
         say(f"Next: open {planned.plan_dir / 'plan.html'} in a browser, or run "
             f"`reconcile --archive {archive} show {pid}`.")
 
-
-def _tally(report) -> str:
-    counts: dict[str, int] = {}
-    for r in report.results:
-        status = r["status"] if isinstance(r, dict) else r.status
-        counts[str(status)] = counts.get(str(status), 0) + 1
-    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to do"
