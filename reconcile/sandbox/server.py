@@ -151,7 +151,7 @@ class SandboxServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         leaf.configure_cert(context)
         if self.state_path is not None:
-            self.ca_path = self.state_path.with_name(self.state_path.name + ".ca.pem")
+            self.ca_path = self.state_path.resolve().with_name(self.state_path.name + ".ca.pem")
         else:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="reconcile-sandbox-")
             self.ca_path = Path(self._tmpdir.name) / "ca.pem"
