@@ -32,8 +32,8 @@ from reconcile.model import ChangeStatus
 
 pytestmark = pytest.mark.e2e
 
-SandboxServer = pytest.importorskip("reconcile.sandbox", reason="the sandbox org is not available").SandboxServer
-connect = pytest.importorskip("reconcile.salesforce", reason="the adapter is not available").connect
+from reconcile.salesforce import connect  # noqa: E402
+from reconcile.sandbox import SandboxServer  # noqa: E402
 
 CONFIG = replace(Config(), backoff_seconds=0.01)
 STAMPS = ("LastModifiedDate", "SystemModstamp", "LastModifiedById")

@@ -619,10 +619,7 @@ def test_a_garbled_answer_is_never_a_library_exception():
 
 @pytest.fixture
 def live():
-    try:
-        from reconcile.sandbox import SandboxServer
-    except ImportError:
-        pytest.skip("the sandbox org is not available")
+    from reconcile.sandbox import SandboxServer
     with SandboxServer(seed="demo") as sb:
         yield sb, salesforce.connect(Config(), sb.env, sleep=lambda s: None)
 
