@@ -509,13 +509,15 @@ class Salesforce:
                 raise ValueError(f"update {sobject}: every record needs an Id")
         body = {"allOrNone": False,
                 "records": [{"attributes": {"type": _name(sobject)}, **r} for r in self._guard(records)]}
+        # Not resent when the answer is lost either: an update sent twice could overwrite
+        # an edit made in between. apply settles it by reading the records.
         response = self._request("PATCH", "composite/sobjects", json=body,
-                                 headers=self._write_headers(sobject))
+                                 headers=self._write_headers(sobject), idempotent=False)
         return self._save_results(response, len(records))
 
     def delete(self, ids: list[str]) -> list[SaveResult]:
         params = {"ids": ",".join(self._guard(ids)), "allOrNone": "false"}
-        response = self._request("DELETE", "composite/sobjects", params=params)
+        response = self._request("DELETE", "composite/sobjects", params=params, idempotent=False)
         return self._save_results(response, len(ids))
 
     # -- internals -------------------------------------------------------------------------

@@ -433,3 +433,17 @@ def test_after_a_refusal_an_already_done_record_is_read_again(sb, sf, tmp_path):
     statuses = {r.change_id.split(":")[1]: r.status for r in report.results}
     assert statuses == {done: ChangeStatus.DRIFTED, edited: ChangeStatus.DRIFTED}
     assert sb.store.get(done)["Title"] == "Changed again" and sb.store.get(edited)["Title"] == "Intern"
+
+
+def test_an_update_whose_answer_is_lost_is_settled_not_resent(sb, sf, tmp_path):
+    _, lead_ids = seed_people(sb, 0, 450, tag="u")
+    doc = make_plan(sb, [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids])
+    plan_dir = plan_dir_for(tmp_path, doc)
+    sb.stats.reset()
+    sb.faults.drop_after_write(1)        # the first PATCH is applied, its answer lost
+    with pytest.raises(OutcomeUnknown):
+        run(doc, plan_dir, sf)
+    report = run(doc, plan_dir, connect(CONFIG, env=sb.env))
+    assert report.status == "applied"
+    assert all(sb.store.get(lid)["Status"] == "Inactive" for lid in lead_ids)
+    assert sorted(writes_per_record(sb).values()) == [1] * 450     # nothing written twice
