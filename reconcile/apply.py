@@ -474,7 +474,7 @@ class _Run:
 
     def _stop(self, error: SalesforceError, request: int | None = None) -> _Stop:
         pending = len(self._pending())
-        where = f" at request {request}" if request else ""
+        where = f" at write request {request} of this plan" if request else ""
         message = (f"{error.message} — apply stopped{where} with {pending} change(s) pending; "
                    f"run `reconcile apply` on this plan again to resume")
         self._log("stop", reason=message, error_code=error.code, pending=pending)

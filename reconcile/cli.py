@@ -332,6 +332,8 @@ def _print_report(report: Any) -> None:
     for r in report.results:
         if str(r.status) in ("failed", "drifted"):
             out.print(f"  {r.status}: {r.change_id} {r.error_code or ''} {r.message or ''}".rstrip(), markup=False)
+    for warning in report.warnings:
+        out.print(f"note: {warning}", markup=False)
     line = report.tally()
     short = _short(report.plan_id)
     if report.finished:

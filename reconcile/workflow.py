@@ -7,7 +7,7 @@ returns data; the CLI only parses and prints.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -132,13 +132,21 @@ def approve(ctx: Context, ref: str, *, by: str, comment: str = "") -> tuple[Load
 
 def apply(ctx: Context, ref: str, *, skip_drifted: bool = False,
           progress: Callable[[int, int], None] | None = None) -> Any:
-    from reconcile.apply import apply_plan
+    from reconcile.apply import apply_plan, report_from_result
 
     loaded = load(ctx, ref)
     if loaded.state in (PlanState.APPLIED, PlanState.PARTIALLY_APPLIED, PlanState.FAILED,
                         PlanState.ROLLED_BACK):
-        raise StateError(f"plan {loaded.doc['plan_id'][:12]} is {loaded.state}: a plan is applied once; "
-                         "make a new plan for what is left, or `reconcile rollback` it")
+        # A plan is applied once: a finished one is consumed, nothing is left to resume.
+        # Its result is reported again (no connection, no write); the exit code follows it.
+        result_path = loaded.plan_dir / ar.RESULT
+        result = ar.read_json(result_path)
+        ar.check_seal(result_path, result)
+        report = report_from_result(result)
+        note = (f"plan {loaded.doc['plan_id'][:12]} was already applied (finished "
+                f"{result.get('finished_at')}; now {loaded.state}); nothing was left to resume, "
+                "nothing was sent — for what failed or drifted, make a new plan")
+        return replace(report, warnings=(*report.warnings, note))
     approval = check_approval(loaded.plan_dir, loaded.doc)
     sf = ctx.salesforce()
     org = sf.org_info()

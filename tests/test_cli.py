@@ -77,7 +77,10 @@ def test_the_whole_loop_plan_approve_apply_rollback_verify(cli, org, tmp_path):
     assert json.loads(applied.stdout)["status"] == "applied"
     estimate = json.loads(cli("show", pid, "--json").stdout)["estimated_api_calls"]
     assert json.loads(applied.stdout)["api_calls"] == estimate   # the plan said what apply would spend
-    assert cli("apply", pid).exit_code == 1  # a plan is applied once
+    org.stats.reset()
+    again = cli("apply", pid)                  # a plan is applied once: nothing left to resume
+    assert again.exit_code == 0 and "already applied" in again.stdout
+    assert org.stats.requests == 0
 
     replanned = cli("plan", str(outcomes), "--allow-create", "--detailed-exitcode")
     assert replanned.exit_code == 0, replanned.output
@@ -237,3 +240,21 @@ def test_a_save_cut_short_before_plan_json_is_redone(cli, org, tmp_path):
     again = cli("plan", str(outcomes))           # same frozen clock: the same plan id
     assert again.exit_code == 0, again.output
     assert (plan_dir / "plan.json").is_file() and cli("verify").exit_code == 0
+
+
+def test_a_partially_applied_plan_reports_again_and_exits_1_without_sending(cli, org, tmp_path):
+    outcomes = tmp_path / "two.csv"
+    outcomes.write_text("email,outcome\nalice.archer@example.com,inactive\nbob.builder@example.com,inactive\n",
+                        encoding="utf-8")
+    pid = plan_id_of(cli("plan", str(outcomes)).stdout)
+    assert cli("approve", pid, "--by", "Jane").exit_code == 0
+    bob = next(r for r in org.store.records("Contact") if r["Email"] == "bob.builder@example.com")
+    org.faults.validation_error([bob["Id"]], "Status changes need a reason")
+    first = cli("apply", pid)
+    assert first.exit_code == 1
+    assert "FIELD_CUSTOM_VALIDATION_EXCEPTION" in first.stdout and "Status changes need a reason" in first.stdout
+    assert "partially applied" in first.stdout
+    org.stats.reset()
+    again = cli("apply", pid)
+    assert again.exit_code == 1 and "already applied" in again.stdout
+    assert org.stats.requests == 0
