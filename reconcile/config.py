@@ -25,6 +25,8 @@ from reconcile.errors import ConfigError
 DEFAULT_API_VERSION = "61.0"
 # What one Bulk API 2.0 ingest job costs in API calls: create, upload, close, polls, three result files.
 BULK_CALLS_PER_JOB = 8
+# ... and one Bulk API 2.0 query: create, two polls, one page of results.
+BULK_QUERY_CALLS = 4
 
 
 @dataclass(frozen=True)

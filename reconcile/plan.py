@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from reconcile.config import BULK_CALLS_PER_JOB, Config
+from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
 from reconcile.errors import IntegrityError
 from reconcile.model import Action, Change, OrgInfo, PlanBody, PlanKind
 
@@ -108,23 +108,34 @@ def compute_plan_id(doc: Mapping[str, Any]) -> str:
 def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config) -> int:
     """The requests ``apply`` will send: re-reads for the drift check, then writes.
 
-    One request checks the org's identity. Re-reads: ``ceil(records / retrieve_size)`` per sobject for updates and
-    deletes, plus one e-mail (or name) query per sobject that gets creates.
-    Writes: ``ceil(records / collection_size)`` per action and sobject, or Bulk API 2.0
-    jobs for a group above ``bulk_threshold`` (Leads never: see apply)."""
+    One request checks the org's identity. Re-reads: ``ceil(records / retrieve_size)``
+    per sobject for updates and deletes; for creates, the queries that check no
+    record with those addresses (or Account names) has appeared: ``IN (…)`` batches
+    as long as a request URL allows, or a Bulk API 2.0 query above
+    ``bulk_query_threshold``. Writes: ``ceil(records / collection_size)`` per action
+    and sobject, or Bulk API 2.0 jobs for a group above ``bulk_threshold`` (Leads
+    never: see apply). Bulk polling can take more requests on a busy org."""
     reread: dict[str, set[str]] = {}
-    created: set[str] = set()
+    created: dict[str, list[str]] = {}
     writes: dict[tuple[str, str], int] = {}
     for change in changes:
         get = change.get if isinstance(change, Mapping) else lambda key: getattr(change, key)
         action, sobject, record_id = str(get("action")), str(get("sobject")), get("record_id")
         if action == Action.CREATE:
-            created.add(sobject)
+            fields = get("fields") or {}
+            name = fields.get(config.account_name_field) if sobject == "Account" else None
+            key = (plain(name).get("after") if name is not None else None) or get("email") or ""
+            created.setdefault(sobject, []).append(str(key))
         elif record_id:
             reread.setdefault(sobject, set()).add(record_id)
         writes[(action, sobject)] = writes.get((action, sobject), 0) + 1
     calls = 1  # apply first checks that it is connected to the plan's org
-    calls += sum(math.ceil(len(ids) / config.retrieve_size) for ids in reread.values()) + len(created)
+    calls += sum(math.ceil(len(ids) / config.retrieve_size) for ids in reread.values())
+    for keys in created.values():
+        if len(set(keys)) > config.bulk_query_threshold:
+            calls += BULK_QUERY_CALLS
+        else:  # a quoted literal and a comma per key, in a URL with room for the query around it
+            calls += max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - 500)))
     for (action, sobject), n in writes.items():
         if n > config.bulk_threshold and sobject != "Lead":   # apply's choice: see apply._writer_for
             calls += math.ceil(n / config.bulk_job_size) * BULK_CALLS_PER_JOB

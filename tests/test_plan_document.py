@@ -198,3 +198,19 @@ def test_estimate_api_calls_counts_bulk_jobs_for_large_groups_but_never_for_lead
     assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 2500), config) == 1 + 2 + 3 * 8
     # 2,500 Lead updates stay on collections: 1 + 2 + 13
     assert estimate_api_calls(_changes(Action.UPDATE, SObject.LEAD, 2500), config) == 1 + 2 + 13
+
+
+def _creates(n: int, email_len: int) -> list[Change]:
+    return [Change(change_id=f"Contact:{i}", action=Action.CREATE, sobject=SObject.CONTACT, record_id=None,
+                   ref=f"Contact:{i}", fields={"Email": FieldChange(None, "x")}, reasons=(), rows=(),
+                   email=f"{i:0{email_len - 12}d}@example.com") for i in range(n)]
+
+
+def test_estimate_counts_the_queries_that_check_creates_have_not_appeared():
+    config = Config(bulk_query_threshold=1000)
+    # 300 addresses of 30 characters: (30 + 3) × 300 = 9,900 characters, one query; 2 writes
+    assert estimate_api_calls(_creates(300, 30), config) == 1 + 1 + 2
+    # 800 of them: 26,400 characters, two queries; 4 writes
+    assert estimate_api_calls(_creates(800, 30), config) == 1 + 2 + 4
+    # above the threshold: one Bulk query (4 requests); 1,200 creates: 6 writes
+    assert estimate_api_calls(_creates(1200, 30), config) == 1 + 4 + 6
