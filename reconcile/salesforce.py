@@ -190,7 +190,7 @@ _ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t"
 
 def soql_quote(value: str) -> str:
     """A SOQL string literal, quoted and escaped (backslash escapes for the reserved
-    and named characters, ``\\uXXXX`` for any other control character)."""
+    and named characters, a ``\\u`` escape with four hex digits for any other control character)."""
     out = []
     for ch in value:
         if ch in _ESCAPES:
