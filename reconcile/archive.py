@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 from reconcile.errors import IntegrityError, PlanNotFound
 from reconcile.fsutil import write_atomic
+from reconcile.journal import has_sends
 from reconcile.model import PlanState
 
 PLAN = "plan.json"
@@ -33,8 +34,6 @@ REVIEW = "review.csv"
 APPROVAL = "approval.json"
 JOURNAL = "journal.jsonl"
 RESULT = "apply.json"
-HANDOFF_INACTIVE = "output_document_inactive_people.csv"
-HANDOFF_EMAIL = "output_document_email_update_requests.csv"
 
 RECORD_FORMAT_VERSION = 1
 
@@ -108,9 +107,13 @@ class Archive:
     def children(self, plan_id: str) -> list[Path]:
         """Plans whose parent_plan_id is ``plan_id`` (rollback plans)."""
         out = []
+        needle = plan_id.encode("ascii")
         for d in self.plan_dirs():
             try:
-                doc = json.loads((d / PLAN).read_text(encoding="utf-8"))
+                raw = (d / PLAN).read_bytes()
+                if needle not in raw:   # only a rollback plan names its parent: skip the rest unparsed
+                    continue
+                doc = json.loads(raw)
             except (OSError, ValueError):
                 continue
             if doc.get("parent_plan_id") == plan_id:
@@ -127,7 +130,7 @@ class Archive:
                         PlanState.APPLIED, PlanState.PARTIALLY_APPLIED):
                     return PlanState.ROLLED_BACK
             return PlanState(status) if status in set(PlanState) else PlanState.FAILED
-        if _journal_has_sends(plan_dir / JOURNAL):
+        if has_sends(plan_dir / JOURNAL):
             return PlanState.APPLYING
         if self.approval_matches(plan_dir):
             return PlanState.APPROVED
@@ -146,9 +149,3 @@ class Archive:
         return (record.get("plan_id") == plan_dir.name
                 and record.get("plan_sha256") == sha256_hex((plan_dir / PLAN).read_bytes()))
 
-
-def _journal_has_sends(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        return any('"event": "send"' in line or '"event":"send"' in line for line in fh)

@@ -32,7 +32,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _state: dict[str, Any] = {}
 
-ArchiveOpt = typer.Option(None, "--archive", help="Archive directory (default ./plans, or $RECONCILE_ARCHIVE).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 
 

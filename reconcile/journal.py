@@ -222,6 +222,22 @@ def complete_lines(path: Path) -> list[bytes]:
     return out
 
 
+def has_sends(path: Path) -> bool:
+    """Did any apply run send a request (a complete ``send`` line)? Stops at the first."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return False
+    for line in raw.split(b"\n")[:-1]:       # the last chunk has no newline: torn or empty
+        if b'"send"' in line:
+            try:
+                if json.loads(line.decode("utf-8")).get("event") == "send":
+                    return True
+            except (UnicodeDecodeError, ValueError):
+                continue
+    return False
+
+
 def last_line_hash(path: Path) -> str:
     lines = complete_lines(path)
     return hashlib.sha256(lines[-1]).hexdigest() if lines else GENESIS

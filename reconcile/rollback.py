@@ -18,7 +18,6 @@ from reconcile.model import (Action, Change, FieldChange, PlanBody, RowRef, SObj
                              SkipReason, pointed_ref)
 from reconcile.rules import same_value
 
-STAMPS = ("LastModifiedDate", "SystemModstamp")
 
 
 def records_to_read(result: dict[str, Any]) -> dict[str, dict[str, set[str]]]:

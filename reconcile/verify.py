@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from reconcile import archive as ar
 from reconcile import plan as plan_doc
 from reconcile.errors import IntegrityError, ReconcileError
-from reconcile.journal import check_chain
+from reconcile.journal import check_chain, read_events
 
 
 def verify_archive(arch: ar.Archive, plan_dirs: list[Path]) -> list[str]:
@@ -49,14 +48,11 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
     if (journal_path.is_file() or result_path.is_file()) and not approval_path.is_file():
         raise IntegrityError(f"{plan_dir}: has an apply journal or result but no approval.json")
     if journal_path.is_file():
-        for number, line in enumerate(journal_path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # a torn last line from a killed apply is expected
+        events, _torn = read_events(journal_path)  # a torn line from a killed apply is expected
+        for number, event in enumerate(events, 1):
             for cid in event.get("change_ids", []) or []:
                 if cid not in change_ids:
-                    raise IntegrityError(f"{journal_path}:{number}: names change {cid!r}, which plan {doc['plan_id'][:12]} does not have")
+                    raise IntegrityError(f"{journal_path}: event {number} names change {cid!r}, which plan {doc['plan_id'][:12]} does not have")
         broken = check_chain(journal_path)
         if broken:
             raise IntegrityError(f"{journal_path}: {broken}; a line was edited, removed or inserted")
