@@ -35,7 +35,12 @@ class InputError(UsageError):
 
 
 class ConfigError(UsageError):
-    """Missing or half-set connection or configuration."""
+    """Missing, half-set or refused connection, or bad configuration. ``code``: the
+    OAuth or login error code when the org refused the sign-in."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 class PreflightError(UsageError):

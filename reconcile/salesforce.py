@@ -1,7 +1,8 @@
 """The Salesforce adapter: the only module that talks to the org.
 
-simple-salesforce provides the login (session id + instance host); every REST
-request then goes through ``Salesforce._request``, which
+``connect`` signs in (access token, OAuth 2.0 JWT bearer, client credentials or
+username-password, a Salesforce CLI alias, or SOAP login) and hands the session to
+simple-salesforce; every REST request then goes through ``Salesforce._request``, which
 
 * counts each HTTP request sent (``calls``, retries included),
 * keeps the org's daily API usage from the ``Sforce-Limit-Info`` header (``usage``),
@@ -10,8 +11,12 @@ request then goes through ``Salesforce._request``, which
   exponential backoff,
 * never re-sends a create that may already have reached the org: a dropped
   connection or a gateway's 502/504 raises ``OutcomeUnknown`` instead,
-* re-logs in once on an expired session (username/password auth) and resends
-  the request with its own headers intact,
+* signs in again once on an expired session (every mode but a pasted access
+  token) and resends the request with its own headers intact: a 401 means the
+  org did not process the request ("The session ID or OAuth token used has
+  expired or is invalid",
+  https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm),
+  so sending it again cannot write anything twice,
 * and translates every failure into a ``reconcile.errors`` type.
 
 Bulk API 2.0 (``bulk_query``, ``bulk_ingest``) goes through the same
@@ -28,14 +33,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import random
 import re
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote_plus, urlparse
 
+import jwt
 import requests
 import simple_salesforce
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
@@ -43,15 +51,19 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from reconcile.config import Config
 from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, OutcomeUnknown,
-                              PermissionDenied, SalesforceError, SessionExpired, TransientError)
+                              PermissionDenied, ReconcileError, SalesforceError, SessionExpired,
+                              TransientError)
 from reconcile.model import ApiUsage, OrgInfo, RecordError, SaveResult
 
-__all__ = ["connect", "Salesforce", "SalesforceReader", "BulkOutcome", "soql_quote",
+__all__ = ["connect", "sign_in", "SignIn", "Salesforce", "SalesforceReader", "BulkOutcome", "soql_quote",
            "parse_limit_info"]
 
 TOKEN_VARS = ("SALESFORCE_ACCESS_TOKEN", "SALESFORCE_DOMAIN")
 LOGIN_VARS = ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN",
               "SALESFORCE_DOMAIN")
+OAUTH_VARS = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_PRIVATE_KEY_FILE",
+              "SALESFORCE_TARGET_ORG")
+ALL_VARS = tuple(dict.fromkeys(TOKEN_VARS + LOGIN_VARS + OAUTH_VARS))
 
 SOQL_MAX_CHARS = 100_000          # MALFORMED_QUERY above this
 TIMEOUT = (15.0, 300.0)           # connect, read (seconds); the org's own limit is 10 minutes
@@ -82,19 +94,46 @@ def _encode_q(soql: str) -> str:
     return quote_plus(soql, safe=_QUERY_SAFE)
 
 
+# -- signing in ----------------------------------------------------------------------------
+#
+# Every mode ends in the same place: an access token and the instance URL it works on.
+# simple-salesforce's own OAuth helpers build the token URL as ``https://{domain}.salesforce.com``,
+# which cannot name a host:port (the sandbox org) or a full URL, so the token requests are
+# sent here (PyJWT signs the assertion) and simple-salesforce gets the session it produced.
+
+# A Salesforce OAuth token endpoint answers an error as {"error": ..., "error_description": ...}:
+# https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_flow_errors.htm
+OAUTH_ALTERNATIVES = ("use an OAuth sign-in instead: JWT bearer (SALESFORCE_CLIENT_ID, "
+                      "SALESFORCE_USERNAME, SALESFORCE_PRIVATE_KEY_FILE), client credentials "
+                      "(SALESFORCE_CLIENT_ID, SALESFORCE_CLIENT_SECRET, SALESFORCE_DOMAIN) or a "
+                      "Salesforce CLI alias (SALESFORCE_TARGET_ORG or --target-org)")
+# SOAP login() is not served in API v65.0 and later (Salesforce help article 005132110);
+# a session it gives works with every REST version, so we log in at the last one that has it.
+SOAP_LOGIN_VERSION = "64.0"
+JWT_LIFETIME = 180                # seconds; Salesforce accepts an assertion for up to 3 minutes
+CLI_TIMEOUT = 120.0               # seconds for one `sf` command
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """How a session is obtained. ``login()`` returns (access token, instance URL);
+    ``renewable``: calling it again gives a fresh session without a person (every mode
+    but a pasted access token)."""
+    mode: str
+    login: Callable[[], tuple[str, str]]
+    renewable: bool
+    variables: tuple[str, ...]
+
+
 def connect(config: Config, env: Mapping[str, str] | None = None, *,
             sleep: Callable[[float], None] = time.sleep,
-            session: requests.Session | None = None) -> Salesforce:
-    """Connect as SPEC §3 says, from ``env`` (default: the process environment).
-
-    ``SALESFORCE_ACCESS_TOKEN`` + ``SALESFORCE_DOMAIN`` (instance host, host:port or
-    https URL) use the token as a session id; otherwise ``SALESFORCE_USERNAME`` +
-    ``SALESFORCE_PASSWORD`` + ``SALESFORCE_SECURITY_TOKEN`` + ``SALESFORCE_DOMAIN``
-    (``login``, ``test`` or a My Domain such as ``acme.my``) log in. A missing or
-    half-set configuration raises ``ConfigError`` naming what is missing.
-    """
+            session: requests.Session | None = None,
+            target_org: str | None = None,
+            run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> Salesforce:
+    """Sign in from ``env`` (default: the process environment); see ``sign_in`` for the modes.
+    A missing, half-set or refused configuration raises ``ConfigError`` (one line, naming the
+    variables to check); nothing is sent to the REST API before the sign-in succeeded."""
     env = os.environ if env is None else env
-    value = {name: (env.get(name) or "").strip() for name in set(TOKEN_VARS + LOGIN_VARS)}
     session = session or requests.Session()
     bundle = (env.get("REQUESTS_CA_BUNDLE") or "").strip()
     if bundle:
@@ -102,48 +141,294 @@ def connect(config: Config, env: Mapping[str, str] | None = None, *,
             raise ConfigError(f"REQUESTS_CA_BUNDLE names {bundle!r}, which is not a file; "
                               "point it at a PEM certificate bundle or unset it")
         session.verify = bundle
-    version = config.api_version
+    how = sign_in(config, env, session, target_org=target_org, run=run)
+    token, instance_url = how.login()
+    sf = simple_salesforce.Salesforce(session_id=token, instance_url=instance_url,
+                                      version=config.api_version, session=session)
+    return Salesforce(sf, config, sleep=sleep, renew=how.login if how.renewable else None,
+                      sign_in=how.mode)
 
+
+def sign_in(config: Config, env: Mapping[str, str], session: requests.Session, *,
+            target_org: str | None = None,
+            run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> SignIn:
+    """The sign-in mode the environment asks for (``target_org``, the ``--target-org``
+    option, wins over the environment):
+
+    * ``SALESFORCE_ACCESS_TOKEN`` + ``SALESFORCE_DOMAIN`` (instance host or URL): a session as is;
+    * ``SALESFORCE_CLIENT_ID`` + ``SALESFORCE_USERNAME`` + ``SALESFORCE_PRIVATE_KEY_FILE``
+      (+ ``SALESFORCE_DOMAIN``, default ``login``): OAuth 2.0 JWT bearer;
+    * ``SALESFORCE_CLIENT_ID`` + ``SALESFORCE_CLIENT_SECRET`` + ``SALESFORCE_DOMAIN`` (a My
+      Domain): OAuth 2.0 client credentials;
+    * ``SALESFORCE_TARGET_ORG``: a Salesforce CLI alias or username (``sf``);
+    * ``SALESFORCE_USERNAME`` + ``SALESFORCE_PASSWORD`` + ``SALESFORCE_DOMAIN``: with
+      ``SALESFORCE_CLIENT_ID`` + ``SALESFORCE_CLIENT_SECRET`` the OAuth username-password
+      flow, else SOAP ``login()`` (which also needs ``SALESFORCE_SECURITY_TOKEN``).
+
+    ``SALESFORCE_DOMAIN`` is ``login``, ``test``, a My Domain (``acme.my``,
+    ``acme.my.salesforce.com``), a host:port or an https URL; the token endpoint is
+    ``<that URL>/services/oauth2/token``."""
+    value = {name: (env.get(name) or "").strip() for name in ALL_VARS}
+    if target_org is not None:
+        if not target_org.strip():
+            raise ConfigError("--target-org is empty: name a Salesforce CLI alias or username")
+        return _cli_sign_in(target_org.strip(), env, run)
+    asked = []
     if value["SALESFORCE_ACCESS_TOKEN"]:
-        if not value["SALESFORCE_DOMAIN"]:
-            raise ConfigError("SALESFORCE_ACCESS_TOKEN is set but SALESFORCE_DOMAIN is not: "
-                              "set SALESFORCE_DOMAIN to your instance host, e.g. acme.my.salesforce.com")
-        instance_url = _instance_url(value["SALESFORCE_DOMAIN"])
-        sf = simple_salesforce.Salesforce(session_id=value["SALESFORCE_ACCESS_TOKEN"],
-                                          instance_url=instance_url, version=version,
-                                          session=session)
-        return Salesforce(sf, config, sleep=sleep)
-
-    login = [name for name in LOGIN_VARS if name != "SALESFORCE_DOMAIN"]
-    if not any(value[name] for name in login):
+        asked.append("SALESFORCE_ACCESS_TOKEN")
+    if value["SALESFORCE_PRIVATE_KEY_FILE"]:
+        asked.append("SALESFORCE_PRIVATE_KEY_FILE")
+    if value["SALESFORCE_PASSWORD"] or value["SALESFORCE_SECURITY_TOKEN"]:
+        asked.append("SALESFORCE_PASSWORD")
+    elif value["SALESFORCE_CLIENT_SECRET"]:
+        asked.append("SALESFORCE_CLIENT_SECRET")
+    if value["SALESFORCE_TARGET_ORG"]:
+        asked.append("SALESFORCE_TARGET_ORG")
+    if len(asked) > 1:
+        raise ConfigError(f"{' and '.join(asked)} are both set, and they choose different ways to "
+                          "sign in; unset all but one")
+    if not asked and value["SALESFORCE_USERNAME"]:
+        asked.append("SALESFORCE_PRIVATE_KEY_FILE" if value["SALESFORCE_CLIENT_ID"] else "SALESFORCE_PASSWORD")
+    if not asked and value["SALESFORCE_CLIENT_ID"]:
+        raise ConfigError("SALESFORCE_CLIENT_ID is set but neither SALESFORCE_PRIVATE_KEY_FILE (JWT "
+                          "bearer, with SALESFORCE_USERNAME) nor SALESFORCE_CLIENT_SECRET (client "
+                          "credentials, with SALESFORCE_DOMAIN) is")
+    if not asked:
         raise ConfigError("no Salesforce connection configured: set SALESFORCE_ACCESS_TOKEN and "
-                          "SALESFORCE_DOMAIN, or SALESFORCE_USERNAME, SALESFORCE_PASSWORD, "
+                          "SALESFORCE_DOMAIN, or SALESFORCE_CLIENT_ID with SALESFORCE_USERNAME and "
+                          "SALESFORCE_PRIVATE_KEY_FILE (JWT) or SALESFORCE_CLIENT_SECRET and "
+                          "SALESFORCE_DOMAIN (client credentials), or SALESFORCE_TARGET_ORG (a "
+                          "Salesforce CLI alias), or SALESFORCE_USERNAME, SALESFORCE_PASSWORD, "
                           "SALESFORCE_SECURITY_TOKEN and SALESFORCE_DOMAIN "
                           "(or try `reconcile demo`, which needs none)")
+    mode = asked[0]
+    if mode == "SALESFORCE_TARGET_ORG":
+        return _cli_sign_in(value[mode], env, run)
+    if mode == "SALESFORCE_ACCESS_TOKEN":
+        _require("token sign-in", value, ("SALESFORCE_ACCESS_TOKEN", "SALESFORCE_DOMAIN"),
+                 "set SALESFORCE_DOMAIN to your instance host, e.g. acme.my.salesforce.com")
+        instance_url = _instance_url(value["SALESFORCE_DOMAIN"])
+        token = value["SALESFORCE_ACCESS_TOKEN"]
+        return SignIn("access token", lambda: (token, instance_url), False, TOKEN_VARS)
+    if mode == "SALESFORCE_PRIVATE_KEY_FILE":
+        names = ("SALESFORCE_CLIENT_ID", "SALESFORCE_USERNAME", "SALESFORCE_PRIVATE_KEY_FILE")
+        _require("JWT bearer sign-in", value, names)
+        return _jwt_sign_in(value, session)
+    if mode == "SALESFORCE_CLIENT_SECRET":
+        names = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_DOMAIN")
+        _require("client credentials sign-in", value, names,
+                 "SALESFORCE_DOMAIN must be your My Domain, e.g. acme.my.salesforce.com")
+        url = _domain_url(value["SALESFORCE_DOMAIN"])
+        if value["SALESFORCE_DOMAIN"] in ("login", "test"):
+            raise ConfigError("client credentials sign-in needs your My Domain in SALESFORCE_DOMAIN "
+                              f"(e.g. acme.my.salesforce.com), not {value['SALESFORCE_DOMAIN']!r}")
+        form = {"grant_type": "client_credentials", "client_id": value["SALESFORCE_CLIENT_ID"],
+                "client_secret": value["SALESFORCE_CLIENT_SECRET"]}
+        return SignIn("client credentials", lambda: _token_request(session, url, form, "client credentials", names),
+                      True, names)
+    # username and password
+    if value["SALESFORCE_CLIENT_ID"]:
+        names = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_USERNAME",
+                 "SALESFORCE_PASSWORD", "SALESFORCE_DOMAIN")
+        _require("OAuth username-password sign-in", value, names)
+        url = _domain_url(value["SALESFORCE_DOMAIN"])
+        form = {"grant_type": "password", "client_id": value["SALESFORCE_CLIENT_ID"],
+                "client_secret": value["SALESFORCE_CLIENT_SECRET"], "username": value["SALESFORCE_USERNAME"],
+                "password": value["SALESFORCE_PASSWORD"] + value["SALESFORCE_SECURITY_TOKEN"]}
+        return SignIn("username-password (OAuth)",
+                      lambda: _token_request(session, url, form, "username-password", names), True, names)
     missing = [name for name in LOGIN_VARS if not value[name]]
     if missing:
         raise ConfigError(f"username/password login is half-configured: {', '.join(missing)} "
                           f"{'is' if len(missing) == 1 else 'are'} not set; set "
                           f"{', '.join(LOGIN_VARS)} (SALESFORCE_DOMAIN: login, test or your "
                           "My Domain such as acme.my), or use SALESFORCE_ACCESS_TOKEN instead")
-    domain = _login_domain(value["SALESFORCE_DOMAIN"])
-    failure = None
+    return _soap_sign_in(value, session, config.api_version)
+
+
+def _require(what: str, value: Mapping[str, str], names: Sequence[str], hint: str = "") -> None:
+    missing = [name for name in names if not value[name]]
+    if missing:
+        raise ConfigError(f"{what} is half-configured: {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not set; set {', '.join(names)}"
+                          + (f" ({hint})" if hint else ""))
+
+
+def _domain_url(domain: str) -> str:
+    """``login`` / ``test`` / ``acme.my`` → ``https://….salesforce.com``; a host with a port,
+    a ``….salesforce.com`` or ``….force.com`` host, or an https URL is used as it is."""
+    if "://" in domain or ":" in domain or domain.endswith((".salesforce.com", ".force.com")) \
+            or re.fullmatch(r"[\d.]+", domain):
+        return _instance_url(domain)
+    if not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", domain):
+        raise ConfigError(f"SALESFORCE_DOMAIN={domain!r}: use login, test, your My Domain "
+                          "(e.g. acme.my.salesforce.com) or an https URL")
+    return f"https://{domain}.salesforce.com"
+
+
+def _audience(domain_url: str) -> str:
+    """The JWT ``aud``: Salesforce's login server (https://login.salesforce.com, or
+    https://test.salesforce.com for a sandbox), or the URL itself for any other host
+    (an Experience Cloud site, the sandbox org). Documented at
+    https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm"""
+    host = urlparse(domain_url).hostname or ""
+    if host == "test.salesforce.com" or ".sandbox.my.salesforce.com" in f".{host}" or host.endswith(".cs.salesforce.com"):
+        return "https://test.salesforce.com"
+    if host.endswith(".salesforce.com"):
+        return "https://login.salesforce.com"
+    return domain_url
+
+
+def _jwt_sign_in(value: Mapping[str, str], session: requests.Session) -> SignIn:
+    names = ("SALESFORCE_CLIENT_ID", "SALESFORCE_USERNAME", "SALESFORCE_PRIVATE_KEY_FILE",
+             "SALESFORCE_DOMAIN")
+    url = _domain_url(value["SALESFORCE_DOMAIN"] or "login")
+    path = value["SALESFORCE_PRIVATE_KEY_FILE"]
     try:
-        sf = simple_salesforce.Salesforce(username=value["SALESFORCE_USERNAME"],
-                                          password=value["SALESFORCE_PASSWORD"],
-                                          security_token=value["SALESFORCE_SECURITY_TOKEN"],
-                                          domain=domain, version=version, session=session)
-    except SalesforceAuthenticationFailed as exc:
-        failure = ConfigError(f"Salesforce login as {value['SALESFORCE_USERNAME']} at "
-                              f"{domain}.salesforce.com failed: {_auth_reason(exc)}; check "
-                              "SALESFORCE_USERNAME, SALESFORCE_PASSWORD, SALESFORCE_SECURITY_TOKEN "
-                              "and SALESFORCE_DOMAIN")
+        with open(path, "rb") as handle:
+            key = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"SALESFORCE_PRIVATE_KEY_FILE={path!r} cannot be read "
+                          f"({exc.strerror or type(exc).__name__})") from None
+
+    def login() -> tuple[str, str]:
+        claims = {"iss": value["SALESFORCE_CLIENT_ID"], "sub": value["SALESFORCE_USERNAME"],
+                  "aud": _audience(url), "exp": int(time.time()) + JWT_LIFETIME}
+        failure = None
+        try:
+            assertion = jwt.encode(claims, key, algorithm="RS256")
+        except (ValueError, TypeError, jwt.PyJWTError):
+            failure = ConfigError(f"SALESFORCE_PRIVATE_KEY_FILE={path!r} is not an RSA private key "
+                                  "in PEM form (the key whose certificate the connected app holds)")
+        if failure is not None:
+            raise failure
+        form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
+        return _token_request(session, url, form, "JWT bearer", names)
+
+    login()   # fail now on a bad key, before anything else happens
+    return SignIn("JWT bearer", login, True, names)
+
+
+def _token_request(session: requests.Session, domain_url: str, form: Mapping[str, str],
+                   flow: str, names: Sequence[str]) -> tuple[str, str]:
+    """POST the grant to ``<domain_url>/services/oauth2/token``; (access_token, instance_url),
+    or ConfigError with the OAuth error code and the variables to check."""
+    token_url = domain_url + "/services/oauth2/token"
+    failure: ReconcileError | None = None
+    body: Any = None
+    response = None
+    try:
+        response = session.post(token_url, data=dict(form), headers={"Accept": "application/json"},
+                                timeout=TIMEOUT, verify=session.verify)
+    except requests.exceptions.SSLError:
+        failure = ConfigError(f"{token_url}: the server's TLS certificate is not trusted; set "
+                              "REQUESTS_CA_BUNDLE to the CA bundle to trust")
     except requests.RequestException as exc:
-        failure = TransientError(f"cannot reach {domain}.salesforce.com to log in "
-                                 f"({type(exc).__name__}); check the network and SALESFORCE_DOMAIN")
+        failure = TransientError(f"cannot reach {token_url} to sign in ({type(exc).__name__}); "
+                                 "check the network and SALESFORCE_DOMAIN")
+    if response is not None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            failure = ConfigError(f"{flow} sign-in at {token_url}: HTTP {response.status_code} without "
+                                  "an OAuth answer; check SALESFORCE_DOMAIN")
+        elif response.status_code != 200 or body.get("error"):
+            code = str(body.get("error") or f"HTTP {response.status_code}")
+            words = " ".join(str(body.get("error_description") or "").split())
+            failure = ConfigError(f"{flow} sign-in refused by {domain_url}: {code}"
+                                  + (f" ({words})" if words else "")
+                                  + f"; check {', '.join(names)}", code=code)
+        elif not body.get("access_token") or not body.get("instance_url"):
+            failure = ConfigError(f"{flow} sign-in at {token_url}: the answer has no access_token "
+                                  "or instance_url")
     if failure is not None:
         raise failure
-    return Salesforce(sf, config, sleep=sleep)
+    return str(body["access_token"]), _instance_url(str(body["instance_url"]))
+
+
+def _soap_sign_in(value: Mapping[str, str], session: requests.Session, version: str) -> SignIn:
+    url = _domain_url(value["SALESFORCE_DOMAIN"])
+    soap_version = version if float(version) < float(SOAP_LOGIN_VERSION) else SOAP_LOGIN_VERSION
+    username = value["SALESFORCE_USERNAME"]
+
+    def login() -> tuple[str, str]:
+        failure: ReconcileError | None = None
+        try:
+            token, instance = simple_salesforce.SalesforceLogin(
+                username=username, password=value["SALESFORCE_PASSWORD"],
+                security_token=value["SALESFORCE_SECURITY_TOKEN"], sf_version=soap_version,
+                session=session, scratch_url=url)
+        except SalesforceAuthenticationFailed as exc:
+            reason = _auth_reason(exc)
+            if getattr(exc, "code", None) == "INVALID_LOGIN":
+                failure = ConfigError(f"Salesforce login as {username} at {url} failed: {reason}; "
+                                      "check SALESFORCE_USERNAME, SALESFORCE_PASSWORD, "
+                                      "SALESFORCE_SECURITY_TOKEN and SALESFORCE_DOMAIN",
+                                      code="INVALID_LOGIN")
+            else:
+                failure = ConfigError(f"the org refused SOAP API login() for {username} at {url} "
+                                      f"({reason}): it is not served in API v65.0 and later, is off "
+                                      "by default in orgs created since Winter '26 and is retired in "
+                                      f"Summer '27; {OAUTH_ALTERNATIVES}", code="SOAP_LOGIN_REFUSED")
+        except requests.RequestException as exc:
+            failure = TransientError(f"cannot reach {url} to log in ({type(exc).__name__}); "
+                                     "check the network and SALESFORCE_DOMAIN")
+        if failure is not None:
+            raise failure
+        return token, f"https://{instance}"
+
+    return SignIn("username-password (SOAP login)", login, True, LOGIN_VARS)
+
+
+def _cli_sign_in(alias: str, env: Mapping[str, str],
+                 run: Callable[..., subprocess.CompletedProcess]) -> SignIn:
+    """A Salesforce CLI alias: instance URL from ``sf org display --json``; the token from
+    ``sf org auth show-access-token --json`` (result ``{"accessToken": …}``,
+    https://github.com/salesforcecli/plugin-org/blob/main/src/commands/org/auth/show-access-token.ts),
+    or, on CLIs older than that command, from display's own ``accessToken`` — which CLIs
+    since May 2026 redact (https://github.com/forcedotcom/cli/issues/3560)."""
+    def sf(*args: str) -> tuple[dict | None, str]:
+        command = ["sf", *args, "--target-org", alias, "--json"]
+        failure = None
+        try:
+            done = run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT, env=dict(env))
+        except FileNotFoundError:
+            failure = ConfigError("SALESFORCE_TARGET_ORG/--target-org needs the Salesforce CLI, "
+                                  "but `sf` is not on PATH; install it or choose another sign-in")
+        except subprocess.TimeoutExpired:
+            failure = ConfigError(f"`sf {' '.join(args)}` did not answer in {CLI_TIMEOUT:.0f} seconds")
+        if failure is not None:
+            raise failure
+        try:
+            answer = json.loads(done.stdout or "null")
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            return None, " ".join((done.stderr or done.stdout or f"exit code {done.returncode}").split())[:200]
+        if answer.get("status") not in (0, None) or done.returncode != 0:
+            words = " ".join(str(answer.get("message") or answer.get("name") or "").split())
+            return None, words[:200] or f"exit code {done.returncode}"
+        return (answer.get("result") if isinstance(answer.get("result"), dict) else None), ""
+
+    def login() -> tuple[str, str]:
+        shown, why = sf("org", "display")
+        if shown is None or not shown.get("instanceUrl"):
+            raise ConfigError(f"the Salesforce CLI has no usable org {alias!r} ({why or 'no instanceUrl'}); "
+                              "check SALESFORCE_TARGET_ORG/--target-org against `sf org list`")
+        token_answer, _ = sf("org", "auth", "show-access-token")
+        token = str((token_answer or {}).get("accessToken") or "")
+        if not token:
+            token = str(shown.get("accessToken") or "")
+            if "REDACTED" in token.upper():
+                token = ""
+        if not token:
+            raise ConfigError(f"the Salesforce CLI gave no access token for {alias!r}: run "
+                              f"`sf org login web --alias {alias}` (or update the CLI) and try again")
+        return token, _instance_url(str(shown["instanceUrl"]))
+
+    return SignIn(f"Salesforce CLI ({alias})", login, True, ("SALESFORCE_TARGET_ORG",))
 
 
 def _instance_url(domain: str) -> str:
@@ -162,18 +447,6 @@ def _instance_url(domain: str) -> str:
         raise ConfigError(f"SALESFORCE_DOMAIN={domain!r} is not an instance host: use "
                           "host, host:port or https://host[:port], e.g. acme.my.salesforce.com")
     return f"https://{host}" + (f":{port}" if port not in (None, 443) else "")
-
-
-def _login_domain(domain: str) -> str:
-    """``login`` / ``test`` / ``acme.my`` (also accepted: ``https://acme.my.salesforce.com``)."""
-    host = urlparse(domain).hostname if "://" in domain else domain
-    host = (host or "").rstrip("/")
-    if host.endswith(".salesforce.com"):
-        host = host[: -len(".salesforce.com")]
-    if not host or not re.fullmatch(r"[A-Za-z0-9.-]+", host):
-        raise ConfigError(f"SALESFORCE_DOMAIN={domain!r}: use login, test or your My Domain "
-                          "(e.g. acme.my)")
-    return host
 
 
 def _auth_reason(exc: SalesforceAuthenticationFailed) -> str:
@@ -250,8 +523,11 @@ class Salesforce:
 
     def __init__(self, sf: simple_salesforce.Salesforce, config: Config, *,
                  sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None, timeout: tuple[float, float] = TIMEOUT):
+                 rng: random.Random | None = None, timeout: tuple[float, float] = TIMEOUT,
+                 renew: Callable[[], tuple[str, str]] | None = None, sign_in: str = "access token"):
         self._sf = sf
+        self._renew = renew
+        self.sign_in = sign_in
         self._config = config
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -593,12 +869,12 @@ class Salesforce:
                  headers: Mapping[str, str] | None = None,
                  idempotent: bool = True) -> requests.Response:
         """Send one REST request (with retries); return the 2xx response or raise."""
-        url = path if path.startswith("https://") else self.base_url + path
-        what = f"{method} {urlparse(url).path}"
         relogged = False
         attempt = 0
         while True:
             attempt += 1
+            url = path if path.startswith("https://") else self.base_url + path
+            what = f"{method} {urlparse(url).path}"
             request_headers = {"Authorization": f"Bearer {self._sf.session_id}",
                                "Accept": "application/json", **(headers or {})}
             if json is not None:
@@ -633,7 +909,7 @@ class Salesforce:
                     failure = OutcomeUnknown(f"{what}: HTTP {response.status_code} from a gateway after "
                                              "the request was sent; it may or may not have been applied",
                                              code=failure.code, status=response.status_code)
-                if isinstance(failure, SessionExpired) and not relogged and self._can_relogin():
+                if isinstance(failure, SessionExpired) and not relogged and self._renew is not None:
                     relogged = True
                     self._relogin()
                     attempt -= 1          # the re-login's resend is not a retry
@@ -653,21 +929,19 @@ class Salesforce:
             delay = min(MAX_BACKOFF, max(delay, float(retry_after)))
         return delay / 2 + self._rng.random() * delay / 2
 
-    def _can_relogin(self) -> bool:
-        return getattr(self._sf, "_salesforce_login_partial", None) is not None
-
     def _relogin(self) -> None:
+        """Sign in again (the same mode) and use the new session from now on."""
+        assert self._renew is not None
         failure = None
         try:
-            self._sf._refresh_session()
-        except SalesforceAuthenticationFailed as exc:
-            failure = SessionExpired(f"the session expired and logging in again failed: "
-                                     f"{_auth_reason(exc)}", code="INVALID_SESSION_ID", status=401)
-        except requests.RequestException as exc:
-            failure = SessionExpired(f"the session expired and logging in again failed "
-                                     f"({type(exc).__name__})", code="INVALID_SESSION_ID", status=401)
+            token, instance_url = self._renew()
+        except ReconcileError as exc:
+            failure = SessionExpired(f"the session expired and signing in again failed: {exc.message}",
+                                     code="INVALID_SESSION_ID", status=401)
         if failure is not None:
             raise failure
+        self._sf.session_id = token
+        self._sf.sf_instance = urlparse(instance_url).netloc
 
 
 def _json(response: requests.Response, error: type[SalesforceError] = SalesforceError) -> Any:
