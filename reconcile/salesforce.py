@@ -114,6 +114,19 @@ JWT_LIFETIME = 180                # seconds; Salesforce accepts an assertion for
 CLI_TIMEOUT = 120.0               # seconds for one `sf` command
 
 
+class _Session(requests.Session):
+    """A session whose CA bundle (REQUESTS_CA_BUNDLE of the environment ``connect`` was
+    given) is not replaced by the process environment's on requests that do not pass
+    ``verify`` themselves (simple-salesforce's SOAP login)."""
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and isinstance(self.verify, str):
+            settings["verify"] = self.verify
+        return settings
+
+
 @dataclass(frozen=True)
 class SignIn:
     """How a session is obtained. ``login()`` returns (access token, instance URL);
@@ -134,7 +147,7 @@ def connect(config: Config, env: Mapping[str, str] | None = None, *,
     A missing, half-set or refused configuration raises ``ConfigError`` (one line, naming the
     variables to check); nothing is sent to the REST API before the sign-in succeeded."""
     env = os.environ if env is None else env
-    session = session or requests.Session()
+    session = session or _Session()
     bundle = (env.get("REQUESTS_CA_BUNDLE") or "").strip()
     if bundle:
         if not os.path.isfile(bundle):
@@ -451,7 +464,10 @@ def _instance_url(domain: str) -> str:
 
 def _auth_reason(exc: SalesforceAuthenticationFailed) -> str:
     code = getattr(exc, "code", None) or ""
-    message = getattr(exc, "message", None) or ""
+    # simple-salesforce 1.12.10+ keeps Salesforce's words in ``auth_message``
+    # (its ``message`` is a class-level template there).
+    message = getattr(exc, "auth_message", None) or getattr(exc, "message", None) or ""
+    message = " ".join(str(message).split())
     return f"{code}: {message}".strip(": ") or "authentication failed"
 
 

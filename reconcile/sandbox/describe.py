@@ -168,6 +168,11 @@ SCHEMA: dict[str, list[Field]] = {
               nillable=False, defaulted=True),
         Field("Name", "string", "Name", 80, createable=False, updateable=False,
               nillable=False, name_field=True),
+        Field("IsSandbox", "boolean", "Is Sandbox", createable=False, updateable=False,
+              nillable=False, default=False, defaulted=True),
+        Field("OrganizationType", "picklist", "Edition", 40, createable=False, updateable=False,
+              picklist=("Developer Edition", "Enterprise Edition", "Unlimited Edition",
+                        "Professional Edition", "Base Edition")),
     ],
 }
 WRITABLE_SOBJECTS = ("Contact", "Lead", "Account")

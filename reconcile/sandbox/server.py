@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from reconcile.sandbox import bulk, describe, ids, soql
+from reconcile.sandbox import bulk, describe, ids, oauth, soql
 from reconcile.sandbox.faults import Faults, Stats
 from reconcile.sandbox.store import Store
 
-MIN_VERSION, MAX_VERSION = 42, 66
+MIN_VERSION, MAX_VERSION = 42, 67
 MAX_URI_BYTES = 16_384
 MAX_COLLECTION = 200
 MAX_RETRIEVE = 2_000
@@ -93,6 +93,7 @@ class Response:
     lead: bool = False
     drop: bool = False  # close the connection instead of answering
     csv: bytes | None = None  # a text/csv body (Bulk API 2.0) instead of JSON
+    content_type: str = "text/csv"  # of a ``csv`` body (SOAP login answers text/xml)
 
 
 def load_seed(seed: str) -> dict | None:
@@ -112,7 +113,9 @@ class SandboxServer:
     keeps the org in memory."""
 
     def __init__(self, state_path: Path | str | None = None, seed: str = "demo",
-                 port: int = 0, daily_api_limit: int = 15_000, host: str = "127.0.0.1"):
+                 port: int = 0, daily_api_limit: int = 15_000, host: str = "127.0.0.1",
+                 session_seconds: float | None = None, soap_login: bool = True,
+                 production: bool = False):
         self.state_path = Path(state_path) if state_path is not None else None
         self.host = host
         self._requested_port = port
@@ -124,6 +127,8 @@ class SandboxServer:
         else:
             state = load_seed(seed)
         self.store = Store(state, on_change=self._persist)
+        if production:
+            self.store.is_sandbox = False
         if self.state_path is not None and not self.state_path.exists():
             self._persist()
         self.faults = Faults()
@@ -132,6 +137,8 @@ class SandboxServer:
         self.bulk = bulk.BulkJobs(self.store, self.faults,
                                   lambda: soql.format_stamp(datetime.now(timezone.utc)))
         self.token = f"{self.store.org_id[:15]}!{secrets.token_urlsafe(48)}"
+        # The token endpoint, SOAP login and the sessions they issue (see oauth.py).
+        self.oauth = oauth.OAuth(self.store.org_id, session_seconds, soap_login)
         self.api_used = 0
         self._usage_lock = threading.Lock()
         self._cursors: OrderedDict[str, tuple[list, int, str]] = OrderedDict()
@@ -156,6 +163,13 @@ class SandboxServer:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="reconcile-sandbox-")
             self.ca_path = Path(self._tmpdir.name) / "ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_path))
+        # The JWT connected app: its certificate verifies assertions, its key signs them.
+        app_cert = ca.issue_cert("jwt-app.sandbox.invalid", key_type=trustme.KeyType.RSA)
+        self.oauth.app.certificate_pem = app_cert.cert_chain_pems[0].bytes()
+        key_path = self.ca_path.with_name(self.ca_path.name.replace("ca.pem", "jwt-key.pem"))
+        app_cert.private_key_pem.write_to_path(str(key_path))
+        key_path.chmod(0o600)
+        self.oauth.app.private_key_path = key_path
 
         handler = type("SandboxHandler", (_Handler,), {"sandbox": self})
         self._httpd = _HTTPServer((self.host, self._requested_port), handler, context)
@@ -202,6 +216,28 @@ class SandboxServer:
             "REQUESTS_CA_BUNDLE": str(self.ca_path),
         }
 
+    def env_for(self, mode: str) -> dict[str, str]:
+        """The environment that signs reconcile in with ``mode``: token | jwt |
+        client_credentials | password (OAuth username-password) | soap."""
+        app = self.oauth.app
+        base = {"REQUESTS_CA_BUNDLE": str(self.ca_path), "SALESFORCE_DOMAIN": self.instance_url}
+        if mode == "token":
+            return dict(self.env)
+        if mode == "jwt":
+            return {**base, "SALESFORCE_CLIENT_ID": app.client_id, "SALESFORCE_USERNAME": app.username,
+                    "SALESFORCE_PRIVATE_KEY_FILE": str(app.private_key_path)}
+        if mode == "client_credentials":
+            return {**base, "SALESFORCE_CLIENT_ID": app.client_id,
+                    "SALESFORCE_CLIENT_SECRET": app.client_secret}
+        if mode == "password":
+            return {**base, "SALESFORCE_CLIENT_ID": app.client_id, "SALESFORCE_CLIENT_SECRET": app.client_secret,
+                    "SALESFORCE_USERNAME": app.username, "SALESFORCE_PASSWORD": app.password,
+                    "SALESFORCE_SECURITY_TOKEN": app.security_token}
+        if mode == "soap":
+            return {**base, "SALESFORCE_USERNAME": app.username, "SALESFORCE_PASSWORD": app.password,
+                    "SALESFORCE_SECURITY_TOKEN": app.security_token}
+        raise ValueError(f"unknown sign-in mode {mode!r}")
+
     def _persist(self) -> None:
         if self.state_path is None:
             return
@@ -245,7 +281,8 @@ class SandboxServer:
         scheme, _, token = value.partition(" ")
         if scheme.lower() not in ("bearer", "oauth"):
             return False
-        return hmac.compare_digest(token.strip().encode(), self.token.encode())
+        token = token.strip()
+        return hmac.compare_digest(token.encode(), self.token.encode()) or self.oauth.valid(token)
 
     # cursors of paged queries
     def open_cursor(self, records: list, batch: int, version: str) -> str:
@@ -706,6 +743,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = split.path
         if path.startswith("/__sandbox/"):
             return self._control(path, body)
+        if path.startswith(("/services/oauth2/", "/services/Soap/u/")):
+            return self._send(self._sign_in(path, body))
         is_api = path.startswith("/services/data/v")
         if len(self.path.encode("utf-8")) > MAX_URI_BYTES:
             response = Response(414, error_body("URI_TOO_LONG", "URI Too Long"),
@@ -754,13 +793,31 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             self.send_header(name, value)
         if response.csv is not None:
-            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Type", response.content_type)
         elif response.body is not None:
             self.send_header("Content-Type", "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+
+    def _sign_in(self, path: str, body: bytes) -> Response:
+        """The token, UserInfo and SOAP login endpoints (not API requests: not counted)."""
+        sb = self.sandbox
+        route = (self.command, path.rstrip("/"))
+        if route == ("POST", "/services/oauth2/token"):
+            status, answer = sb.oauth.token(body, self.headers, sb.instance_url)
+            return Response(status, answer)
+        if route == ("GET", "/services/oauth2/userinfo"):
+            scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() == "bearer" and (token == sb.token or sb.oauth.valid(token)):
+                return Response(200, sb.oauth.userinfo(sb.instance_url))
+            return Response(401, None, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        match = re.fullmatch(r"/services/Soap/u/(\d+)\.0", path.rstrip("/"))
+        if self.command == "POST" and match:
+            status, xml = sb.oauth.soap_login(int(match.group(1)), body, sb.instance_url)
+            return Response(status, csv=xml, content_type="text/xml; charset=utf-8")
+        return Response(404, error_body(*NOT_FOUND))
 
     def _control(self, path: str, body: bytes) -> None:
         sb = self.sandbox

@@ -86,6 +86,10 @@ class Store:
         self._last_stamp = ""
         self.org_id = ids.make_id("00D", 1)
         self.org_name = "Reconcile Sandbox"
+        # What ``SELECT IsSandbox, OrganizationType FROM Organization`` answers; the
+        # demo org is a sandbox, a test may make it production (not part of the state).
+        self.is_sandbox = True
+        self.organization_type = "Enterprise Edition"
         if state:
             self._load(state)
 
@@ -637,7 +641,8 @@ class Store:
         aggregate query: the AggregateResult rows (without attributes)."""
         with self.lock:
             if query.sobject == "Organization":
-                rows = [{"Id": self.org_id, "Name": self.org_name}]
+                rows = [{"Id": self.org_id, "Name": self.org_name, "IsSandbox": self.is_sandbox,
+                         "OrganizationType": self.organization_type}]
             else:
                 rows = self._candidates(query.sobject, query.where, include_deleted)
             predicate = soql.compile_predicate(query.where)
