@@ -45,16 +45,27 @@ def _print_version(value: bool) -> None:
 def _main(
     archive: Optional[Path] = typer.Option(None, "--archive", help="Archive directory (default ./plans, or $RECONCILE_ARCHIVE)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Configuration file (default ./reconcile.toml if present)."),
+    target_org: Optional[str] = typer.Option(None, "--target-org", help="Sign in as this Salesforce CLI alias or username (sf); overrides the environment."),
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
     _state["archive"] = archive
     _state["config"] = config
+    _state["target_org"] = target_org
 
 
 def _context() -> wf.Context:
     config = load_config(_state.get("config"), archive=_state.get("archive"))
-    return wf.Context(config=config)
+    return wf.Context(config=config, target_org=_state.get("target_org"))
+
+
+def _org_line(org: Any) -> str:
+    """``Org: PRODUCTION — Acme (Enterprise Edition) https://… 00D…``"""
+    from reconcile.model import org_label
+    org = org or {}
+    parts = [p for p in (org.get("name"), f"({org['organization_type']})" if org.get("organization_type") else None,
+                         org.get("instance_url"), org.get("org_id")) if p]
+    return f"Org: {org_label(org.get('is_sandbox'))} — {' '.join(parts)}"
 
 
 def _with_status(ctx: wf.Context, fn: Callable[[], Any]) -> Any:
@@ -128,9 +139,10 @@ def plan(
             _emit_json({"plan_id": doc["plan_id"], "path": str(result.plan_dir / "plan.json"),
                         "html": str(result.plan_dir / "plan.html"), "state": "planned",
                         "summary": doc["summary"], "estimated_api_calls": doc["estimated_api_calls"],
-                        "api_calls": result.api_calls})
+                        "api_calls": result.api_calls, "org": doc["org"]})
         else:
             out.print(summary_line(doc), markup=False)
+            out.print(_org_line(doc["org"]), markup=False)
             out.print(f"Saved plan {_short(doc['plan_id'])} (state: planned) in {result.plan_dir}", markup=False)
             out.print(f"  review:  {result.plan_dir / 'plan.html'}  or  reconcile show {_short(doc['plan_id'])}", markup=False)
             if changes:
@@ -155,6 +167,7 @@ def show(
             _emit_json(loaded.doc)
         else:
             out.print(f"State: {loaded.state}", markup=False)
+            out.print(_org_line(loaded.doc.get("org")), markup=False)
             render_show(loaded.doc, out)
         return 0
 
@@ -172,10 +185,11 @@ def approve(
     def body() -> int:
         loaded, record = wf.approve(_context(), plan, by=by, comment=comment)
         if as_json:
-            _emit_json({**record, "state": str(loaded.state)})
+            _emit_json({**record, "state": str(loaded.state), "org": loaded.doc.get("org")})
         else:
             out.print(f"Approved plan {_short(record['plan_id'])} by {record['approved_by']} at {record['approved_at']} "
                       f"(plan.json sha256 {record['plan_sha256'][:12]}); state: {loaded.state}", markup=False)
+            out.print(f"  for {_org_line(loaded.doc.get('org'))}", markup=False)
             out.print(f"  apply: reconcile apply {_short(record['plan_id'])}", markup=False)
         return 0
 
@@ -228,6 +242,29 @@ def rollback(
             out.print(f"Saved rollback plan {_short(doc['plan_id'])} of {_short(doc['parent_plan_id'])} (state: planned) in {result.plan_dir}", markup=False)
             out.print(f"  review:  {result.plan_dir / 'plan.html'}", markup=False)
             out.print(f"  approve: reconcile approve {_short(doc['plan_id'])} --by NAME", markup=False)
+        return 0
+
+    _run(body, as_json)
+
+
+@app.command()
+def whoami(as_json: bool = JsonOpt) -> None:
+    """Sign in and show the org: instance, id, name, user, PRODUCTION or Sandbox, API version, API requests left."""
+    def body() -> int:
+        info = wf.whoami(_context())
+        if as_json:
+            _emit_json(info)
+            return 0
+        daily = info.get("daily_api_requests") or {}
+        rows = [("org", f"{info['org_kind']} — {info.get('org_name') or '?'}"
+                        + (f" ({info['organization_type']})" if info.get("organization_type") else "")),
+                ("org id", info["org_id"]), ("instance", info["instance_url"]),
+                ("user", info.get("username") or "?"), ("signed in with", info["sign_in"]),
+                ("API version", info["api_version"]),
+                ("API requests left today", f"{daily.get('remaining', '?')} of {daily.get('max', '?')}"
+                 if daily else "unknown")]
+        for label, value in rows:
+            out.print(f"{label + ':':<25}{value}", markup=False)
         return 0
 
     _run(body, as_json)

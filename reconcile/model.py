@@ -185,6 +185,22 @@ class OrgInfo:
     instance_url: str
     org_id: str
     api_version: str
+    # From the Organization row: its Name, IsSandbox and OrganizationType (the edition).
+    # None where unknown (plans made before they were recorded).
+    name: str | None = None
+    is_sandbox: bool | None = None
+    organization_type: str | None = None
+
+    @property
+    def label(self) -> str:
+        """PRODUCTION, Sandbox, or "org kind unknown"."""
+        return org_label(self.is_sandbox)
+
+
+def org_label(is_sandbox: bool | None) -> str:
+    if is_sandbox is None:
+        return "org kind unknown"
+    return "Sandbox" if is_sandbox else "PRODUCTION"
 
 
 @dataclass(frozen=True)

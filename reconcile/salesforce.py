@@ -65,6 +65,8 @@ OAUTH_VARS = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_PR
               "SALESFORCE_TARGET_ORG")
 ALL_VARS = tuple(dict.fromkeys(TOKEN_VARS + LOGIN_VARS + OAUTH_VARS))
 
+# The org's identity, and whether it is production (one row; every user may read it).
+ORG_QUERY = "SELECT Id, Name, IsSandbox, OrganizationType FROM Organization LIMIT 1"
 SOQL_MAX_CHARS = 100_000          # MALFORMED_QUERY above this
 TIMEOUT = (15.0, 300.0)           # connect, read (seconds); the org's own limit is 10 minutes
 MAX_BACKOFF = 30.0                # seconds; no single wait is longer
@@ -566,14 +568,48 @@ class Salesforce:
     # -- reads ---------------------------------------------------------------------------
 
     def org_info(self) -> OrgInfo:
-        records = self.query("SELECT Id FROM Organization LIMIT 1")
+        records = self.query(ORG_QUERY)
         if not records:
             raise SalesforceError("the org returned no Organization row")
-        return OrgInfo(instance_url=f"https://{self._sf.sf_instance}", org_id=records[0]["Id"],
-                       api_version=self._config.api_version)
+        return self._org(records[0])
+
+    def _org(self, row: Mapping[str, Any]) -> OrgInfo:
+        sandbox = row.get("IsSandbox")
+        return OrgInfo(instance_url=f"https://{self._sf.sf_instance}", org_id=row["Id"],
+                       api_version=self._config.api_version, name=row.get("Name"),
+                       is_sandbox=sandbox if isinstance(sandbox, bool) else None,
+                       organization_type=row.get("OrganizationType"))
 
     def describe(self, sobject: str) -> dict:
         return _json(self._request("GET", f"sobjects/{_name(sobject)}/describe/"))
+
+    def whoami(self) -> dict[str, Any]:
+        """Who and where this session is: the org (one ``/composite`` request for the
+        Organization row and ``/limits/``, one API call) and the user (the OAuth
+        UserInfo endpoint, ``/services/oauth2/userinfo``, which is not an API call:
+        https://help.salesforce.com/s/articleView?id=sf.remoteaccess_using_userinfo_endpoint.htm)."""
+        prefix = urlparse(self.base_url).path
+        answer = _json(self._request("POST", "composite/", json={"allOrNone": False, "compositeRequest": [
+            {"method": "GET", "referenceId": "organization", "url": f"{prefix}query/?q=" + _encode_q(ORG_QUERY)},
+            {"method": "GET", "referenceId": "limits", "url": f"{prefix}limits/"}]}))
+        parts = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
+        rows = ((parts.get("organization") or {}).get("body") or {}).get("records") or []
+        if not rows:
+            raise SalesforceError("the org returned no Organization row")
+        org = self._org(rows[0])
+        limits = (parts.get("limits") or {}).get("body") or {}
+        daily = limits.get("DailyApiRequests") if isinstance(limits, dict) else None
+        if not isinstance(daily, dict) and self.usage is not None:
+            daily = {"Max": self.usage.limit, "Remaining": self.usage.limit - self.usage.used}
+        user = _json(self._request("GET", f"https://{self._sf.sf_instance}/services/oauth2/userinfo"))
+        return {"instance_url": org.instance_url, "org_id": org.org_id, "org_name": org.name,
+                "is_sandbox": org.is_sandbox, "org_kind": org.label,
+                "organization_type": org.organization_type, "api_version": org.api_version,
+                "username": user.get("preferred_username") if isinstance(user, dict) else None,
+                "user_id": user.get("user_id") if isinstance(user, dict) else None,
+                "sign_in": self.sign_in,
+                "daily_api_requests": ({"max": daily.get("Max"), "remaining": daily.get("Remaining")}
+                                       if isinstance(daily, dict) else None)}
 
     def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]:
         """The org's identity and the describes preflight needs, in ONE ``/composite``
@@ -582,7 +618,7 @@ class Salesforce:
         subrequests = [{"method": "GET", "url": f"{prefix}sobjects/{_name(s)}/describe/",
                         "referenceId": f"describe{i}"} for i, s in enumerate(sobjects)]
         subrequests.append({"method": "GET", "referenceId": "organization",
-                            "url": f"{prefix}query/?q=" + _encode_q("SELECT Id FROM Organization LIMIT 1")})
+                            "url": f"{prefix}query/?q=" + _encode_q(ORG_QUERY)})
         answer = _json(self._request("POST", "composite/",
                                      json={"allOrNone": False, "compositeRequest": subrequests}))
         by_ref = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
@@ -598,9 +634,7 @@ class Salesforce:
         records = bodies["organization"].get("records") or []
         if not records:
             raise SalesforceError("the org returned no Organization row")
-        org = OrgInfo(instance_url=f"https://{self._sf.sf_instance}", org_id=records[0]["Id"],
-                      api_version=self._config.api_version)
-        return org, {s: bodies[f"describe{i}"] for i, s in enumerate(sobjects)}
+        return self._org(records[0]), {s: bodies[f"describe{i}"] for i, s in enumerate(sobjects)}
 
     def query(self, soql: str) -> list[dict]:
         """All records of one SOQL query, following ``nextRecordsUrl``, without ``attributes``."""
@@ -1090,6 +1124,9 @@ class SalesforceReader:
 
     def org_info(self) -> OrgInfo:
         return self._sf.org_info()
+
+    def whoami(self) -> dict[str, Any]:
+        return self._sf.whoami()
 
     def describe(self, sobject: str) -> dict:
         return self._sf.describe(sobject)

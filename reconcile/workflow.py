@@ -36,6 +36,7 @@ class Context:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     now: Callable[[], str] = utc_now
     connect: Callable[..., Any] | None = None
+    target_org: str | None = None     # --target-org: a Salesforce CLI alias
     say: Callable[[str], None] = lambda _msg: None
 
     @property
@@ -46,7 +47,7 @@ class Context:
         if self.connect is not None:
             return self.connect(self.config, self.env)
         from reconcile.salesforce import connect
-        return connect(self.config, env=self.env)
+        return connect(self.config, env=self.env, target_org=self.target_org)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,14 @@ def rollback(ctx: Context, ref: str) -> PlanResult:
 
 
 # -- log, verify ----------------------------------------------------------------------
+
+def whoami(ctx: Context) -> dict[str, Any]:
+    """Sign in and say where: instance, org, user, sandbox or production, API version,
+    the daily API requests left."""
+    reader = ctx.salesforce().reader()
+    info = reader.whoami()
+    return {**info, "api_calls": reader.calls}
+
 
 def log(ctx: Context) -> list[dict[str, Any]]:
     entries = []

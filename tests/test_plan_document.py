@@ -33,7 +33,7 @@ def doc() -> dict[str, Any]:
 def test_document_has_specs_outline(doc):
     assert set(OUTLINE) <= set(doc)
     assert doc["format_version"] == FORMAT_VERSION and doc["kind"] == "apply" and doc["parent_plan_id"] is None
-    assert set(doc["org"]) == {"instance_url", "org_id", "api_version"}
+    assert set(doc["org"]) == {"instance_url", "org_id", "api_version", "name", "is_sandbox", "organization_type"}
     assert set(doc["summary"]) == {"create", "update", "delete", "skipped", "review", "unchanged"}
     assert {"tool_version", "handoff", "notes", "config"} <= set(doc)
     change = doc["changes"][0]

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconcile import salesforce
-from reconcile.config import Config
+from reconcile.config import DEFAULT_API_VERSION, Config
 from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, OutcomeUnknown,
                               PermissionDenied, SalesforceError, SessionExpired, TransientError)
 from reconcile.model import ApiUsage, RecordError, SaveResult
@@ -130,7 +130,7 @@ class FakeOrg(requests.adapters.BaseAdapter):
         return _response(request, 404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}])
 
     def _query(self, request, soql):
-        if soql.startswith("SELECT Id FROM Organization"):
+        if soql.startswith("SELECT Id, Name, IsSandbox, OrganizationType FROM Organization"):
             return _response(request, 200, {"totalSize": 1, "done": True, "records": [
                 {"attributes": {"type": "Organization"}, "Id": "00D000000000001AAA"}]})
         sobject = re.search(r"FROM (\w+)", soql).group(1)
@@ -408,8 +408,8 @@ def test_count_contacts_by_account():
 def test_org_info_and_describe():
     sf, fake = make()
     info = sf.org_info()
-    assert (info.instance_url, info.org_id, info.api_version) == (f"https://{HOST}", "00D000000000001AAA", "61.0")
-    assert parse_qs(urlparse(fake.sent[0].url).query)["q"] == ["SELECT Id FROM Organization LIMIT 1"]
+    assert (info.instance_url, info.org_id, info.api_version) == (f"https://{HOST}", "00D000000000001AAA", DEFAULT_API_VERSION)
+    assert parse_qs(urlparse(fake.sent[0].url).query)["q"] == [salesforce.ORG_QUERY]
     assert sf.describe("Lead") == {"name": "Lead", "fields": []}
     assert fake.sent[1].method == "GET" and fake.sent[1].url.endswith("/sobjects/Lead/describe/")
 

@@ -26,7 +26,8 @@ from test_planner import simulate_apply
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 NAMES = sorted(p.name for p in SCENARIOS.iterdir() if p.is_dir())
-ORG = OrgInfo(instance_url="https://example.my.salesforce.com", org_id="00D000000000001EAA", api_version="61.0")
+ORG = OrgInfo(instance_url="https://example.my.salesforce.com", org_id="00D000000000001EAA", api_version="61.0",
+              name="Example Org", is_sandbox=True, organization_type="Enterprise Edition")
 CREATED_AT = "2026-11-20T12:00:00Z"
 TOOL_VERSION = "test"
 

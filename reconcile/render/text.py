@@ -153,12 +153,16 @@ def _header(doc: Mapping[str, Any], console: Console) -> None:
     title = _t(("Plan ", "bold"), (short_id(plan_id), "bold cyan"))
     if kind == "rollback":
         title.append("  (rollback)", style="bold magenta")
+    org = doc.get("org") or {}
+    if org.get("is_sandbox") is False:
+        title.append("  PRODUCTION org", style="bold white on red")
+    elif org.get("is_sandbox") is True:
+        title.append("  Sandbox org", style="bold blue")
     console.print(title)
 
     info = Table.grid(padding=(0, 2))
     info.add_column(style="dim")
     info.add_column(overflow="fold")
-    org = doc.get("org") or {}
     info.add_row(Text("plan id"), Text(plan_id))
     info.add_row(Text("kind"), Text(kind))
     parent = doc.get("parent_plan_id")
@@ -166,7 +170,9 @@ def _header(doc: Mapping[str, Any], console: Console) -> None:
     info.add_row(Text("created"), Text(str(doc.get("created_at") or "—")))
     if doc.get("tool_version"):
         info.add_row(Text("tool"), Text(f"reconcile {doc['tool_version']}"))
-    org_text = str(org.get("instance_url") or "—")
+    org_text = (f"{org['name']} · " if org.get("name") else "") + str(org.get("instance_url") or "—")
+    if org.get("organization_type"):
+        org_text += f"  {org['organization_type']}"
     if org.get("org_id"):
         org_text += f"  (org {org['org_id']})"
     if org.get("api_version"):

@@ -28,6 +28,7 @@ def serve(
 ) -> None:
     """Start the sandbox org and print the environment that points reconcile,
     simple-salesforce or curl at it. Ctrl-C stops it."""
+    from reconcile.config import DEFAULT_API_VERSION
     from reconcile.sandbox.server import SandboxServer
 
     if seed not in ("demo", "empty"):
@@ -40,8 +41,12 @@ def serve(
                 typer.echo(f"export {name}={shlex.quote(value)}")
             typer.echo(f"# sandbox org {sb.store.org_id} at {sb.instance_url}; try:", err=True)
             typer.echo(f'#   curl --cacert "$REQUESTS_CA_BUNDLE" -H "Authorization: Bearer '
-                       f'$SALESFORCE_ACCESS_TOKEN" {sb.instance_url}/services/data/v61.0/limits/',
+                       f'$SALESFORCE_ACCESS_TOKEN" {sb.instance_url}/services/data/v{DEFAULT_API_VERSION}/limits/',
                        err=True)
+            for mode in ("jwt", "client_credentials"):
+                extra = {k: v for k, v in sb.env_for(mode).items() if k != "REQUESTS_CA_BUNDLE"}
+                typer.echo(f"# or sign in with {mode.replace('_', ' ')} (unset SALESFORCE_ACCESS_TOKEN): "
+                           + " ".join(f"{k}={shlex.quote(v)}" for k, v in extra.items()), err=True)
             typer.echo("# Ctrl-C stops it.", err=True)
             try:
                 while not stop.wait(0.5):
