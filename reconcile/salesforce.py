@@ -320,7 +320,6 @@ def _jwt_sign_in(value: Mapping[str, str], session: requests.Session) -> SignIn:
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
         return _token_request(session, url, form, "JWT bearer", names)
 
-    login()   # fail now on a bad key, before anything else happens
     return SignIn("JWT bearer", login, True, names)
 
 
