@@ -217,6 +217,7 @@ def sign_in(config: Config, env: Mapping[str, str], session: requests.Session, *
                           "SALESFORCE_SECURITY_TOKEN and SALESFORCE_DOMAIN "
                           "(or try `reconcile demo`, which needs none)")
     mode = asked[0]
+    names: tuple[str, ...]
     if mode == "SALESFORCE_TARGET_ORG":
         return _cli_sign_in(value[mode], env, run)
     if mode == "SALESFORCE_ACCESS_TOKEN":
@@ -599,7 +600,7 @@ class Salesforce:
         limits = (parts.get("limits") or {}).get("body") or {}
         daily = limits.get("DailyApiRequests") if isinstance(limits, dict) else None
         if not isinstance(daily, dict) and self.usage is not None:
-            daily = {"Max": self.usage.limit, "Remaining": self.usage.limit - self.usage.used}
+            daily = {"Max": self.usage.total, "Remaining": self.usage.total - self.usage.used}
         user = _json(self._request("GET", f"https://{self._sf.sf_instance}/services/oauth2/userinfo"))
         return {"instance_url": org.instance_url, "org_id": org.org_id, "org_name": org.name,
                 "is_sandbox": org.is_sandbox, "org_kind": org.label,

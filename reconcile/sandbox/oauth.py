@@ -188,7 +188,7 @@ class OAuth:
             'xmlns="urn:partner.soap.sforce.com"><soapenv:Body><loginResponse><result>'
             f"<passwordExpired>false</passwordExpired><serverUrl>{server}</serverUrl>"
             f"<sessionId>{token}</sessionId><userId>{self.app.user_id}</userId>"
-            "</result></loginResponse></soapenv:Body></soapenv:Envelope>").encode("utf-8")
+            "</result></loginResponse></soapenv:Body></soapenv:Envelope>").encode()
 
 
 def _same(given: str, expected: str) -> bool:
@@ -230,4 +230,4 @@ def _fault(code: str, message: str) -> bytes:
         f"<faultcode>sf:{code}</faultcode><faultstring>{escape(code)}: {escape(message)}</faultstring>"
         f"<detail><sf:LoginFault><sf:exceptionCode>{escape(code)}</sf:exceptionCode>"
         f"<sf:exceptionMessage>{escape(message)}</sf:exceptionMessage></sf:LoginFault></detail>"
-        "</soapenv:Fault></soapenv:Body></soapenv:Envelope>").encode("utf-8")
+        "</soapenv:Fault></soapenv:Body></soapenv:Envelope>").encode()
