@@ -204,22 +204,40 @@ def test_the_sandbox_refuses_soap_login_from_v65():
         assert answer.status_code == 500 and "<sf:exceptionCode>" in answer.text
 
 
-def test_a_session_expiring_mid_apply_under_jwt_is_renewed_and_nothing_is_written_twice(org, tmp_path):
+@pytest.mark.parametrize("after, resent", [
+    (3, "GET"),        # the create pre-check query
+    (6, "POST"),       # the Contact create (a write)
+    (8, "PATCH"),      # the Lead update (a write)
+])
+def test_a_session_expiring_mid_apply_under_jwt_is_renewed_and_nothing_is_written_twice(org, tmp_path, after,
+                                                                                          resent):
     run = runner(org.env_for("jwt"), tmp_path)
     planned = run("plan", str(outcomes(tmp_path)), "--allow-create")
     plan_id = re.search(r"Saved plan ([0-9a-f]{12})", planned.stdout).group(1)
     assert run("approve", plan_id, "--by", "Jane").exit_code == 0
     org.stats.reset()
-    org.oauth.expire_after(3)    # the org check, the re-read, a write: then the session ends
+    org.oauth.expire_after(after)    # every session ends after that many more API requests
     applied = run("apply", plan_id)
     assert applied.exit_code == 0, applied.output
-    summaries = [summary for _m, _p, summary in org.stats.log]
-    expired = [i for i, s in enumerate(summaries) if "INVALID_SESSION_ID" in s]
-    assert len(expired) == 1 and expired[0] < len(summaries) - 1     # once, and the run went on
+    log = org.stats.log
+    expired = [i for i, (_m, _p, summary) in enumerate(log) if "INVALID_SESSION_ID" in summary]
+    assert expired == [after]                                  # once, where it was meant to
+    assert log[after + 1][:2] == log[after][:2] and log[after][0] == resent   # the same request, resent
     assert org.oauth.grants.count("urn:ietf:params:oauth:grant-type:jwt-bearer") == 3  # plan, apply, renewal
     assert_written_once(org)
     result = json.loads(next((tmp_path / "plans").glob(f"{plan_id}*/apply.json")).read_text())
     assert result["status"] == "applied" and {r["status"] for r in result["results"]} == {"applied"}
+
+
+def test_sessions_last_session_seconds(monkeypatch):
+    from reconcile.sandbox import oauth
+    clock = [1000.0]
+    monkeypatch.setattr(oauth.time, "monotonic", lambda: clock[0])
+    sessions = oauth.OAuth("00D000000000001AAA", session_seconds=60)
+    token = sessions.issue()
+    assert sessions.valid(token)
+    clock[0] += 61
+    assert not sessions.valid(token) and not sessions.valid("00D000000000001!other")
 
 
 def test_a_pasted_token_is_not_renewed(org, tmp_path):

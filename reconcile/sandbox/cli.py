@@ -25,6 +25,10 @@ def serve(
         None, "--state", help="JSON state file: loaded when it exists, else seeded; every "
         "write is saved to it. Without it the org lives in memory."),
     seed: str = typer.Option("demo", "--seed", help="Seed org when there is no state: demo | empty."),
+    session_seconds: Optional[float] = typer.Option(
+        None, "--session-seconds", help="Sessions from the token endpoint or SOAP login expire after this many seconds."),
+    production: bool = typer.Option(False, "--production", help="Answer IsSandbox = false: the org says it is production."),
+    no_soap_login: bool = typer.Option(False, "--no-soap-login", help="Refuse SOAP login() (as orgs created since Winter '26 do)."),
 ) -> None:
     """Start the sandbox org and print the environment that points reconcile,
     simple-salesforce or curl at it. Ctrl-C stops it."""
@@ -36,7 +40,8 @@ def serve(
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        with SandboxServer(state_path=state, seed=seed, port=port) as sb:
+        with SandboxServer(state_path=state, seed=seed, port=port, session_seconds=session_seconds,
+                           production=production, soap_login=not no_soap_login) as sb:
             for name, value in sb.env.items():
                 typer.echo(f"export {name}={shlex.quote(value)}")
             typer.echo(f"# sandbox org {sb.store.org_id} at {sb.instance_url}; try:", err=True)
