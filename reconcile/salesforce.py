@@ -243,7 +243,7 @@ def sign_in(config: Config, env: Mapping[str, str], session: requests.Session, *
         return SignIn("client credentials", lambda: _token_request(session, url, form, "client credentials", names),
                       True, names)
     # username and password
-    if value["SALESFORCE_CLIENT_ID"]:
+    if value["SALESFORCE_CLIENT_ID"] or value["SALESFORCE_CLIENT_SECRET"]:
         names = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_USERNAME",
                  "SALESFORCE_PASSWORD", "SALESFORCE_DOMAIN")
         _require("OAuth username-password sign-in", value, names)

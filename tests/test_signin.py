@@ -133,6 +133,12 @@ def test_the_target_org_option_wins_over_the_environment(org, tmp_path):
     assert info["sign_in"] == "Salesforce CLI (sandbox)" and info["org_id"] == org.store.org_id
 
 
+def not_a_key(tmp_path: Path) -> str:
+    path = tmp_path / "garbage.pem"
+    path.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    return str(path)
+
+
 def wrong_key(tmp_path: Path) -> str:
     other = trustme.CA().issue_cert("someone-else.invalid", key_type=trustme.KeyType.RSA)
     path = tmp_path / "other-key.pem"
@@ -149,6 +155,8 @@ def wrong_key(tmp_path: Path) -> str:
     ("wrong SOAP password", lambda org, tmp: ("soap", {"SALESFORCE_PASSWORD": "nope"}), "INVALID_LOGIN"),
     ("unreadable key", lambda org, tmp: ("jwt", {"SALESFORCE_PRIVATE_KEY_FILE": str(tmp / "none.pem")}),
      "SALESFORCE_PRIVATE_KEY_FILE"),
+    ("not a key", lambda org, tmp: ("jwt", {"SALESFORCE_PRIVATE_KEY_FILE": not_a_key(tmp)}),
+     "is not an RSA private key"),
 ])
 def test_a_refused_sign_in_is_one_line_exit_1_and_no_api_call(org, tmp_path, case, change, expect):
     mode, override = change(org, tmp_path)
@@ -259,6 +267,8 @@ def test_a_pasted_token_is_not_renewed(org, tmp_path):
      ["SALESFORCE_DOMAIN"]),
     ({"SALESFORCE_CLIENT_ID": "c", "SALESFORCE_USERNAME": "u", "SALESFORCE_PASSWORD": "p"},
      ["SALESFORCE_CLIENT_SECRET", "SALESFORCE_DOMAIN"]),
+    ({"SALESFORCE_CLIENT_SECRET": "s", "SALESFORCE_USERNAME": "u", "SALESFORCE_PASSWORD": "p",
+      "SALESFORCE_DOMAIN": "login"}, ["SALESFORCE_CLIENT_ID"]),
 ])
 def test_ambiguous_or_half_set_environments_name_the_variables(env, named):
     with pytest.raises(ConfigError) as err:

@@ -17,8 +17,9 @@ and SOAP ``login()``, with Salesforce's shapes.
   and whenever ``soap_login_enabled`` is off (the default for orgs created since Winter '26).
 
 Issued sessions last ``session_seconds`` (None: until the server stops), and
-``expire_after(n)`` ends every session issued so far after n more API requests —
-a session expiring in the middle of a run. Token requests are not API requests:
+``expire_after(n)`` ends every issued session after n more API requests made
+with one — a session expiring in the middle of a run. (The server's own static
+token, ``SandboxServer.token``, is governed by ``Faults.expire_session`` instead.) Token requests are not API requests:
 they are not counted against the daily allowance.
 """
 
@@ -95,7 +96,7 @@ class OAuth:
         return False
 
     def expire_after(self, requests: int) -> None:
-        """Every session issued so far ends after ``requests`` more API requests."""
+        """Every issued session ends after ``requests`` more API requests made with one."""
         with self._lock:
             self._countdown = requests
 
