@@ -22,8 +22,9 @@ from pathlib import Path
 
 from reconcile.errors import ConfigError
 
-# Summer '26 (v67.0), served by every org since June 2026; v68.0 (Winter '27) is not confirmed here.
-DEFAULT_API_VERSION = "67.0"
+# Winter '27, the current release on 2026-12-02: "Winter '27 (API version 68.0)" in
+# https://developer.salesforce.com/docs/atlas.en-us.apexref.meta/apexref/apex_releasenotes.htm
+DEFAULT_API_VERSION = "68.0"
 # What one Bulk API 2.0 ingest job costs in API calls: create, upload, close, polls, three result files.
 BULK_CALLS_PER_JOB = 8
 # ... and one Bulk API 2.0 query: create, two polls, one page of results.

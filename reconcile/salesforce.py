@@ -399,7 +399,9 @@ def _soap_sign_in(value: Mapping[str, str], session: requests.Session, version: 
 
 def _cli_sign_in(alias: str, env: Mapping[str, str],
                  run: Callable[..., subprocess.CompletedProcess]) -> SignIn:
-    """A Salesforce CLI alias: instance URL from ``sf org display --json``; the token from
+    """A Salesforce CLI alias: instance URL from ``sf org display --json`` (result
+    ``instanceUrl``, ``id``, ``username``, ``accessToken``:
+    https://github.com/salesforcecli/plugin-org/blob/main/src/commands/org/display.ts); the token from
     ``sf org auth show-access-token --json`` (result ``{"accessToken": …}``,
     https://github.com/salesforcecli/plugin-org/blob/main/src/commands/org/auth/show-access-token.ts),
     or, on CLIs older than that command, from display's own ``accessToken`` — which CLIs

@@ -1,7 +1,7 @@
 """The sandbox org's HTTPS server: the Salesforce REST endpoints reconcile
 uses, with Salesforce's response and error shapes, on 127.0.0.1.
 
-Endpoints (``vXX.X`` is any version from 42.0 to 66.0)::
+Endpoints (``vXX.X`` is any version from 42.0 to 68.0)::
 
     GET    /services/data/                                versions (no auth, not counted)
     GET    /services/data/vXX.X/                          resources
@@ -46,7 +46,7 @@ from reconcile.sandbox import bulk, describe, ids, oauth, soql
 from reconcile.sandbox.faults import Faults, Stats
 from reconcile.sandbox.store import Store
 
-MIN_VERSION, MAX_VERSION = 42, 67
+MIN_VERSION, MAX_VERSION = 42, 68
 MAX_URI_BYTES = 16_384
 MAX_COLLECTION = 200
 MAX_RETRIEVE = 2_000
