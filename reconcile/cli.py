@@ -167,7 +167,6 @@ def show(
             _emit_json(loaded.doc)
         else:
             out.print(f"State: {loaded.state}", markup=False)
-            out.print(_org_line(loaded.doc.get("org")), markup=False)
             render_show(loaded.doc, out)
         return 0
 
@@ -189,7 +188,7 @@ def approve(
         else:
             out.print(f"Approved plan {_short(record['plan_id'])} by {record['approved_by']} at {record['approved_at']} "
                       f"(plan.json sha256 {record['plan_sha256'][:12]}); state: {loaded.state}", markup=False)
-            out.print(f"  for {_org_line(loaded.doc.get('org'))}", markup=False)
+            out.print(f"  {_org_line(loaded.doc.get('org'))}", markup=False)
             out.print(f"  apply: reconcile apply {_short(record['plan_id'])}", markup=False)
         return 0
 

@@ -65,7 +65,7 @@ OAUTH_VARS = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_PR
               "SALESFORCE_TARGET_ORG")
 ALL_VARS = tuple(dict.fromkeys(TOKEN_VARS + LOGIN_VARS + OAUTH_VARS))
 
-# The org's identity, and whether it is production (one row; every user may read it).
+# The org's identity, and whether it is production (one row).
 ORG_QUERY = "SELECT Id, Name, IsSandbox, OrganizationType FROM Organization LIMIT 1"
 SOQL_MAX_CHARS = 100_000          # MALFORMED_QUERY above this
 TIMEOUT = (15.0, 300.0)           # connect, read (seconds); the org's own limit is 10 minutes
@@ -966,6 +966,11 @@ class Salesforce:
                     self._relogin()
                     attempt -= 1          # the re-login's resend is not a retry
                     continue
+                if isinstance(failure, SessionExpired) and relogged:
+                    failure = SessionExpired(f"{what}: HTTP {response.status_code} {failure.code} again with a "
+                                             f"session signed in just now ({self.sign_in}); check the user's "
+                                             "access: the connected app's policies, IP ranges, permissions",
+                                             code=failure.code, status=response.status_code)
             if isinstance(failure, TransientError) and attempt < self._config.max_attempts:
                 self._sleep(self._backoff(attempt, response))
                 continue
