@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
-__all__ = ["INVISIBLE", "first_invisible", "describe", "escape_invisible", "scripts"]
+__all__ = ["INVISIBLE", "first_invisible", "describe", "escape_invisible", "escape_tree", "scripts"]
 
 # C0 and C1 controls and DEL; zero-width space/joiners, LRM/RLM, ALM; bidi embeddings,
 # overrides and isolates; word joiner and invisible operators; the BOM / zero-width
@@ -34,12 +35,19 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def escape_invisible(text: str) -> str:
+# What a CSV cell may keep: the csv module quotes tabs and line breaks, and a spreadsheet
+# shows them as whitespace.
+_INVISIBLE_IN_CSV = re.compile(INVISIBLE.pattern.replace("\x00-\x1f", "\x00-\x08\x0b\x0c\x0e-\x1f"))
+
+
+def escape_invisible(text: str, *, csv_cell: bool = False) -> str:
     """``text`` with every invisible character written as a visible escape (``\\x00``,
-    ``\\u202e``): what a renderer shows for a value taken from the org."""
-    if INVISIBLE.search(text) is None:   # the common case: no copy
+    ``\\u202e``): what a renderer shows for a value taken from the org. ``csv_cell``
+    keeps tabs and line breaks (quoted by the CSV writer, harmless in a spreadsheet)."""
+    pattern = _INVISIBLE_IN_CSV if csv_cell else INVISIBLE
+    if pattern.search(text) is None:   # the common case: no copy
         return text
-    return INVISIBLE.sub(_escape, text)
+    return pattern.sub(_escape, text)
 
 
 def scripts(text: str) -> set[str]:
@@ -50,3 +58,14 @@ def scripts(text: str) -> set[str]:
         if char.isalpha():
             out.add(unicodedata.name(char, "UNKNOWN").split(" ")[0])
     return out
+
+
+def escape_tree(value: Any) -> Any:
+    """``escape_invisible`` applied to every string (keys too) in nested dicts and lists."""
+    if isinstance(value, str):
+        return escape_invisible(value)
+    if isinstance(value, dict):
+        return {escape_tree(k): escape_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [escape_tree(v) for v in value]
+    return value
