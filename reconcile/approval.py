@@ -11,6 +11,7 @@ from typing import Any
 
 from reconcile import archive as ar
 from reconcile.errors import IntegrityError, StateError, UsageError
+from reconcile.fsutil import read_bytes
 from reconcile.model import PlanState
 
 
@@ -26,7 +27,7 @@ def approve(arch: ar.Archive, plan_dir: Path, doc: dict[str, Any], *, by: str, c
         "format_version": ar.RECORD_FORMAT_VERSION,
         "kind": "approval",
         "plan_id": doc["plan_id"],
-        "plan_sha256": ar.sha256_hex((plan_dir / ar.PLAN).read_bytes()),
+        "plan_sha256": ar.sha256_hex(read_bytes(plan_dir / ar.PLAN)),
         "approved_by": by,
         "approved_at": now,
         "comment": comment,
@@ -44,7 +45,7 @@ def check_approval(plan_dir: Path, doc: dict[str, Any]) -> dict[str, Any]:
     ar.check_seal(path, record)
     if record.get("plan_id") != doc["plan_id"]:
         raise IntegrityError(f"{path}: this approval is for plan {str(record.get('plan_id'))[:12]}, not {doc['plan_id'][:12]}; approve this plan itself")
-    actual = ar.sha256_hex((plan_dir / ar.PLAN).read_bytes())
+    actual = ar.sha256_hex(read_bytes(plan_dir / ar.PLAN))
     if record.get("plan_sha256") != actual:
         raise IntegrityError(f"{plan_dir / ar.PLAN}: changed after approval (sha256 {actual[:12]}, approved {str(record.get('plan_sha256'))[:12]}); make and approve a new plan")
     return record

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcile.errors import IntegrityError, PlanNotFound
-from reconcile.fsutil import write_atomic
+from reconcile.fsutil import read_bytes, write_atomic
 from reconcile.journal import has_sends
 from reconcile.model import PlanState
 
@@ -60,7 +60,7 @@ def check_seal(path: Path, record: dict[str, Any]) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_bytes(path).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IntegrityError(f"{path}: unreadable ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(data, dict):
@@ -110,7 +110,7 @@ class Archive:
         needle = plan_id.encode("ascii")
         for d in self.plan_dirs():
             try:
-                raw = (d / PLAN).read_bytes()
+                raw = read_bytes(d / PLAN)
                 if needle not in raw:   # only a rollback plan names its parent: skip the rest unparsed
                     continue
                 doc = json.loads(raw)
@@ -147,5 +147,5 @@ class Archive:
         except IntegrityError:
             return False
         return (record.get("plan_id") == plan_dir.name
-                and record.get("plan_sha256") == sha256_hex((plan_dir / PLAN).read_bytes()))
+                and record.get("plan_sha256") == sha256_hex(read_bytes(plan_dir / PLAN)))
 

@@ -64,7 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from reconcile.fsutil import append_line
+from reconcile.errors import IntegrityError
+from reconcile.fsutil import append_line, read_bytes
 from reconcile.model import ChangeStatus
 
 __all__ = ["Journal", "JournalState", "replay", "read_events", "FINAL_STATUSES"]
@@ -181,7 +182,7 @@ def read_events(path: Path) -> tuple[list[dict[str, Any]], int]:
     events: list[dict[str, Any]] = []
     torn = 0
     try:
-        raw = Path(path).read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         return events, 0
     lines = raw.split(b"\n")
@@ -206,26 +207,30 @@ GENESIS = "0" * 64
 
 def complete_lines(path: Path) -> list[bytes]:
     """The journal's lines that were written whole (newline-terminated, valid JSON)."""
+    return [line for _number, line in _numbered_complete_lines(path)]
+
+
+def _numbered_complete_lines(path: Path) -> list[tuple[int, bytes]]:
     try:
-        raw = Path(path).read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         return []
     out = []
-    for line in raw.split(b"\n")[:-1]:
+    for number, line in enumerate(raw.split(b"\n")[:-1], 1):
         if not line.strip():
             continue
         try:
             json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             continue  # torn: never sent (see the module docstring)
-        out.append(line)
+        out.append((number, line))
     return out
 
 
 def has_sends(path: Path) -> bool:
     """Did any apply run send a request (a complete ``send`` line)? Stops at the first."""
     try:
-        raw = Path(path).read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         return False
     for line in raw.split(b"\n")[:-1]:       # the last chunk has no newline: torn or empty
@@ -247,16 +252,27 @@ def check_chain(path: Path) -> str | None:
     """None if every complete line's ``prev`` is the hash of the complete line before
     it; otherwise where the chain breaks."""
     prev = GENESIS
-    for number, line in enumerate(complete_lines(path), 1):
+    for number, (line_number, line) in enumerate(_numbered_complete_lines(path), 1):
         event = json.loads(line.decode("utf-8"))
         if event.get("prev") != prev:
-            return f"event {number} ({event.get('event')}) does not follow the one before it"
+            return (f"line {line_number} (event {number}, {event.get('event')}) does not chain to the "
+                    "line before it")
         prev = hashlib.sha256(line).hexdigest()
     return None
 
 
 def replay(path: Path) -> JournalState:
-    """Fold the journal into a ``JournalState`` (see the module docstring)."""
+    """Fold the journal into a ``JournalState`` (see the module docstring).
+
+    The hash chain is checked first: a journal with an edited, removed or inserted
+    line (a pending result marked ``applied``, say) is refused with ``IntegrityError``,
+    never trusted."""
+    path = Path(path)
+    broken = check_chain(path)
+    if broken:
+        raise IntegrityError(f"{path.name} {broken}: the journal was edited; nothing was sent. Run "
+                             f"`reconcile verify {path.parent.name[:12]}` and restore the plan folder "
+                             "from a backup")
     events, torn = read_events(path)
     state = JournalState(torn_lines=torn)
     for event in events:

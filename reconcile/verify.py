@@ -7,6 +7,7 @@ from pathlib import Path
 from reconcile import archive as ar
 from reconcile import plan as plan_doc
 from reconcile.errors import IntegrityError, ReconcileError
+from reconcile.fsutil import read_bytes, refuse_links
 from reconcile.journal import check_chain, read_events
 
 
@@ -24,9 +25,10 @@ def verify_archive(arch: ar.Archive, plan_dirs: list[Path]) -> list[str]:
 
 
 def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
+    refuse_links(plan_dir)
     plan_path = plan_dir / ar.PLAN
     doc = plan_doc.load_plan(plan_path)  # recomputes plan_id from the content
-    raw = plan_path.read_bytes()
+    raw = read_bytes(plan_path)
     if plan_doc.canonical_bytes(doc) != raw:
         raise IntegrityError(f"{plan_path}: not in canonical form; the file was edited")
     if doc["plan_id"] != plan_dir.name:
@@ -63,7 +65,7 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
         _canonical(result_path, result)
         _points_at(result_path, result, doc["plan_id"], plan_sha)
         pinned = result.get("journal_sha256")
-        if pinned and (not journal_path.is_file() or ar.sha256_hex(journal_path.read_bytes()) != pinned):
+        if pinned and (not journal_path.is_file() or ar.sha256_hex(read_bytes(journal_path)) != pinned):
             raise IntegrityError(f"{journal_path}: differs from the journal {result_path.name} was written from")
         for item in result.get("results", []):
             if item.get("change_id") not in change_ids:
@@ -84,7 +86,7 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
             if change.get("record_id") not in touched:
                 raise IntegrityError(f"{plan_path}: change {change['change_id']} undoes record {change.get('record_id')}, which plan {parent_id[:12]}'s apply did not touch")
         for inp in doc.get("inputs", []):
-            if inp.get("sha256") != ar.sha256_hex(parent_result_path.read_bytes()):
+            if inp.get("sha256") != ar.sha256_hex(read_bytes(parent_result_path)):
                 raise IntegrityError(f"{plan_path}: built from a different {parent_result_path} than the one archived")
         out.append(f"{plan_path}: rollback of {parent_id[:12]} ok")
     return out
@@ -93,7 +95,7 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
 def _canonical(path: Path, record: dict) -> None:
     """Every byte counts: a record that parses to the same content but is not written
     exactly as reconcile writes it (whitespace, key order, escapes) was edited."""
-    if ar.record_bytes(record) != path.read_bytes():
+    if ar.record_bytes(record) != read_bytes(path):
         raise IntegrityError(f"{path}: not in canonical form; the file was edited after it was written")
 
 

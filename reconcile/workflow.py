@@ -18,6 +18,7 @@ from reconcile import plan as plan_doc
 from reconcile.approval import approve as _approve, check_approval
 from reconcile.config import Config
 from reconcile.errors import IntegrityError, StateError, UsageError
+from reconcile.fsutil import refuse_links
 from reconcile.model import PlanKind, PlanState
 
 
@@ -58,6 +59,7 @@ class Loaded:
 
 def load(ctx: Context, ref: str) -> Loaded:
     plan_dir = ctx.archive.resolve(ref)
+    refuse_links(plan_dir)   # the archive never follows a symbolic link
     doc = plan_doc.load_plan(plan_dir / ar.PLAN)
     if doc["plan_id"] != plan_dir.name:
         raise IntegrityError(f"{plan_dir / ar.PLAN}: plan id {doc['plan_id'][:12]} does not match its folder {plan_dir.name[:12]}")
