@@ -6,7 +6,8 @@ UTF-8, mode 0600). Each line is appended and fsynced by
 and ``at`` (UTC ISO-8601); most also carry ``calls``, the HTTP requests the
 current run has made so far. The events:
 
-``start``    a run began: ``run`` (1, 2, …), ``pid``, ``host``, ``plan_id``, ``warnings``.
+``start``    a run began: ``run`` (1, 2, …), ``pid``, ``host``, ``plan_id``, ``warnings``,
+             ``approval_sha256`` (the approval.json it runs under).
 ``settle``   a request left without an answer by an earlier run, settled by
              asking the org: ``request`` and ``results`` (as in ``result``).
 ``drift``    the drift check: ``checked`` (change ids), ``current`` (per change the values read just now,
@@ -303,8 +304,14 @@ class Journal:
         return record
 
     def start(self, run: int, plan_id: str, warnings: list[str]) -> dict[str, Any]:
+        """``approval_sha256``: the ``approval.json`` this run executes under, so an approval
+        edited (and re-sealed) after an apply began no longer matches (``approval.py``)."""
+        try:
+            approval: str | None = hashlib.sha256(read_bytes(self.path.parent / "approval.json")).hexdigest()
+        except FileNotFoundError:
+            approval = None
         return self.append("start", run=run, pid=os.getpid(), host=socket.gethostname(),
-                           plan_id=plan_id, warnings=warnings)
+                           plan_id=plan_id, warnings=warnings, approval_sha256=approval)
 
     def replay(self) -> JournalState:
         return replay(self.path)

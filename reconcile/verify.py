@@ -6,17 +6,20 @@ from pathlib import Path
 
 from reconcile import archive as ar
 from reconcile import plan as plan_doc
+from reconcile.approval import check_bound_to_journal, check_files, check_signature
+from reconcile.config import Config
 from reconcile.errors import IntegrityError, ReconcileError
 from reconcile.fsutil import read_bytes, refuse_links
 from reconcile.journal import check_chain, read_events
 
 
-def verify_archive(arch: ar.Archive, plan_dirs: list[Path]) -> list[str]:
+def verify_archive(arch: ar.Archive, plan_dirs: list[Path], config: Config | None = None) -> list[str]:
+    config = config or Config()
     checked: list[str] = []
     problems: list[str] = []
     for plan_dir in plan_dirs:
         try:
-            checked.extend(_verify_one(arch, plan_dir))
+            checked.extend(_verify_one(arch, plan_dir, config))
         except ReconcileError as exc:
             problems.append(str(exc))
     if problems:
@@ -24,7 +27,7 @@ def verify_archive(arch: ar.Archive, plan_dirs: list[Path]) -> list[str]:
     return checked
 
 
-def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
+def _verify_one(arch: ar.Archive, plan_dir: Path, config: Config) -> list[str]:
     refuse_links(plan_dir)
     plan_path = plan_dir / ar.PLAN
     doc = plan_doc.load_plan(plan_path)  # recomputes plan_id from the content
@@ -43,7 +46,15 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
         ar.check_seal(approval_path, approval)
         _canonical(approval_path, approval)
         _points_at(approval_path, approval, doc["plan_id"], plan_sha)
-        out.append(f"{approval_path}: approval ok ({approval.get('approved_by')})")
+        check_files(plan_dir, approval)
+        signer = check_signature(plan_dir, config)
+        signed = f", signed by {signer}" if signer else ""
+        out.append(f"{approval_path}: approval ok ({approval.get('approved_by')}{signed}; "
+                   f"{len(approval['files'])} file(s) as approved)")
+    else:
+        unexpected = sorted(set(ar.AFTER_APPROVAL) - {ar.APPROVAL} & {p.name for p in plan_dir.iterdir()})
+        if unexpected:
+            raise IntegrityError(f"{plan_dir}: has {', '.join(unexpected)} but no approval.json")
 
     journal_path = plan_dir / ar.JOURNAL
     result_path = plan_dir / ar.RESULT
@@ -58,6 +69,11 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
         broken = check_chain(journal_path)
         if broken:
             raise IntegrityError(f"{journal_path}: {broken}; a line was edited, removed or inserted")
+        check_bound_to_journal(plan_dir)
+        if any(e.get("event") == "finish" for e in events) and not result_path.is_file():
+            raise IntegrityError(f"{result_path}: missing, but the journal says the apply finished; "
+                                 f"restore it from a backup (or run `reconcile apply {plan_dir.name[:12]}` "
+                                 "if that apply was killed while writing it)")
         out.append(f"{journal_path}: journal ok")
     if result_path.is_file():
         result = ar.read_json(result_path)

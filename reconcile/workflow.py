@@ -124,9 +124,12 @@ def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
 
 # -- approve ------------------------------------------------------------------------
 
-def approve(ctx: Context, ref: str, *, by: str, comment: str = "") -> tuple[Loaded, dict[str, Any]]:
+def approve(ctx: Context, ref: str, *, by: str, comment: str = "",
+            sign: Path | None = None) -> tuple[Loaded, dict[str, Any]]:
+    """``sign``: the approver's SSH key (else ``[approval] signing_key``, if set)."""
     loaded = load(ctx, ref)
-    record = _approve(ctx.archive, loaded.plan_dir, loaded.doc, by=by, comment=comment, now=ctx.now())
+    record = _approve(ctx.archive, loaded.plan_dir, loaded.doc, by=by, comment=comment, now=ctx.now(),
+                      config=ctx.config, sign_with=sign)
     return load(ctx, ref), record
 
 
@@ -149,7 +152,7 @@ def apply(ctx: Context, ref: str, *, skip_drifted: bool = False,
                 f"{result.get('finished_at')}; now {loaded.state}); nothing was left to resume, "
                 "nothing was sent — for what failed or drifted, make a new plan")
         return replace(report, warnings=(*report.warnings, note))
-    approval = check_approval(loaded.plan_dir, loaded.doc)
+    approval = check_approval(loaded.plan_dir, loaded.doc, ctx.config)
     sf = ctx.salesforce()
     org = sf.org_info()
     planned_org = loaded.doc["org"]["org_id"]
@@ -239,4 +242,4 @@ def verify(ctx: Context, ref: str | None = None) -> list[str]:
     from reconcile.verify import verify_archive
     arch = ctx.archive
     dirs = [arch.resolve(ref)] if ref else list(arch.plan_dirs())
-    return verify_archive(arch, dirs)
+    return verify_archive(arch, dirs, ctx.config)
