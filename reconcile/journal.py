@@ -252,13 +252,14 @@ def last_line_hash(path: Path) -> str:
 def check_chain(path: Path) -> str | None:
     """None if every complete line's ``prev`` is the hash of the complete line before
     it; otherwise where the chain breaks."""
-    prev = GENESIS
+    prev, prev_line = GENESIS, 0
     for number, (line_number, line) in enumerate(_numbered_complete_lines(path), 1):
         event = json.loads(line.decode("utf-8"))
         if event.get("prev") != prev:
-            return (f"line {line_number} (event {number}, {event.get('event')}) does not chain to the "
-                    "line before it")
-        prev = hashlib.sha256(line).hexdigest()
+            before = f"line {prev_line}" if prev_line else "the start of the file"
+            return (f"line {line_number} (event {number}, {event.get('event')}) does not chain to "
+                    f"{before} (that line, or this one, was edited, removed or inserted)")
+        prev, prev_line = hashlib.sha256(line).hexdigest(), line_number
     return None
 
 
@@ -271,7 +272,7 @@ def replay(path: Path) -> JournalState:
     path = Path(path)
     broken = check_chain(path)
     if broken:
-        raise IntegrityError(f"{path.name} {broken}: the journal was edited; nothing was sent. Run "
+        raise IntegrityError(f"{path.name} {broken}; nothing was sent. Run "
                              f"`reconcile verify {path.parent.name[:12]}` and restore the plan folder "
                              "from a backup")
     events, torn = read_events(path)
@@ -297,6 +298,10 @@ class Journal:
         ``verify`` can tell an edited or removed line from a torn last one."""
         if self._prev is None:
             self._prev = last_line_hash(self.path)
+        if event == "start" and "approval_sha256" not in fields:
+            # The approval this run executes under: an approval edited (and re-sealed)
+            # after an apply began no longer matches it (approval.check_bound_to_journal).
+            fields["approval_sha256"] = self._approval_sha256()
         record = {"event": event, "at": self._now(), "calls": self.calls, **fields, "prev": self._prev}
         line = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         append_line(self.path, line)
@@ -304,14 +309,14 @@ class Journal:
         return record
 
     def start(self, run: int, plan_id: str, warnings: list[str]) -> dict[str, Any]:
-        """``approval_sha256``: the ``approval.json`` this run executes under, so an approval
-        edited (and re-sealed) after an apply began no longer matches (``approval.py``)."""
-        try:
-            approval: str | None = hashlib.sha256(read_bytes(self.path.parent / "approval.json")).hexdigest()
-        except FileNotFoundError:
-            approval = None
         return self.append("start", run=run, pid=os.getpid(), host=socket.gethostname(),
-                           plan_id=plan_id, warnings=warnings, approval_sha256=approval)
+                           plan_id=plan_id, warnings=warnings)
+
+    def _approval_sha256(self) -> str | None:
+        try:
+            return hashlib.sha256(read_bytes(self.path.parent / "approval.json")).hexdigest()
+        except FileNotFoundError:
+            return None
 
     def replay(self) -> JournalState:
         return replay(self.path)

@@ -68,7 +68,7 @@ def _verify_one(arch: ar.Archive, plan_dir: Path, config: Config) -> list[str]:
                     raise IntegrityError(f"{journal_path}: event {number} names change {cid!r}, which plan {doc['plan_id'][:12]} does not have")
         broken = check_chain(journal_path)
         if broken:
-            raise IntegrityError(f"{journal_path}: {broken}; a line was edited, removed or inserted")
+            raise IntegrityError(f"{journal_path}: {broken}")
         check_bound_to_journal(plan_dir)
         if any(e.get("event") == "finish" for e in events) and not result_path.is_file():
             raise IntegrityError(f"{result_path}: missing, but the journal says the apply finished; "
