@@ -49,6 +49,8 @@ def _verify_one(arch: ar.Archive, plan_dir: Path, config: Config) -> list[str]:
         check_files(plan_dir, approval)
         signer = check_signature(plan_dir, config)
         signed = f", signed by {signer}" if signer else ""
+        if signer is None and (plan_dir / ar.APPROVAL_SIG).is_file():
+            signed = ", signature not checked: no [approval] allowed_signers"
         out.append(f"{approval_path}: approval ok ({approval.get('approved_by')}{signed}; "
                    f"{len(approval['files'])} file(s) as approved)")
     else:
