@@ -8,9 +8,13 @@ rewritten):
     review.csv     the human-review digest
     output_document_inactive_people.csv, output_document_email_update_requests.csv
                    hand-off files for Marketing (Multipub people)
-    approval.json  who approved which bytes (SHA-256 of plan.json), when
-    journal.jsonl  the apply's append-only journal
-    apply.json     the apply's result, once nothing is left pending
+    approval.json  who approved which bytes, when: the SHA-256 of plan.json and a
+                   manifest (``files``) of every other file ``plan`` wrote here
+    approval.sig   optional: the approver's SSH signature of approval.json
+    journal.jsonl  the apply's append-only journal; each run's ``start`` names the
+                   SHA-256 of the approval it ran under
+    apply.json     the apply's result, once nothing is left pending; it pins the
+                   journal's SHA-256 (so: result -> journal -> approval -> every file)
 
 A plan's state is derived from which of these exist, never stored twice.
 """
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconcile.errors import IntegrityError, PlanNotFound
-from reconcile.fsutil import write_atomic
+from reconcile.fsutil import read_bytes, write_atomic
 from reconcile.journal import has_sends
 from reconcile.model import PlanState
 
@@ -35,7 +39,24 @@ APPROVAL = "approval.json"
 JOURNAL = "journal.jsonl"
 RESULT = "apply.json"
 
+APPROVAL_SIG = "approval.sig"
+
+#: Files written at or after approval, so not in the approval's manifest. Every other
+#: file in a plan folder is one ``plan`` wrote, and is bound by the approval.
+AFTER_APPROVAL = (APPROVAL, APPROVAL_SIG, JOURNAL, RESULT)
+
 RECORD_FORMAT_VERSION = 1
+
+
+def is_temporary(name: str) -> bool:
+    """A ``write_atomic`` temporary (``.<name>.<random>.tmp``) left by a killed process."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def manifest(plan_dir: Path) -> dict[str, str]:
+    """SHA-256 of every file ``plan`` wrote into ``plan_dir`` (all but ``AFTER_APPROVAL``)."""
+    return {p.name: sha256_hex(read_bytes(p)) for p in sorted(plan_dir.iterdir())
+            if p.name not in AFTER_APPROVAL and not is_temporary(p.name) and not p.is_dir()}
 
 
 def sha256_hex(data: bytes) -> str:
@@ -60,7 +81,7 @@ def check_seal(path: Path, record: dict[str, Any]) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_bytes(path).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IntegrityError(f"{path}: unreadable ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(data, dict):
@@ -110,7 +131,7 @@ class Archive:
         needle = plan_id.encode("ascii")
         for d in self.plan_dirs():
             try:
-                raw = (d / PLAN).read_bytes()
+                raw = read_bytes(d / PLAN)
                 if needle not in raw:   # only a rollback plan names its parent: skip the rest unparsed
                     continue
                 doc = json.loads(raw)
@@ -147,5 +168,5 @@ class Archive:
         except IntegrityError:
             return False
         return (record.get("plan_id") == plan_dir.name
-                and record.get("plan_sha256") == sha256_hex((plan_dir / PLAN).read_bytes()))
+                and record.get("plan_sha256") == sha256_hex(read_bytes(plan_dir / PLAN)))
 

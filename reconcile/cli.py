@@ -178,17 +178,21 @@ def approve(
     plan: str = typer.Argument(..., help="Plan id, unique id prefix, or path."),
     by: str = typer.Option(..., "--by", help="Who approves (recorded in the archive)."),
     comment: str = typer.Option("", "--comment", help="Why, or a ticket reference."),
+    sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEYFILE",
+                                        help="Sign the approval with this SSH key (ssh-keygen -Y sign; default: [approval] signing_key)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Record an approval bound to the plan's exact bytes (SHA-256)."""
+    """Record an approval bound to the plan's exact bytes and every file beside it (SHA-256)."""
     def body() -> int:
-        loaded, record = wf.approve(_context(), plan, by=by, comment=comment)
+        loaded, record = wf.approve(_context(), plan, by=by, comment=comment, sign=sign)
         if as_json:
             _emit_json({**record, "state": str(loaded.state), "org": loaded.doc.get("org")})
         else:
             out.print(f"Approved plan {_short(record['plan_id'])} by {record['approved_by']} at {record['approved_at']} "
                       f"(plan.json sha256 {record['plan_sha256'][:12]}); state: {loaded.state}", markup=False)
             out.print(f"  {_org_line(loaded.doc.get('org'))}", markup=False)
+            if (loaded.plan_dir / "approval.sig").is_file():
+                out.print(f"  signed: {loaded.plan_dir / 'approval.sig'}", markup=False)
             out.print(f"  apply: reconcile apply {_short(record['plan_id'])}", markup=False)
         return 0
 

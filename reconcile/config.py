@@ -10,6 +10,9 @@ file named by ``--config`` / ``RECONCILE_CONFIG``) overrides any of them::
     lead_reactivate = "Open - Not Contacted"
     [apply]
     api_share = 0.8
+    [approval]
+    allowed_signers = "allowed_signers"   # relative to this file
+    require_signature = true
 """
 
 from __future__ import annotations
@@ -74,6 +77,11 @@ class Config:
 
     archive_dir: Path = field(default_factory=lambda: Path("plans"))
 
+    # Signed approvals (reconcile/signing.py). Paths relative to reconcile.toml's folder.
+    allowed_signers: str = ""        # ssh-keygen ALLOWED SIGNERS file: who may approve
+    require_signature: bool = False  # apply refuses an unsigned or badly signed approval
+    signing_key: str = ""            # approve signs with this key when --sign is not given
+
     def contact_fields(self) -> tuple[str, ...]:
         """Fields read for each Contact in the snapshot."""
         return ("Id", "Email", "FirstName", "LastName", self.title_field,
@@ -102,7 +110,11 @@ _SECTIONS = {
                    "bulk_poll_max_seconds": "bulk_poll_max_seconds",
                    "bulk_timeout_seconds": "bulk_timeout_seconds"},
     "archive": {"dir": "archive_dir"},
+    "approval": {"allowed_signers": "allowed_signers", "require_signature": "require_signature",
+                 "signing_key": "signing_key"},
 }
+# Values that name a file: read relative to the configuration file's folder.
+_PATHS = ("allowed_signers", "signing_key")
 
 
 def load_config(path: Path | None = None, *, archive: Path | None = None,
@@ -155,6 +167,8 @@ def _read_toml(path: Path) -> dict[str, object]:
                 value = float(value)
             if not isinstance(value, type(default)):
                 raise ConfigError(f"{path}: {section}.{key} must be {type(default).__name__}, got {value!r}")
+            if name in _PATHS and value:
+                value = str((path.parent / Path(str(value)).expanduser()))
             out[name] = value
     assert set(out) <= set(known)
     return out

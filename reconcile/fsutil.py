@@ -9,15 +9,61 @@ Two primitives, used by every module that writes into ``plans/``:
   are written once and never rewritten).
 - ``append_line(path, line)`` appends one line and fsyncs before returning, so
   once it returns the line survives a crash (the apply journal relies on this).
+
+Neither follows a symbolic link, and ``read_bytes`` is how the archive reads its
+files: every open uses ``O_NOFOLLOW``, so a link planted in a plan folder (at
+``journal.jsonl``, say) is refused with ``IntegrityError`` and what it points at
+is never read or written. ``refuse_links(folder)`` checks a whole plan folder.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic", "append_line", "fsync_dir"]
+from reconcile.errors import IntegrityError
+
+__all__ = ["append_line", "fsync_dir", "read_bytes", "refuse_links", "write_atomic"]
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _link_error(path: Path) -> IntegrityError:
+    return IntegrityError(f"{path}: is a symbolic link; the archive never follows links (remove it and "
+                          "restore the real file from a backup, then run `reconcile verify`)")
+
+
+def _open(path: Path, flags: int, mode: int = 0o600) -> int:
+    try:
+        return os.open(path, flags | _NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or (exc.errno in (errno.EMLINK, errno.ENOTDIR) and path.is_symlink()):
+            raise _link_error(path) from None
+        raise
+
+
+def read_bytes(path: Path | str) -> bytes:
+    """The file's bytes, refusing a symbolic link (``IntegrityError``); ``FileNotFoundError`` as usual."""
+    path = Path(path)
+    fd = _open(path, os.O_RDONLY)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def refuse_links(folder: Path) -> None:
+    """Raise ``IntegrityError`` naming the first symbolic link in ``folder`` (or ``folder`` itself)."""
+    if folder.is_symlink():
+        raise _link_error(folder)
+    if not folder.is_dir():
+        return
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_symlink():
+            raise _link_error(folder / entry.name)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -43,6 +89,8 @@ def write_atomic(path: Path | str, data: bytes, mode: int = 0o600, *, overwrite:
     path = Path(path)
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        raise _link_error(path)
     if not overwrite and path.exists():
         raise FileExistsError(f"{path}: already exists and is never rewritten")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -81,8 +129,8 @@ def append_line(path: Path | str, line: str, mode: int = 0o600) -> None:
     if "\n" in line or "\r" in line:
         raise ValueError("append_line: the line must not contain a line break")
     path = Path(path)
-    created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
+    created = not path.exists() and not path.is_symlink()
+    fd = _open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
     try:
         size = os.fstat(fd).st_size
         prefix = b""

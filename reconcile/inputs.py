@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from reconcile.chars import describe, first_invisible, scripts
 from reconcile.errors import InputError
 from reconcile.model import Conflict, Cupola, Outcome, OutcomeKind, OutcomeSet, RowRef
 
@@ -30,11 +31,14 @@ REQUIRED_COLUMNS = ("email", "outcome")
 _VALID_OUTCOMES = ", ".join(k.value for k in OutcomeKind)
 _VALID_CUPOLA = 'active, inactive or empty'
 
-# Deliberately simple: one "@", a local part of dot-separated atoms (no leading,
-# trailing or doubled dot, as Salesforce requires), a dotted domain, no spaces.
-# (Apostrophes, plus signs and the like are valid in local parts.)
+# One "@"; a local part of dot-separated atoms (no leading, trailing or doubled dot)
+# made of the characters Salesforce documents for it: ASCII letters, digits and
+# ! # $ % & ' * + - / = ? ^ _ ` { | } ~ (RFC 5322 "atext"; no backslash, no quoted
+# local parts), https://help.salesforce.com/apex/HTViewSolution?id=000001145 ; a dotted
+# ASCII domain of letters, digits and hyphens; no spaces.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _EMAIL = re.compile(r"^(?=[^@]{1,64}@)(?=.{1,254}$)"
-                    r"[^@\s,;<>()\[\]\".]+(?:\.[^@\s,;<>()\[\]\".]+)*"
+                    rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
                     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 
@@ -224,6 +228,13 @@ def _csv_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], fro
         line, last_line = last_line + 1, reader.line_num
         if not any(c.strip() for c in rec):
             continue
+        spanning = [i for i, c in enumerate(rec) if "\n" in c or "\r" in c]
+        if spanning and _unterminated(text, line):
+            index = spanning[0]
+            f.problem(line, names[index] if index < len(names) and names[index] else None,
+                      "a quote (\") opened here is never closed, so the rest of the file "
+                      f"(to line {last_line}) was read as one value; close or remove the quote")
+            break
         if len(rec) > width:
             f.problem(line, None, f"row has {len(rec)} values but the header has {width} columns")
             continue
@@ -239,6 +250,19 @@ def _csv_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], fro
         if lines:
             shown = ", ".join(map(str, lines[:10])) + (", …" if len(lines) > 10 else "")
             f.problem(1, column, f"column missing; {len(lines)} row(s) need it (line {shown})")
+
+
+def _unterminated(text: str, line: int) -> bool:
+    """Does the CSV record starting at ``line`` open a quote it never closes? (Python's
+    lenient reader then reads the rest of the file into one value without a word.)"""
+    rest = "\n".join(text.split("\n")[line - 1:])
+    try:
+        next(csv.reader(io.StringIO(rest, newline=""), strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    except StopIteration:
+        return False
+    return False
 
 
 def _json_object(pairs: list[tuple[str, object]]) -> dict[str, object] | list[tuple[str, object]]:
@@ -309,11 +333,12 @@ def _validate(line: int, raw: dict[str, str], present: frozenset[str], f: _File)
     get = raw.get
     v = {name: get(name, "").strip() for name in COLUMNS}
 
+    unseen = _invisible(v, line, f)
     email = v["email"].lower()
     if not email:
         f.problem(line, "email", "missing; every row needs the e-mail address it is about")
-    elif not _EMAIL.match(email):
-        f.problem(line, "email", f"{json.dumps(v['email'], ensure_ascii=False)} is not a valid e-mail address")
+    elif "email" not in unseen and not _EMAIL.match(email):
+        f.problem(line, "email", _email_problem(v["email"]))
     v["email"] = email
 
     kind: OutcomeKind | None = None
@@ -328,9 +353,8 @@ def _validate(line: int, raw: dict[str, str], present: frozenset[str], f: _File)
 
     if v["new_email"]:
         v["new_email"] = v["new_email"].lower()
-        if not _EMAIL.match(v["new_email"]):
-            f.problem(line, "new_email", f"{json.dumps(raw['new_email'].strip(), ensure_ascii=False)} "
-                                         "is not a valid e-mail address")
+        if "new_email" not in unseen and not _EMAIL.match(v["new_email"]):
+            f.problem(line, "new_email", _email_problem(raw["new_email"].strip()))
 
     cupola = v["cupola_status"].lower()
     if cupola not in ("active", "inactive", ""):
@@ -360,6 +384,48 @@ def _validate(line: int, raw: dict[str, str], present: frozenset[str], f: _File)
     ref = RowRef(file=f.name, line=line, outcome=kind.value, source_id=v["source_id"],
                  observed_at=v["observed_at"])
     return _Row(ref=ref, kind=kind, values=v, observed=observed)
+
+
+def _invisible(v: dict[str, str], line: int, f: _File) -> set[str]:
+    """Columns holding a control, zero-width or bidi character (each reported): a
+    person reviewing the plan cannot see them, and the org would store them."""
+    bad = set()
+    for name, value in v.items():
+        match = first_invisible(value)
+        if match is not None:
+            bad.add(name)
+            f.problem(line, name, f"holds {describe(match.group())} at character {match.start() + 1}; "
+                                  "control, zero-width and bidi characters are refused (remove it)")
+    return bad
+
+
+def _email_problem(text: str) -> str:
+    """Why ``text`` is not an address reconcile writes, as specifically as can be told."""
+    shown = json.dumps(text, ensure_ascii=False)
+    local, at, domain = text.rpartition("@")
+    if not text.isascii():
+        found = sorted(scripts(text))
+        if len(found) > 1:
+            odd = next(c for c in text if not c.isascii() and c.isalpha())
+            return (f"{shown} mixes {' and '.join(s.title() for s in found)} letters (look-alike "
+                    f"characters such as {odd!r} {describe(odd)}); retype the address in one script")
+        if at and local.isascii():
+            try:
+                puny = domain.encode("idna").decode("ascii")
+            except UnicodeError:
+                return f"{shown} has an internationalized domain that cannot be written as punycode"
+            return (f"{shown} has an internationalized (IDN) domain; reconcile takes ASCII domains "
+                    f"only: write it as {local}@{puny}")
+        return (f"{shown} has non-ASCII characters in its local part; reconcile takes ASCII "
+                "addresses only (Salesforce stores these only with Email Address Internationalization)")
+    if text.count('"') % 2:
+        return f"{shown} has an unterminated quote (\"); remove the quote character"
+    if '"' in text:
+        return f"{shown} has a quoted local part, which Salesforce's Email field does not accept"
+    if "\\" in local:
+        return (f"{shown} has a backslash in its local part; Salesforce accepts letters, digits "
+                "and ! # $ % & ' * + - / = ? ^ _ ` { | } ~ . only")
+    return f"{shown} is not a valid e-mail address"
 
 
 _NEEDS = {

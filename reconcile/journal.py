@@ -6,7 +6,8 @@ UTF-8, mode 0600). Each line is appended and fsynced by
 and ``at`` (UTC ISO-8601); most also carry ``calls``, the HTTP requests the
 current run has made so far. The events:
 
-``start``    a run began: ``run`` (1, 2, …), ``pid``, ``host``, ``plan_id``, ``warnings``.
+``start``    a run began: ``run`` (1, 2, …), ``pid``, ``host``, ``plan_id``, ``warnings``,
+             ``approval_sha256`` (the approval.json it runs under).
 ``settle``   a request left without an answer by an earlier run, settled by
              asking the org: ``request`` and ``results`` (as in ``result``).
 ``drift``    the drift check: ``checked`` (change ids), ``current`` (per change the values read just now,
@@ -64,7 +65,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from reconcile.fsutil import append_line
+from reconcile.errors import IntegrityError
+from reconcile.fsutil import append_line, read_bytes
 from reconcile.model import ChangeStatus
 
 __all__ = ["Journal", "JournalState", "replay", "read_events", "FINAL_STATUSES"]
@@ -181,7 +183,7 @@ def read_events(path: Path) -> tuple[list[dict[str, Any]], int]:
     events: list[dict[str, Any]] = []
     torn = 0
     try:
-        raw = Path(path).read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         return events, 0
     lines = raw.split(b"\n")
@@ -206,26 +208,30 @@ GENESIS = "0" * 64
 
 def complete_lines(path: Path) -> list[bytes]:
     """The journal's lines that were written whole (newline-terminated, valid JSON)."""
+    return [line for _number, line in _numbered_complete_lines(path)]
+
+
+def _numbered_complete_lines(path: Path) -> list[tuple[int, bytes]]:
     try:
-        raw = Path(path).read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         return []
     out = []
-    for line in raw.split(b"\n")[:-1]:
+    for number, line in enumerate(raw.split(b"\n")[:-1], 1):
         if not line.strip():
             continue
         try:
             json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             continue  # torn: never sent (see the module docstring)
-        out.append(line)
+        out.append((number, line))
     return out
 
 
 def has_sends(path: Path) -> bool:
     """Did any apply run send a request (a complete ``send`` line)? Stops at the first."""
     try:
-        raw = Path(path).read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         return False
     for line in raw.split(b"\n")[:-1]:       # the last chunk has no newline: torn or empty
@@ -246,17 +252,29 @@ def last_line_hash(path: Path) -> str:
 def check_chain(path: Path) -> str | None:
     """None if every complete line's ``prev`` is the hash of the complete line before
     it; otherwise where the chain breaks."""
-    prev = GENESIS
-    for number, line in enumerate(complete_lines(path), 1):
+    prev, prev_line = GENESIS, 0
+    for number, (line_number, line) in enumerate(_numbered_complete_lines(path), 1):
         event = json.loads(line.decode("utf-8"))
         if event.get("prev") != prev:
-            return f"event {number} ({event.get('event')}) does not follow the one before it"
-        prev = hashlib.sha256(line).hexdigest()
+            before = f"line {prev_line}" if prev_line else "the start of the file"
+            return (f"line {line_number} (event {number}, {event.get('event')}) does not chain to "
+                    f"{before} (that line, or this one, was edited, removed or inserted)")
+        prev, prev_line = hashlib.sha256(line).hexdigest(), line_number
     return None
 
 
 def replay(path: Path) -> JournalState:
-    """Fold the journal into a ``JournalState`` (see the module docstring)."""
+    """Fold the journal into a ``JournalState`` (see the module docstring).
+
+    The hash chain is checked first: a journal with an edited, removed or inserted
+    line (a pending result marked ``applied``, say) is refused with ``IntegrityError``,
+    never trusted."""
+    path = Path(path)
+    broken = check_chain(path)
+    if broken:
+        raise IntegrityError(f"{path.name} {broken}; nothing was sent. Run "
+                             f"`reconcile verify {path.parent.name[:12]}` and restore the plan folder "
+                             "from a backup")
     events, torn = read_events(path)
     state = JournalState(torn_lines=torn)
     for event in events:
@@ -280,6 +298,10 @@ class Journal:
         ``verify`` can tell an edited or removed line from a torn last one."""
         if self._prev is None:
             self._prev = last_line_hash(self.path)
+        if event == "start" and "approval_sha256" not in fields:
+            # The approval this run executes under: an approval edited (and re-sealed)
+            # after an apply began no longer matches it (approval.check_bound_to_journal).
+            fields["approval_sha256"] = self._approval_sha256()
         record = {"event": event, "at": self._now(), "calls": self.calls, **fields, "prev": self._prev}
         line = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         append_line(self.path, line)
@@ -289,6 +311,12 @@ class Journal:
     def start(self, run: int, plan_id: str, warnings: list[str]) -> dict[str, Any]:
         return self.append("start", run=run, pid=os.getpid(), host=socket.gethostname(),
                            plan_id=plan_id, warnings=warnings)
+
+    def _approval_sha256(self) -> str | None:
+        try:
+            return hashlib.sha256(read_bytes(self.path.parent / "approval.json")).hexdigest()
+        except FileNotFoundError:
+            return None
 
     def replay(self) -> JournalState:
         return replay(self.path)

@@ -6,16 +6,20 @@ from pathlib import Path
 
 from reconcile import archive as ar
 from reconcile import plan as plan_doc
+from reconcile.approval import check_bound_to_journal, check_files, check_signature
+from reconcile.config import Config
 from reconcile.errors import IntegrityError, ReconcileError
+from reconcile.fsutil import read_bytes, refuse_links
 from reconcile.journal import check_chain, read_events
 
 
-def verify_archive(arch: ar.Archive, plan_dirs: list[Path]) -> list[str]:
+def verify_archive(arch: ar.Archive, plan_dirs: list[Path], config: Config | None = None) -> list[str]:
+    config = config or Config()
     checked: list[str] = []
     problems: list[str] = []
     for plan_dir in plan_dirs:
         try:
-            checked.extend(_verify_one(arch, plan_dir))
+            checked.extend(_verify_one(arch, plan_dir, config))
         except ReconcileError as exc:
             problems.append(str(exc))
     if problems:
@@ -23,10 +27,11 @@ def verify_archive(arch: ar.Archive, plan_dirs: list[Path]) -> list[str]:
     return checked
 
 
-def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
+def _verify_one(arch: ar.Archive, plan_dir: Path, config: Config) -> list[str]:
+    refuse_links(plan_dir)
     plan_path = plan_dir / ar.PLAN
     doc = plan_doc.load_plan(plan_path)  # recomputes plan_id from the content
-    raw = plan_path.read_bytes()
+    raw = read_bytes(plan_path)
     if plan_doc.canonical_bytes(doc) != raw:
         raise IntegrityError(f"{plan_path}: not in canonical form; the file was edited")
     if doc["plan_id"] != plan_dir.name:
@@ -41,7 +46,17 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
         ar.check_seal(approval_path, approval)
         _canonical(approval_path, approval)
         _points_at(approval_path, approval, doc["plan_id"], plan_sha)
-        out.append(f"{approval_path}: approval ok ({approval.get('approved_by')})")
+        check_files(plan_dir, approval)
+        signer = check_signature(plan_dir, config)
+        signed = f", signed by {signer}" if signer else ""
+        if signer is None and (plan_dir / ar.APPROVAL_SIG).is_file():
+            signed = ", signature not checked: no [approval] allowed_signers"
+        out.append(f"{approval_path}: approval ok ({approval.get('approved_by')}{signed}; "
+                   f"{len(approval['files'])} file(s) as approved)")
+    else:
+        unexpected = sorted(set(ar.AFTER_APPROVAL) - {ar.APPROVAL} & {p.name for p in plan_dir.iterdir()})
+        if unexpected:
+            raise IntegrityError(f"{plan_dir}: has {', '.join(unexpected)} but no approval.json")
 
     journal_path = plan_dir / ar.JOURNAL
     result_path = plan_dir / ar.RESULT
@@ -55,7 +70,12 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
                     raise IntegrityError(f"{journal_path}: event {number} names change {cid!r}, which plan {doc['plan_id'][:12]} does not have")
         broken = check_chain(journal_path)
         if broken:
-            raise IntegrityError(f"{journal_path}: {broken}; a line was edited, removed or inserted")
+            raise IntegrityError(f"{journal_path}: {broken}")
+        check_bound_to_journal(plan_dir)
+        if any(e.get("event") == "finish" for e in events) and not result_path.is_file():
+            raise IntegrityError(f"{result_path}: missing, but the journal says the apply finished; "
+                                 f"restore it from a backup (or run `reconcile apply {plan_dir.name[:12]}` "
+                                 "if that apply was killed while writing it)")
         out.append(f"{journal_path}: journal ok")
     if result_path.is_file():
         result = ar.read_json(result_path)
@@ -63,7 +83,7 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
         _canonical(result_path, result)
         _points_at(result_path, result, doc["plan_id"], plan_sha)
         pinned = result.get("journal_sha256")
-        if pinned and (not journal_path.is_file() or ar.sha256_hex(journal_path.read_bytes()) != pinned):
+        if pinned and (not journal_path.is_file() or ar.sha256_hex(read_bytes(journal_path)) != pinned):
             raise IntegrityError(f"{journal_path}: differs from the journal {result_path.name} was written from")
         for item in result.get("results", []):
             if item.get("change_id") not in change_ids:
@@ -84,7 +104,7 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
             if change.get("record_id") not in touched:
                 raise IntegrityError(f"{plan_path}: change {change['change_id']} undoes record {change.get('record_id')}, which plan {parent_id[:12]}'s apply did not touch")
         for inp in doc.get("inputs", []):
-            if inp.get("sha256") != ar.sha256_hex(parent_result_path.read_bytes()):
+            if inp.get("sha256") != ar.sha256_hex(read_bytes(parent_result_path)):
                 raise IntegrityError(f"{plan_path}: built from a different {parent_result_path} than the one archived")
         out.append(f"{plan_path}: rollback of {parent_id[:12]} ok")
     return out
@@ -93,7 +113,7 @@ def _verify_one(arch: ar.Archive, plan_dir: Path) -> list[str]:
 def _canonical(path: Path, record: dict) -> None:
     """Every byte counts: a record that parses to the same content but is not written
     exactly as reconcile writes it (whitespace, key order, escapes) was edited."""
-    if ar.record_bytes(record) != path.read_bytes():
+    if ar.record_bytes(record) != read_bytes(path):
         raise IntegrityError(f"{path}: not in canonical form; the file was edited after it was written")
 
 

@@ -18,6 +18,7 @@ from reconcile import plan as plan_doc
 from reconcile.approval import approve as _approve, check_approval
 from reconcile.config import Config
 from reconcile.errors import IntegrityError, StateError, UsageError
+from reconcile.fsutil import refuse_links
 from reconcile.model import PlanKind, PlanState
 
 
@@ -59,6 +60,7 @@ class Loaded:
 
 def load(ctx: Context, ref: str) -> Loaded:
     plan_dir = ctx.archive.resolve(ref)
+    refuse_links(plan_dir)   # the archive never follows a symbolic link
     doc = plan_doc.load_plan(plan_dir / ar.PLAN)
     if doc["plan_id"] != plan_dir.name:
         raise IntegrityError(f"{plan_dir / ar.PLAN}: plan id {doc['plan_id'][:12]} does not match its folder {plan_dir.name[:12]}")
@@ -123,9 +125,12 @@ def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
 
 # -- approve ------------------------------------------------------------------------
 
-def approve(ctx: Context, ref: str, *, by: str, comment: str = "") -> tuple[Loaded, dict[str, Any]]:
+def approve(ctx: Context, ref: str, *, by: str, comment: str = "",
+            sign: Path | None = None) -> tuple[Loaded, dict[str, Any]]:
+    """``sign``: the approver's SSH key (else ``[approval] signing_key``, if set)."""
     loaded = load(ctx, ref)
-    record = _approve(ctx.archive, loaded.plan_dir, loaded.doc, by=by, comment=comment, now=ctx.now())
+    record = _approve(ctx.archive, loaded.plan_dir, loaded.doc, by=by, comment=comment, now=ctx.now(),
+                      config=ctx.config, sign_with=sign)
     return load(ctx, ref), record
 
 
@@ -148,7 +153,7 @@ def apply(ctx: Context, ref: str, *, skip_drifted: bool = False,
                 f"{result.get('finished_at')}; now {loaded.state}); nothing was left to resume, "
                 "nothing was sent — for what failed or drifted, make a new plan")
         return replace(report, warnings=(*report.warnings, note))
-    approval = check_approval(loaded.plan_dir, loaded.doc)
+    approval = check_approval(loaded.plan_dir, loaded.doc, ctx.config)
     sf = ctx.salesforce()
     org = sf.org_info()
     planned_org = loaded.doc["org"]["org_id"]
@@ -246,4 +251,4 @@ def verify(ctx: Context, ref: str | None = None) -> list[str]:
     from reconcile.verify import verify_archive
     arch = ctx.archive
     dirs = [arch.resolve(ref)] if ref else list(arch.plan_dirs())
-    return verify_archive(arch, dirs)
+    return verify_archive(arch, dirs, ctx.config)

@@ -151,7 +151,10 @@ def test_json_lines_split_only_at_newlines(tmp_path):
     # U+2028 and U+0085 are legal unescaped inside a JSON string; they do not end the line.
     path = write(tmp_path, "o.jsonl", '{"email": "a@x.com", "outcome": "title_change", "new_title": "A\u2028B\x85C"}\r\n'
                                       '{"email": "b@", "outcome": "inactive"}\r\n')
-    assert problems(path) == ['o.jsonl:2:email: "b@" is not a valid e-mail address']
+    # (U+0085 is a C1 control character: refused in a title, on its own line 1.)
+    assert problems(path) == ["o.jsonl:1:new_title: holds U+0085 control character at character 4; control, "
+                              "zero-width and bidi characters are refused (remove it)",
+                              'o.jsonl:2:email: "b@" is not a valid e-mail address']
     path = write(tmp_path, "p.jsonl", '{"email": "a@x.com", "outcome": "title_change", "new_title": "A\u2028B"}\n')
     assert read_outcomes([path]).outcomes[0].new_title == "A\u2028B"
 
@@ -166,7 +169,10 @@ def test_a_json_key_given_twice_is_refused(tmp_path):
 
 def test_multiline_csv_rows_keep_their_starting_line(tmp_path):
     path = csv_file(tmp_path, 'a@x.com,title_change,,"Head of\nSales",,,,,,active,,', "b@,inactive,,,,,,,,,,")
-    assert problems(path) == ['outcomes.csv:4:email: "b@" is not a valid e-mail address']
+    # A line break inside a title is refused (a Title is one line); the next row keeps its own line.
+    assert problems(path) == ["outcomes.csv:2:new_title: holds U+000A control character at character 8; control, "
+                              "zero-width and bidi characters are refused (remove it)",
+                              'outcomes.csv:4:email: "b@" is not a valid e-mail address']
 
 
 def test_same_determination_rows_are_merged(tmp_path):
@@ -218,3 +224,80 @@ def test_100k_rows_validate_fast(tmp_path):
     print(f"\n100,000 rows read and validated in {elapsed:.2f} s")
     assert len(result.outcomes) == 100_000
     assert elapsed < 10
+
+
+# -- characters a reviewer cannot see, look-alikes, what Salesforce's Email field takes --------
+
+def _jsonl(tmp_path: Path, *objs: dict) -> Path:
+    return write(tmp_path, "o.jsonl", "".join(json.dumps(o) + "\n" for o in objs))
+
+
+def test_control_zero_width_and_bidi_characters_are_refused_in_every_column(tmp_path):
+    path = _jsonl(tmp_path,
+                  {"email": "a\u0000b@x.com", "outcome": "inactive"},
+                  {"email": "ok@x.com", "outcome": "title_change", "new_title": "Boss\u202eevil"},
+                  {"email": "ok2@x.com", "outcome": "title_change", "new_title": "Bo\u200bss"},
+                  {"email": "ok3@x.com", "outcome": "new_contact", "last_name": "Lee\x1b[2J",
+                   "organization": "Acme"},
+                  {"email": "ok4@x.com", "outcome": "new_contact", "last_name": "Lee", "first_name": "\ufeffAnn",
+                   "organization": "Acme"})
+    assert problems(path) == [
+        "o.jsonl:1:email: holds U+0000 control character at character 2; control, zero-width and bidi "
+        "characters are refused (remove it)",
+        "o.jsonl:2:new_title: holds U+202E RIGHT-TO-LEFT OVERRIDE at character 5; control, zero-width and bidi "
+        "characters are refused (remove it)",
+        "o.jsonl:3:new_title: holds U+200B ZERO WIDTH SPACE at character 3; control, zero-width and bidi "
+        "characters are refused (remove it)",
+        "o.jsonl:4:last_name: holds U+001B control character at character 4; control, zero-width and bidi "
+        "characters are refused (remove it)",
+        "o.jsonl:5:first_name: holds U+FEFF ZERO WIDTH NO-BREAK SPACE at character 1; control, zero-width and "
+        "bidi characters are refused (remove it)",
+    ]
+
+
+def test_a_mixed_script_look_alike_address_is_refused(tmp_path):
+    path = _jsonl(tmp_path, {"email": "p\u0430ypal@example.com", "outcome": "inactive"},
+                  {"email": "a@x.com", "outcome": "email_change", "new_email": "b\u043eb@x.com"})
+    assert problems(path) == [
+        "o.jsonl:1:email: \"p\u0430ypal@example.com\" mixes Cyrillic and Latin letters (look-alike characters "
+        "such as '\u0430' U+0430 CYRILLIC SMALL LETTER A); retype the address in one script",
+        "o.jsonl:2:new_email: \"b\u043eb@x.com\" mixes Cyrillic and Latin letters (look-alike characters "
+        "such as '\u043e' U+043E CYRILLIC SMALL LETTER O); retype the address in one script",
+    ]
+
+
+def test_an_idn_domain_is_refused_with_its_punycode_form(tmp_path):
+    path = _jsonl(tmp_path, {"email": "jo@b\u00fccher.de", "outcome": "inactive"},
+                  {"email": "j\u00f6@x.de", "outcome": "inactive"})
+    assert problems(path) == [
+        "o.jsonl:1:email: \"jo@b\u00fccher.de\" has an internationalized (IDN) domain; reconcile takes ASCII "
+        "domains only: write it as jo@xn--bcher-kva.de",
+        "o.jsonl:2:email: \"j\u00f6@x.de\" has non-ASCII characters in its local part; reconcile takes ASCII "
+        "addresses only (Salesforce stores these only with Email Address Internationalization)",
+    ]
+
+
+def test_a_backslash_or_quote_in_the_local_part_is_refused(tmp_path):
+    """Salesforce's Email field takes letters, digits and ! # $ % & ' * + - / = ? ^ _ ` { | } ~ .
+    in the local part, no backslash and no quoted strings:
+    https://help.salesforce.com/apex/HTViewSolution?id=000001145"""
+    path = _jsonl(tmp_path, {"email": "a\\b@x.com", "outcome": "inactive"},
+                  {"email": "\"ab@x.com", "outcome": "inactive"},
+                  {"email": "\"a b\"@x.com", "outcome": "inactive"},
+                  {"email": "o'neil+{x}|y~z@x.com", "outcome": "inactive"})
+    assert problems(path) == [
+        "o.jsonl:1:email: \"a\\\\b@x.com\" has a backslash in its local part; Salesforce accepts letters, digits "
+        "and ! # $ % & ' * + - / = ? ^ _ ` { | } ~ . only",
+        "o.jsonl:2:email: \"\\\"ab@x.com\" has an unterminated quote (\"); remove the quote character",
+        "o.jsonl:3:email: \"\\\"a b\\\"@x.com\" has a quoted local part, which Salesforce's Email field does "
+        "not accept",
+    ]
+
+
+def test_an_unterminated_csv_quote_gets_its_own_message(tmp_path):
+    path = write(tmp_path, "o.csv", 'email,outcome\n"a@b.com,inactive\nc@d.com,inactive\nd@e.com,inactive\n')
+    assert problems(path) == [
+        'o.csv:2:email: a quote (") opened here is never closed, so the rest of the file (to line 4) was read '
+        "as one value; close or remove the quote"]
+    path = write(tmp_path, "p.csv", 'email,outcome\na@b.com,"inactive\nc@d.com,inactive\n')
+    assert problems(path)[0].startswith('p.csv:2:outcome: a quote (") opened here is never closed')

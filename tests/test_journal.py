@@ -79,9 +79,10 @@ def test_a_complete_json_line_without_its_newline_counts_as_torn(tmp_path):
     # The newline is the last byte written; without it the fsync never returned,
     # so apply never sent the request.
     path = tmp_path / "journal.jsonl"
-    path.write_text(json.dumps({"event": "start", "run": 1}) + "\n"
-                    + json.dumps({"event": "send", "request": 1, "action": "update", "sobject": "Lead",
-                                  "change_ids": ["Lead:1"], "payload": []}))
+    Journal(path, now=lambda: "t").append("start", run=1)   # chained, as apply writes it
+    with path.open("a") as fh:
+        fh.write(json.dumps({"event": "send", "request": 1, "action": "update", "sobject": "Lead",
+                             "change_ids": ["Lead:1"], "payload": []}))
     state = replay(path)
     assert state.torn_lines == 1 and not state.unsettled
 

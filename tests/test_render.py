@@ -327,3 +327,42 @@ def test_every_scenario_plan_renders(path):
     assert "<script" not in page.lower() and summary_line(doc) in show(doc)
     assert read_csv(review_csv(doc))[0] == list(REVIEW_COLUMNS)
     assert len(handoff_csvs(doc)) == 2
+
+
+# -- control, zero-width and bidi characters from the org are shown, never obeyed -------------
+
+ORG_VALUE = "Dir\x1b[2J\x00ector\u202eRLO\u200b\x07"
+SHOWN = "Dir\\x1b[2J\\x00ector\\u202eRLO\\u200b\\x07"
+
+
+def _with_org_controls(plan: dict) -> dict:
+    update = next(c for c in plan["changes"] if c["action"] == "update")
+    name = sorted(update["fields"])[0]
+    update["fields"][name]["before"] = ORG_VALUE
+    plan["review"][0]["detail"] = ORG_VALUE
+    plan["handoff"][0]["source_id"] = ORG_VALUE
+    return plan
+
+
+def _raw_controls(text: str) -> set[str]:
+    return {c for c in text if c in "\x1b\x00\x07\u202e\u200b"}
+
+
+def test_show_escapes_control_and_bidi_characters_from_the_org(plan):
+    out = show(_with_org_controls(plan))
+    assert SHOWN in out
+    assert not _raw_controls(out)
+
+
+def test_html_escapes_control_and_bidi_characters_from_the_org(plan):
+    page = render_html(_with_org_controls(plan))
+    assert SHOWN in page
+    assert not _raw_controls(page)
+
+
+def test_csvs_escape_control_and_bidi_characters_but_keep_tabs_and_line_breaks(plan):
+    _with_org_controls(plan)
+    files = [review_csv(plan), *handoff_csvs(plan).values()]
+    assert any(SHOWN in text for text in files)
+    assert not any(_raw_controls(text) for text in files)
+    assert safe_cell("a\tb\nc") == "a\tb\nc"

@@ -1,6 +1,7 @@
 """The plan's CSV files: the human-review list and Marketing's hand-off files.
 
-People open these in Excel, so a cell that Excel would read as a formula
+Control, zero-width and bidi characters (from the org) are written as visible
+escapes (``reconcile.chars.escape_invisible``). People open these in Excel, so a cell that Excel would read as a formula
 (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is
 written with a leading ``'``, which Excel shows as text (OWASP "CSV Injection").
 Every file has its header row, even when it has no data rows.
@@ -12,6 +13,7 @@ import csv
 import io
 from typing import Any, Iterable, Mapping, Sequence
 
+from reconcile.chars import escape_invisible
 from reconcile.render.text import rows_label
 
 REVIEW_COLUMNS = ("email", "reason", "detail", "sobject", "record_id", "source_rows")
@@ -35,6 +37,7 @@ def safe_cell(value: Any) -> str:
         text = ";".join(str(v) for v in value)
     else:
         text = str(value)
+    text = escape_invisible(text, csv_cell=True)   # a control or bidi character from the org, shown, not obeyed
     if text.startswith(_FORMULA_START) or text.lstrip(" ").startswith(_FORMULA_START):
         return "'" + text
     return text

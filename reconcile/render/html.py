@@ -15,6 +15,9 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from reconcile.chars import escape_invisible
 
 from reconcile.render.text import (
     ACTION_STYLE,
@@ -169,7 +172,16 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_printable,
     )
+
+
+def _printable(value: Any) -> Any:
+    """Every ``{{ … }}`` on the page: invisible characters in a value shown escaped.
+    Markup is the template's own (``tojson`` already escapes everything non-ASCII)."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return escape_invisible(value)
+    return value
 
 
 def render_html(doc: Mapping[str, Any]) -> str:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from reconcile.chars import escape_tree
 from reconcile.model import pointed_ref
 
 ACTIONS = ("create", "update", "delete")
@@ -326,6 +327,7 @@ def _tail(doc: Mapping[str, Any], console: Console) -> None:
 
 def render_show(doc: Mapping[str, Any], console: Console) -> None:
     """Print the plan for a terminal, Terraform-like (``reconcile show PLAN``)."""
+    doc = escape_tree(doc)   # an escape sequence or bidi override from the org is shown, not obeyed
     _header(doc, console)
     _changes(doc, console)
     _duplicates(doc, console)
