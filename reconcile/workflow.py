@@ -119,6 +119,8 @@ def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
     arch.write(plan_dir, ar.REVIEW, review_csv(doc), overwrite=True)
     for name, text in handoff_csvs(doc).items():
         arch.write(plan_dir, name, text, overwrite=True)
+    # The schema is checked once, here, where a plan is written (loading checks the id).
+    plan_doc.check_schema(doc, plan_dir / ar.PLAN)
     arch.write(plan_dir, ar.PLAN, plan_doc.canonical_bytes(doc))  # last: its presence marks a whole plan
     return plan_dir
 
@@ -131,7 +133,8 @@ def approve(ctx: Context, ref: str, *, by: str, comment: str = "",
     loaded = load(ctx, ref)
     record = _approve(ctx.archive, loaded.plan_dir, loaded.doc, by=by, comment=comment, now=ctx.now(),
                       config=ctx.config, sign_with=sign)
-    return load(ctx, ref), record
+    # The plan was read and checked once; only its state changed.
+    return replace(loaded, state=ctx.archive.state(loaded.plan_dir)), record
 
 
 # -- apply --------------------------------------------------------------------------
