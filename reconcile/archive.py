@@ -25,7 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from reconcile.errors import IntegrityError, PlanNotFound
 from reconcile.fsutil import read_bytes, write_atomic
@@ -116,9 +116,11 @@ class Archive:
                 raise PlanNotFound(f"plan id prefix {ref!r} matches {len(matches)} plans in {self.root}; give more characters")
         raise PlanNotFound(f"no plan {ref!r} in {self.root} (give a plan id, a unique prefix of one, or a path; `reconcile log` lists them)")
 
-    def write(self, plan_dir: Path, name: str, data: bytes | str, *, overwrite: bool = False) -> Path:
-        """Write one archive file atomically; an existing file is never replaced unless
-        ``overwrite`` (only for a plan's own renderings before its plan.json exists)."""
+    def write(self, plan_dir: Path, name: str, data: bytes | str | Iterable[bytes], *,
+              overwrite: bool = False) -> Path:
+        """Write one archive file atomically (``data`` may come in pieces, written as they
+        come); an existing file is never replaced unless ``overwrite`` (only for a plan's
+        own renderings before its plan.json exists)."""
         raw = data.encode("utf-8") if isinstance(data, str) else data
         plan_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         target = plan_dir / name

@@ -18,7 +18,7 @@ from enum import Enum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import fastjsonschema
 
@@ -96,16 +96,48 @@ def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str,
     return doc
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+# Items of a top-level array or object encoded at a time: a 100,000-change plan is never
+# held as one string (nor as its UTF-8 bytes) beside the document.
+_CHUNK_ITEMS = 2_000
+
+
+def canonical_chunks(doc: Mapping[str, Any], *, chunk_items: int = _CHUNK_ITEMS) -> Iterator[bytes]:
+    """``canonical_bytes(doc)`` in pieces: the same bytes, a few thousand items at a time."""
+    yield b"{"
+    for i, key in enumerate(sorted(doc)):
+        value = doc[key]
+        yield (("," if i else "") + _ENCODER.encode(key) + ":").encode("utf-8")
+        if isinstance(value, list) and len(value) > chunk_items:
+            yield b"["
+            for at in range(0, len(value), chunk_items):
+                part = _ENCODER.encode(value[at:at + chunk_items])[1:-1]
+                yield (("," if at else "") + part).encode("utf-8")
+            yield b"]"
+        elif isinstance(value, dict) and len(value) > chunk_items:
+            keys = sorted(value)
+            yield b"{"
+            for at in range(0, len(keys), chunk_items):
+                part = _ENCODER.encode({k: value[k] for k in keys[at:at + chunk_items]})[1:-1]
+                yield (("," if at else "") + part).encode("utf-8")
+            yield b"}"
+        else:
+            yield _ENCODER.encode(value).encode("utf-8")
+    yield b"}\n"
+
+
 def canonical_bytes(doc: Mapping[str, Any]) -> bytes:
     """Sorted keys, no insignificant white space, UTF-8 (json's C encoder: fast at 100k changes).
-    ``reconcile show --json`` prints the same document indented for people."""
-    return (json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    ``reconcile show --json`` prints the same document indented for people. Large plans are
+    written from ``canonical_chunks`` instead (the same bytes)."""
+    return b"".join(canonical_chunks(doc))
 
 
 def compute_plan_id(doc: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_bytes({k: v for k, v in doc.items() if k != "plan_id"})).hexdigest()
-
-
+    digest = hashlib.sha256()
+    for chunk in canonical_chunks({k: v for k, v in doc.items() if k != "plan_id"}):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config) -> int:
@@ -227,5 +259,5 @@ def _id_of_bytes(raw: bytes, doc: dict[str, Any]) -> str:
     return compute_plan_id(doc)
 
 
-__all__ = ["FORMAT_VERSION", "make_document", "canonical_bytes", "compute_plan_id", "load_plan",
+__all__ = ["FORMAT_VERSION", "make_document", "canonical_bytes", "canonical_chunks", "compute_plan_id", "load_plan",
            "estimate_api_calls", "check_schema", "schema_problem", "plan_schema", "plain"]

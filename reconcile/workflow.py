@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from reconcile import __version__
 from reconcile import archive as ar
@@ -78,12 +78,21 @@ class PlanResult:
 
 def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = False) -> PlanResult:
     """Validate the outcome files, snapshot the org, plan, and archive the plan."""
+    if not outcome_files:
+        raise UsageError("plan: give at least one outcome file (CSV or JSON Lines)")
+    doc, api_calls = _make_plan(ctx, outcome_files, allow_create=allow_create)
+    # The outcomes, the snapshot and the planner's records are gone by now: at 100,000
+    # outcomes they are hundreds of MB that writing the page and the plan does not need.
+    ctx.say("writing the plan, its HTML page and the hand-off files")
+    plan_dir = save_plan(ctx, doc)
+    return PlanResult(plan_dir, doc, api_calls)
+
+
+def _make_plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool) -> tuple[dict[str, Any], int]:
     from reconcile.inputs import read_outcomes
     from reconcile.planner import build_plan
     from reconcile.snapshot import PREFLIGHT_OBJECTS, preflight, take_snapshot
 
-    if not outcome_files:
-        raise UsageError("plan: give at least one outcome file (CSV or JSON Lines)")
     ctx.say(f"validating {len(outcome_files)} outcome file(s)")
     outcome_set = read_outcomes([Path(p) for p in outcome_files])  # before any API call
     ctx.say("connecting to Salesforce")
@@ -100,29 +109,42 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
         body, org=snapshot.org, inputs=list(outcome_set.inputs),
         options={"allow_create": allow_create}, created_at=ctx.now(),
         tool_version=__version__, config=ctx.config)
-    ctx.say("writing the plan, its HTML page and the hand-off files")
-    plan_dir = save_plan(ctx, doc)
-    return PlanResult(plan_dir, doc, reader.calls)
+    return doc, reader.calls
 
 
 def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
     """Write the plan and everything rendered from it into its archive folder."""
     from reconcile.render.csvs import handoff_csvs, review_csv
-    from reconcile.render.html import render_html
+    from reconcile.render.html import html_pieces
 
     arch = ctx.archive
     plan_dir = arch.plan_dir(doc["plan_id"])
     if (plan_dir / ar.PLAN).is_file():
         return plan_dir  # the same content has the same id: already archived
     # Until plan.json is there the folder is an unfinished save (a crash mid-way): redo it.
-    arch.write(plan_dir, ar.HTML, render_html(doc), overwrite=True)
+    arch.write(plan_dir, ar.HTML, _utf8(html_pieces(doc)), overwrite=True)
     arch.write(plan_dir, ar.REVIEW, review_csv(doc), overwrite=True)
     for name, text in handoff_csvs(doc).items():
         arch.write(plan_dir, name, text, overwrite=True)
     # The schema is checked once, here, where a plan is written (loading checks the id).
     plan_doc.check_schema(doc, plan_dir / ar.PLAN)
-    arch.write(plan_dir, ar.PLAN, plan_doc.canonical_bytes(doc))  # last: its presence marks a whole plan
+    # last: its presence marks a whole plan; written in pieces (never the whole text at once)
+    arch.write(plan_dir, ar.PLAN, plan_doc.canonical_chunks(doc))
     return plan_dir
+
+
+def _utf8(pieces: Iterable[str], size: int = 1 << 20) -> Iterator[bytes]:
+    """Text pieces as UTF-8 bytes, about ``size`` characters at a time."""
+    batch: list[str] = []
+    held = 0
+    for piece in pieces:
+        batch.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield "".join(batch).encode("utf-8")
+            batch, held = [], 0
+    if batch:
+        yield "".join(batch).encode("utf-8")
 
 
 # -- approve ------------------------------------------------------------------------
