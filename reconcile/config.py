@@ -18,6 +18,7 @@ file named by ``--config`` / ``RECONCILE_CONFIG``) overrides any of them::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -32,6 +33,26 @@ DEFAULT_API_VERSION = "68.0"
 BULK_CALLS_PER_JOB = 8
 # ... and one Bulk API 2.0 query: create, two polls, one page of results.
 BULK_QUERY_CALLS = 4
+
+
+def bulk_query_calls(rows: int, config: Config) -> int:
+    """What one Bulk API 2.0 query over ``rows`` records costs: create, two polls, and
+    one results page per ``bulk_max_records`` rows (at least one)."""
+    return BULK_QUERY_CALLS - 1 + max(1, math.ceil(rows / config.bulk_max_records))
+
+
+def worth_counting(soql_calls: int, config: Config) -> bool:
+    """Whether asking the org how many rows a Bulk query would read (one ``COUNT()``
+    request) can pay off against ``soql_calls`` batched ``IN (…)`` queries: only when
+    even a one-page Bulk query plus the count costs fewer calls."""
+    return 1 + bulk_query_calls(0, config) < soql_calls
+
+
+def bulk_is_cheaper(soql_calls: int, rows: int | None, config: Config) -> bool:
+    """The read path by cost, for one object: ONE Bulk query over the object's ``rows``
+    rows (its whole table of non-empty values) when that costs fewer API calls than
+    ``soql_calls`` batched queries; batched queries when the rows are unknown."""
+    return rows is not None and bulk_query_calls(rows, config) < soql_calls
 
 
 @dataclass(frozen=True)
@@ -57,9 +78,6 @@ class Config:
     bulk_threshold: int = 2_000
     # Bulk API 2.0 writes: records per ingest job (one journal frame each).
     bulk_job_size: int = 10_000
-    # Bulk API 2.0 reads: ``query_in`` with more distinct values than this runs ONE
-    # bulk query per object instead of batched ``IN (...)`` queries.
-    bulk_query_threshold: int = 10_000
     # Rows asked for per bulk query results page (``maxRecords``).
     bulk_max_records: int = 100_000
     # Polling a bulk job: first wait in seconds, doubled up to the cap; give up
@@ -105,7 +123,7 @@ _SECTIONS = {
     "apply": {"collection_size": "collection_size", "bulk_threshold": "bulk_threshold",
               "api_share": "api_share", "max_attempts": "max_attempts",
               "backoff_seconds": "backoff_seconds", "bulk_job_size": "bulk_job_size"},
-    "salesforce": {"api_version": "api_version", "bulk_query_threshold": "bulk_query_threshold",
+    "salesforce": {"api_version": "api_version",
                    "bulk_max_records": "bulk_max_records", "bulk_poll_seconds": "bulk_poll_seconds",
                    "bulk_poll_max_seconds": "bulk_poll_max_seconds",
                    "bulk_timeout_seconds": "bulk_timeout_seconds"},

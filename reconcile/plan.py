@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import fastjsonschema
 
-from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
+from reconcile.config import BULK_CALLS_PER_JOB, Config, bulk_query_calls, worth_counting
 from reconcile.errors import IntegrityError
 from reconcile.fsutil import read_bytes
 from reconcile.model import Action, Change, OrgInfo, PlanBody, PlanKind
@@ -146,8 +146,9 @@ def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Co
     One request checks the org's identity. Re-reads: ``ceil(records / retrieve_size)``
     per sobject for updates and deletes; for creates, the queries that check no
     record with those addresses (or Account names) has appeared: ``IN (…)`` batches
-    as long as a request URL allows, or a Bulk API 2.0 query above
-    ``bulk_query_threshold``. Writes: ``ceil(records / collection_size)`` per action
+    as long as a request URL allows, or, when those are more than a ``COUNT()`` and
+    a Bulk API 2.0 query cost, those two (the adapter's choice by cost; this assumes
+    the object's rows fit one Bulk results page). Writes: ``ceil(records / collection_size)`` per action
     and sobject, or Bulk API 2.0 jobs for a group above ``bulk_threshold`` (Leads
     never: see apply). Bulk polling can take more requests on a busy org."""
     reread: dict[str, set[str]] = {}
@@ -167,10 +168,9 @@ def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Co
     calls = 1  # apply first checks that it is connected to the plan's org
     calls += sum(math.ceil(len(ids) / config.retrieve_size) for ids in reread.values())
     for keys in created.values():
-        if len(set(keys)) > config.bulk_query_threshold:
-            calls += BULK_QUERY_CALLS
-        else:  # a quoted literal and a comma per key, in a URL with room for the query around it
-            calls += max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - 500)))
+        # a quoted literal and a comma per key, in a URL with room for the query around it
+        batches = max(1, math.ceil(sum(len(k) + 3 for k in set(keys)) / (config.max_query_url - 500)))
+        calls += 1 + bulk_query_calls(0, config) if worth_counting(batches, config) else batches
     for (action, sobject), n in writes.items():
         if n > config.bulk_threshold and sobject != "Lead":   # apply's choice: see apply._writer_for
             calls += math.ceil(n / config.bulk_job_size) * BULK_CALLS_PER_JOB

@@ -49,7 +49,7 @@ import simple_salesforce
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from reconcile.config import Config
+from reconcile.config import Config, bulk_is_cheaper, worth_counting
 from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, OutcomeUnknown,
                               PermissionDenied, ReconcileError, SalesforceError, SessionExpired,
                               TransientError)
@@ -556,6 +556,8 @@ class Salesforce:
         self.usage: ApiUsage | None = None
         # Records per query page (Sforce-Query-Options: batchSize, 200..2000); None = the org's default.
         self.query_batch_size: int | None = None
+        # (sobject, field) -> rows whose field is not null: what a Bulk query would read.
+        self.row_counts: dict[tuple[str, str], int] = {}
 
     def __repr__(self) -> str:
         return f"<reconcile.salesforce.Salesforce https://{self._sf.sf_instance} calls={self.calls}>"
@@ -613,16 +615,25 @@ class Salesforce:
                 "daily_api_requests": ({"max": daily.get("Max"), "remaining": daily.get("Remaining")}
                                        if isinstance(daily, dict) else None)}
 
-    def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]:
+    def org_and_describe(self, sobjects: Sequence[str], *,
+                         count_field: str | None = None) -> tuple[OrgInfo, dict[str, dict]]:
         """The org's identity and the describes preflight needs, in ONE ``/composite``
-        request (independent GET subrequests; one API call for all of them)."""
+        request (independent GET subrequests; one API call for all of them).
+
+        With ``count_field``, the same request also asks ``SELECT COUNT() FROM sobject
+        WHERE count_field != null`` per sobject (``row_counts``: what a Bulk query would
+        read, so ``query_in`` can choose its read path by cost). A count the org
+        refuses is left unknown; it does not fail the request."""
         prefix = urlparse(self.base_url).path
         subrequests = [{"method": "GET", "url": f"{prefix}sobjects/{_name(s)}/describe/",
                         "referenceId": f"describe{i}"} for i, s in enumerate(sobjects)]
         subrequests.append({"method": "GET", "referenceId": "organization",
                             "url": f"{prefix}query/?q=" + _encode_q(ORG_QUERY)})
+        counts = [{"method": "GET", "referenceId": f"count{i}",
+                   "url": f"{prefix}query/?q=" + _encode_q(self._count_soql(s, count_field))}
+                  for i, s in enumerate(sobjects)] if count_field else []
         answer = _json(self._request("POST", "composite/",
-                                     json={"allOrNone": False, "compositeRequest": subrequests}))
+                                     json={"allOrNone": False, "compositeRequest": subrequests + counts}))
         by_ref = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
         bodies = {}
         for sub in subrequests:
@@ -633,10 +644,29 @@ class Salesforce:
                 raise _error_for(f"GET {sub['url'].split('?')[0]}", int(part.get("httpStatusCode") or 0),
                                  part.get("body"))
             bodies[sub["referenceId"]] = part.get("body") or {}
+        for i, sobject in enumerate(sobjects if count_field else ()):
+            part = by_ref.get(f"count{i}") or {}
+            total = (part.get("body") or {}).get("totalSize") if isinstance(part.get("body"), dict) else None
+            if 200 <= int(part.get("httpStatusCode") or 0) < 300 and isinstance(total, int):
+                self.row_counts[(sobject, str(count_field))] = total
         records = bodies["organization"].get("records") or []
         if not records:
             raise SalesforceError("the org returned no Organization row")
         return self._org(records[0]), {s: bodies[f"describe{i}"] for i, s in enumerate(sobjects)}
+
+    @staticmethod
+    def _count_soql(sobject: str, field: str | None) -> str:
+        return f"SELECT COUNT() FROM {_name(sobject)} WHERE {_name(str(field))} != null"
+
+    def count_rows(self, sobject: str, field: str) -> int:
+        """Rows of ``sobject`` whose ``field`` is not null: one ``COUNT()`` query (whose
+        answer is ``totalSize`` alone), remembered in ``row_counts``."""
+        page = _json(self._request("GET", "query/", params="q=" + _encode_q(self._count_soql(sobject, field))))
+        total = page.get("totalSize") if isinstance(page, dict) else None
+        if not isinstance(total, int):
+            raise SalesforceError(f"COUNT() of {sobject} returned no totalSize")
+        self.row_counts[(sobject, field)] = total
+        return total
 
     def query(self, soql: str) -> list[dict]:
         """All records of one SOQL query, following ``nextRecordsUrl``, without ``attributes``."""
@@ -644,20 +674,35 @@ class Salesforce:
 
     def query_in(self, sobject: str, field: str, values: Iterable[str],
                  fields: Sequence[str]) -> list[dict]:
-        """``SELECT fields FROM sobject WHERE field IN (values)``, as few requests as the
-        URL limit allows (values de-duplicated, escaped).
+        """``SELECT fields FROM sobject WHERE field IN (values)`` (values de-duplicated,
+        escaped), by whichever read path costs fewer API calls for this input and this org:
 
-        With more than ``config.bulk_query_threshold`` distinct values it runs ONE
-        Bulk API 2.0 query instead (``WHERE field != null``) and keeps the rows whose
-        ``field`` equals a value, trimmed and case-insensitively: the same records
-        (in another order; string values as the org returns them)."""
+        - batched ``IN (…)`` queries, as few as the URL limit allows; or
+        - ONE Bulk API 2.0 query over the object's rows with a ``field``
+          (``WHERE field != null``), keeping the rows whose ``field`` equals a value,
+          trimmed and case-insensitively: the same records (in another order; string
+          values as the org returns them). It costs ``config.bulk_query_calls`` for the
+          org's row count: known from ``org_and_describe(count_field=…)``, or asked
+          with one ``COUNT()`` query when the batches are many enough to make that pay.
+
+        No cliff: one more value costs at most one more batch, or nothing."""
         head = f"SELECT {', '.join(_name(f) for f in fields)} FROM {_name(sobject)} WHERE {_name(field)} IN ("
         unique = _unique(values)
-        if len(unique) > self._config.bulk_query_threshold:
+        batches = list(self._in_queries(head, ")", unique))
+        rows = self.row_counts.get((sobject, field))
+        if rows is None and worth_counting(len(batches), self._config):
+            rows = self.count_rows(sobject, field)
+        if bulk_is_cheaper(len(batches), rows, self._config):
             return self._query_in_bulk(sobject, field, unique, fields)
         records: list[dict] = []
-        for soql in self._in_queries(head, ")", unique):
-            records.extend(self._query_pages(soql))
+        seen: set[Any] = set()
+        for soql in batches:
+            for record in self._query_pages(soql):
+                # SOQL matches case-insensitively: "A@x.com" and "a@x.com" in two batches
+                # find the same record twice; it is returned once, as from one query
+                if record.get("Id") is None or record["Id"] not in seen:
+                    seen.add(record.get("Id"))
+                    records.append(record)
         return records
 
     def _query_in_bulk(self, sobject: str, field: str, values: list[str],
@@ -1138,8 +1183,9 @@ class SalesforceReader:
     def describe(self, sobject: str) -> dict:
         return self._sf.describe(sobject)
 
-    def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]:
-        return self._sf.org_and_describe(sobjects)
+    def org_and_describe(self, sobjects: Sequence[str], *,
+                         count_field: str | None = None) -> tuple[OrgInfo, dict[str, dict]]:
+        return self._sf.org_and_describe(sobjects, count_field=count_field)
 
     def query_in(self, sobject: str, field: str, values: Iterable[str],
                  fields: Sequence[str]) -> list[dict]:

@@ -99,7 +99,8 @@ def _make_plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: boo
     sf = ctx.salesforce()
     reader = sf.reader()
     ctx.say("checking the org's fields and picklist values (preflight)")
-    org, describes = reader.org_and_describe(PREFLIGHT_OBJECTS)  # one request
+    # one request; it also counts the rows with an e-mail, so each read can choose its path by cost
+    org, describes = reader.org_and_describe(PREFLIGHT_OBJECTS, count_field=ctx.config.email_field)
     preflight(describes, ctx.config, allow_create=allow_create)
     snapshot = take_snapshot(reader, outcome_set, ctx.config, allow_create=allow_create, org=org,
                              progress=ctx.say)

@@ -64,10 +64,13 @@ def test_bulk_query_in_equals_the_batched_in_query(sb):
     batched = connect(sb)
     by_in = batched.query_in("Contact", "Email", wanted, fields)
     assert batched.calls == 1
-    bulk = connect(sb, replace(CONFIG, bulk_query_threshold=5))
+    # URLs so short that the addresses take many batched queries: one Bulk query is cheaper
+    head = salesforce._encode_q(f"SELECT {', '.join(fields)} FROM Contact WHERE Email IN ()")
+    bulk = connect(sb, replace(CONFIG, max_query_url=len(batched.base_url + "query/?q=" + head) + 80))
+    bulk.org_and_describe(["Contact"], count_field="Email")     # counts the rows: no extra call
     by_bulk = bulk.query_in("Contact", "Email", wanted, fields)
-    print(f"\nbulk query_in: {bulk.calls} API calls (create, 2 polls, 1 results page)")
-    assert bulk.calls == 4
+    print(f"\nbulk query_in: {bulk.calls - 1} API calls (create, 2 polls, 1 results page)")
+    assert bulk.calls == 1 + 4 and any("/jobs/query" in p for p in paths(sb))
     key = lambda r: r["Id"]  # noqa: E731
     assert sorted(by_bulk, key=key) == sorted(by_in, key=key)
     assert len(by_in) == 4 + 14
@@ -78,16 +81,54 @@ def test_bulk_query_in_equals_the_batched_in_query(sb):
     assert all(set(r) == {"Id"} for r in ids_only)
 
 
-def test_query_in_switches_to_one_bulk_query_above_the_threshold(sb):
+def _one_address_a_query(sb, **changes):
+    """A configuration whose query URLs hold one ``switch.N@bulk.example.com`` address each."""
+    base = connect(sb).base_url + "query/?q="
+    head = salesforce._encode_q("SELECT Id FROM Contact WHERE Email IN (") + salesforce._encode_q(")")
+    one = len(salesforce._encode_q("'switch.0@bulk.example.com'"))
+    return replace(CONFIG, max_query_url=len(base) + len(head) + one + one // 2, **changes)
+
+
+def test_query_in_chooses_the_cheaper_read_path_by_calls(sb):
+    """Batched queries while they cost no more than a COUNT() and one Bulk query (1 + 4);
+    beyond that the org is asked its row count, and a Bulk query runs when it is cheaper
+    for that count: no cliff at a fixed number of addresses (issue 13)."""
     contacts(sb, "switch", 10)
-    sf = connect(sb, replace(CONFIG, bulk_query_threshold=5))
     five = [f"switch.{i}@bulk.example.com" for i in range(5)]
-    assert len(sf.query_in("Contact", "Email", five + five, ["Id"])) == 5   # 5 distinct values
-    assert not any("/jobs/" in p for p in paths(sb))
     six = [f"switch.{i}@bulk.example.com" for i in range(6)]
-    assert len(sf.query_in("Contact", "Email", six, ["Id"])) == 6
+
+    sf = connect(sb, _one_address_a_query(sb))
+    assert len(sf.query_in("Contact", "Email", five + five, ["Id"])) == 5   # 5 distinct: 5 queries
+    assert sf.calls == 5 and not any("/jobs/" in p for p in paths(sb))
+
+    sf = connect(sb, _one_address_a_query(sb))
+    assert len(sf.query_in("Contact", "Email", six, ["Id"])) == 6          # 6 queries > 1 + 4
     jobs = [p for p in paths(sb) if "/jobs/query" in p]
-    assert len(jobs) == 4 and not any("/query/" in p and "jobs" not in p for p in paths(sb)[1:])
+    assert sf.calls == 1 + 4 and len(jobs) == 4
+    assert sf.row_counts[("Contact", "Email")] == len(sb.store.records("Contact"))
+
+    # A large org: a Bulk query would read so many result pages that six queries are cheaper.
+    before = len(paths(sb))
+    sf = connect(sb, _one_address_a_query(sb, bulk_max_records=1))
+    assert len(sf.query_in("Contact", "Email", six, ["Id"])) == 6
+    assert sf.calls == 1 + 6 and not any("/jobs/" in p for p in paths(sb)[before:])
+
+
+def test_counts_from_the_plans_composite_request_cost_no_extra_call(sb):
+    """``org_and_describe(count_field=…)`` asks ``SELECT COUNT() … WHERE Email != null`` per
+    object inside the one /composite request; query_in then needs no COUNT() of its own.
+    COUNT() answers with totalSize alone:
+    https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_count.htm"""
+    contacts(sb, "counts", 10)
+    sf = connect(sb, _one_address_a_query(sb))
+    sf.org_and_describe(["Contact", "Lead"], count_field="Email")
+    assert sf.calls == 1
+    with_email = [r for r in sb.store.records("Contact") if r.get("Email")]
+    assert sf.row_counts[("Contact", "Email")] == len(with_email)
+    assert ("Lead", "Email") in sf.row_counts
+    six = [f"counts.{i}@bulk.example.com" for i in range(6)]
+    assert len(sf.query_in("Contact", "Email", six, ["Id"])) == 6
+    assert sf.calls == 1 + 4
 
 
 def test_bulk_query_pages_by_locator_and_reads_nulls(sb):
@@ -311,4 +352,5 @@ def test_20000_updates_in_one_job_cost_a_handful_of_calls(sb):
     rows = sf.query_in("Contact", "Email", [f"big.{i}@bulk.example.com" for i in range(n)],
                        ["Id", "Title"])
     print(f"query_in of {n:,} addresses through one bulk query: {sf.calls - before} API calls")
-    assert sf.calls - before == 4 and len(rows) == n and {r["Title"] for r in rows} == {"Bulk 20k"}
+    # a COUNT() (this connection did not count the rows yet) and one Bulk query
+    assert sf.calls - before == 1 + 4 and len(rows) == n and {r["Title"] for r in rows} == {"Bulk 20k"}

@@ -258,10 +258,24 @@ def _creates(n: int, email_len: int) -> list[Change]:
 
 
 def test_estimate_counts_the_queries_that_check_creates_have_not_appeared():
-    config = Config(bulk_query_threshold=1000)
+    config = Config()
     # 300 addresses of 30 characters: (30 + 3) × 300 = 9,900 characters, one query; 2 writes
     assert estimate_api_calls(_creates(300, 30), config) == 1 + 1 + 2
     # 800 of them: 26,400 characters, two queries; 4 writes
     assert estimate_api_calls(_creates(800, 30), config) == 1 + 2 + 4
-    # above the threshold: one Bulk query (4 requests); 1,200 creates: 6 writes
-    assert estimate_api_calls(_creates(1200, 30), config) == 1 + 4 + 6
+    # 2,000: five queries, no more than a COUNT() and a Bulk query (1 + 4) would cost; 10 writes
+    assert estimate_api_calls(_creates(2000, 30), config) == 1 + 5 + 10
+    # 3,000: seven queries; a COUNT() and one Bulk query are cheaper: 1 + 4; one Bulk job writes
+    assert estimate_api_calls(_creates(3000, 30), config) == 1 + (1 + 4) + 8
+
+
+def test_the_estimated_read_cost_has_no_cliff():
+    """One more address costs at most one more request, never a jump (issue 13: 10,000
+    addresses cost 45 read calls, 10,001 cost 7)."""
+    config = Config(collection_size=200, bulk_threshold=10**9)   # writes: n / 200 Collections requests
+    reads = []
+    for n in range(100, 6001, 100):
+        writes = -(-n // 200)
+        reads.append(estimate_api_calls(_creates(n, 30), config) - 1 - writes)
+    assert all(0 <= b - a <= 1 for a, b in zip(reads, reads[1:])), reads
+    assert max(reads) == 5
