@@ -70,23 +70,30 @@ class Step:
     change_ids: tuple[str, ...] = ()
     fields: tuple[str, ...] = ()
 
-    def describe(self) -> str:
-        """One line for a person: ``write: update 450 Contact via sObject Collections (200 a request)``."""
-        calls = f"{self.requests} request{'' if self.requests == 1 else 's'}"
+    def what(self) -> str:
+        """What the step does, in words: ``update 450 Contact record(s)``."""
         if self.kind is StepKind.CHECK_ORG:
-            return f"check that the connection is to the plan's org — {calls}"
+            return "check that the connection is to the plan's org"
         if self.kind is StepKind.REREAD:
-            return (f"re-read {self.records} {self.sobject} record(s) to check for drift "
-                    f"via {self.via} ({self.batch_size} a request) — {calls}")
+            return f"re-read {self.records} {self.sobject} record(s) to check for drift"
         if self.kind is StepKind.COUNT_CONTACTS:
-            return (f"count the Contacts pointing at {self.records} Account(s) to delete "
-                    f"via {self.via} — {calls}")
+            return f"count the Contacts pointing at {self.records} Account(s) to delete"
         if self.kind is StepKind.FIND_NEW:
-            return (f"look for {self.sobject} records that appeared with the key of "
-                    f"{self.records} create(s) via {self.via} — {calls}")
-        unit = "a job" if self.via is Via.BULK else "a request"
-        return (f"{self.action} {self.records} {self.sobject} record(s) via {self.via} "
-                f"({self.batch_size} {unit}) — {calls}")
+            key = "name" if self.sobject == SObject.ACCOUNT else "e-mail"
+            return f"look for new {self.sobject} records with the {key} of {self.records} create(s)"
+        return f"{self.action} {self.records} {self.sobject} record(s)"
+
+    def size(self) -> str:
+        """``200 a request`` / ``10000 a job``, or "" for a step without batches."""
+        if not self.batch_size:
+            return ""
+        return f"{self.batch_size} a {'job' if self.via is Via.BULK else 'request'}"
+
+    def describe(self) -> str:
+        """One line for a person: ``update 450 Contact record(s) via sObject Collections
+        (200 a request): 3 requests``."""
+        size = f" ({self.size()})" if self.size() else ""
+        return f"{self.what()} via {self.via}{size}: {self.requests} request{'' if self.requests == 1 else 's'}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": str(self.kind), "via": str(self.via), "requests": self.requests,

@@ -115,7 +115,7 @@ def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
     if (plan_dir / ar.PLAN).is_file():
         return plan_dir  # the same content has the same id: already archived
     # Until plan.json is there the folder is an unfinished save (a crash mid-way): redo it.
-    arch.write(plan_dir, ar.HTML, render_html(doc), overwrite=True)
+    arch.write(plan_dir, ar.HTML, render_html(doc, ctx.config), overwrite=True)
     arch.write(plan_dir, ar.REVIEW, review_csv(doc), overwrite=True)
     for name, text in handoff_csvs(doc).items():
         arch.write(plan_dir, name, text, overwrite=True)
