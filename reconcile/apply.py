@@ -462,7 +462,7 @@ class _Run:
         for change in self._pending():
             self.pending_by_group[(change.action, change.sobject)] += 1
         for step in steps:
-            action, sobject = Action(step.action), str(step.sobject)
+            action, sobject = Action(str(step.action)), str(step.sobject)
             if action is Action.CREATE:
                 self._mark_dependents()
             changes = [c for c in (self.by_id[i] for i in step.change_ids)

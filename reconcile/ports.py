@@ -9,13 +9,21 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from reconcile.model import OrgInfo, SaveResult
 
-__all__ = ["OrgReader", "OrgWriter", "BulkIngest"]
+__all__ = ["OrgReader", "OrgWriter", "OrgConnection", "BulkIngest"]
 
 
 class OrgReader(Protocol):
-    """Reads. ``retrieve`` answers in ``ids`` order (None for a record that is gone)."""
+    """Reads. ``retrieve`` answers in ``ids`` order (None for a record that is gone);
+    ``calls``: the requests this connection has sent."""
+
+    @property
+    def calls(self) -> int: ...
 
     def org_info(self) -> OrgInfo: ...
+
+    def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]: ...
+
+    def whoami(self) -> dict[str, Any]: ...
 
     def retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> list[dict | None]: ...
 
@@ -35,6 +43,13 @@ class OrgWriter(OrgReader, Protocol):
     def update(self, sobject: str, records: list[dict]) -> list[SaveResult]: ...
 
     def delete(self, ids: list[str]) -> list[SaveResult]: ...
+
+
+class OrgConnection(OrgWriter, Protocol):
+    """What ``workflow.Context.salesforce()`` returns: a writer that hands out a
+    read-only view of itself (planning and rollback only read)."""
+
+    def reader(self) -> OrgReader: ...
 
 
 @runtime_checkable

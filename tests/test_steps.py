@@ -82,7 +82,7 @@ def _apply_counting(sb, doc, config, tmp_path: Path):
     """What workflow.apply does: check the org on a fresh connection, then apply. Returns
     the report and the requests the sandbox org answered."""
     from reconcile.salesforce import connect
-    sf = connect(config, env=sb.env)
+    sf = connect(config, env=sb.env, sleep=lambda s: None)   # no waiting between Bulk polls
     sb.stats.reset()
     sf.org_info()
     report = apply_plan(doc, plan_dir_for(tmp_path, doc), sf, config, sleep=lambda s: None,
