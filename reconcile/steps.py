@@ -27,8 +27,8 @@ from typing import Any, Iterable, Mapping
 from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
 from reconcile.model import Action, Change, SObject, change_from_dict
 
-__all__ = ["Step", "StepKind", "Via", "build_steps", "write_steps", "write_path", "batch_size",
-           "write_requests", "create_key", "SOBJECT_WRITE_ORDER"]
+__all__ = ["Step", "StepKind", "Via", "build_steps", "read_steps", "write_steps", "write_groups",
+           "write_rank", "write_path", "batch_size", "write_requests", "create_key", "SOBJECT_WRITE_ORDER"]
 
 #: Accounts are written before the Contacts that need them (and deleted after them).
 SOBJECT_WRITE_ORDER = (SObject.ACCOUNT.value, SObject.CONTACT.value, SObject.LEAD.value)
@@ -143,24 +143,26 @@ def _as_changes(plan: Mapping[str, Any] | Iterable[Change | Mapping[str, Any]]) 
     return [c if isinstance(c, Change) else change_from_dict(c) for c in items]
 
 
+def write_rank(action: Action, sobject: str) -> tuple[int, int]:
+    """Where a group of writes goes: creates, updates, deletes; Account creates before
+    the other creates (they may point at a new Account), Account deletes after the
+    others (deleting an Account takes its Contacts with it)."""
+    if action is Action.CREATE:
+        return 0, 0 if sobject == SObject.ACCOUNT else 1
+    if action is Action.DELETE:
+        return 2, 1 if sobject == SObject.ACCOUNT else 0
+    return 1, 0
+
+
 def write_groups(changes: Iterable[Change]) -> list[tuple[Action, str, list[Change]]]:
-    """(action, sobject, changes) in write order; changes keep plan order inside a group."""
+    """(action, sobject, changes) in write order; groups of the same rank and the changes
+    inside a group keep plan order."""
     groups: dict[tuple[Action, str], list[Change]] = {}
     for change in changes:
         groups.setdefault((change.action, str(change.sobject)), []).append(change)
     first_seen = list(groups)
-
-    def rank(key: tuple[Action, str]) -> tuple[int, int, int]:
-        action, sobject = key
-        if action is Action.CREATE:
-            kind = 0 if sobject == SObject.ACCOUNT else 1
-        elif action is Action.DELETE:
-            kind = 1 if sobject == SObject.ACCOUNT else 0
-        else:
-            kind = 0
-        return ({Action.CREATE: 0, Action.UPDATE: 1, Action.DELETE: 2}[action], kind, first_seen.index(key))
-
-    return [(action, sobject, groups[(action, sobject)]) for action, sobject in sorted(groups, key=rank)]
+    ordered = sorted(groups, key=lambda key: (write_rank(*key), first_seen.index(key)))
+    return [(action, sobject, groups[(action, sobject)]) for action, sobject in ordered]
 
 
 def write_steps(changes: Iterable[Change], config: Config) -> list[Step]:
@@ -197,13 +199,12 @@ def read_steps(changes: Iterable[Change], config: Config) -> list[Step]:
                           records=len(account_deletes), requests=1,
                           change_ids=tuple(c.change_id for c in account_deletes)))
     for sobject, group in creates.items():
-        keys = [create_key(c, config) for c in group]
-        unique = set(keys)
+        unique = set(create_key(c, config) for c in group)   # apply asks for each key once
         if len(unique) > config.bulk_query_threshold:
             via, requests = Via.BULK_QUERY, BULK_QUERY_CALLS
         else:  # a quoted literal and a comma per key, in a URL with room for the query around it
             via = Via.SOQL
-            requests = max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - _URL_ROOM)))
+            requests = max(1, math.ceil(sum(len(k) + 3 for k in unique) / (config.max_query_url - _URL_ROOM)))
         steps.append(Step(kind=StepKind.FIND_NEW, via=via, sobject=sobject, records=len(unique),
                           requests=requests, change_ids=tuple(c.change_id for c in group)))
     return steps
