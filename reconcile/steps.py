@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping
 
 from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
 from reconcile.model import Action, Change, SObject, change_from_dict
+from reconcile.soql import ValueTooLong, in_batches, in_query_head
 
 __all__ = ["Step", "StepKind", "Via", "build_steps", "read_steps", "write_steps", "write_groups",
            "write_rank", "write_path", "batch_size", "write_requests", "create_key", "SOBJECT_WRITE_ORDER"]
@@ -178,8 +179,25 @@ def write_steps(changes: Iterable[Change], config: Config) -> list[Step]:
     return steps
 
 
-def read_steps(changes: Iterable[Change], config: Config) -> list[Step]:
-    """The drift check's reads of ``changes``, in the order apply sends them."""
+def _find_queries(sobject: str, keys: set[str], config: Config, instance_url: str | None) -> int:
+    """The ``key IN (…)`` queries apply sends for ``keys``: exactly the adapter's batching
+    when the org's instance URL (part of every request URL) is known; otherwise a quoted
+    literal and a comma per key, with room for the rest of the URL kept."""
+    if not instance_url:
+        return max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - _URL_ROOM)))
+    field = config.account_name_field if sobject == SObject.ACCOUNT else config.email_field
+    head = in_query_head(sobject, field, ["Id", field])
+    base = f"{instance_url.rstrip('/')}/services/data/v{config.api_version}/query/?q="
+    try:
+        return sum(1 for _ in in_batches(head, ")", sorted(k for k in keys if k),
+                                         config.max_query_url - len(base)))
+    except ValueTooLong:
+        return 0    # apply refuses such a value before sending anything
+
+
+def read_steps(changes: Iterable[Change], config: Config, instance_url: str | None = None) -> list[Step]:
+    """The drift check's reads of ``changes``, in the order apply sends them.
+    ``instance_url``: the org's (``https://…``), for the exact count of queries."""
     changes = list(changes)
     steps: list[Step] = []
     rereads: dict[str, list[Change]] = {}
@@ -202,16 +220,19 @@ def read_steps(changes: Iterable[Change], config: Config) -> list[Step]:
         unique = set(create_key(c, config) for c in group)   # apply asks for each key once
         if len(unique) > config.bulk_query_threshold:
             via, requests = Via.BULK_QUERY, BULK_QUERY_CALLS
-        else:  # a quoted literal and a comma per key, in a URL with room for the query around it
-            via = Via.SOQL
-            requests = max(1, math.ceil(sum(len(k) + 3 for k in unique) / (config.max_query_url - _URL_ROOM)))
+        else:
+            via, requests = Via.SOQL, _find_queries(sobject, unique, config, instance_url)
         steps.append(Step(kind=StepKind.FIND_NEW, via=via, sobject=sobject, records=len(unique),
                           requests=requests, change_ids=tuple(c.change_id for c in group)))
     return steps
 
 
-def build_steps(plan: Mapping[str, Any] | Iterable[Change | Mapping[str, Any]], config: Config) -> list[Step]:
-    """Every step apply takes for ``plan`` (a plan document, or its changes), in order."""
+def build_steps(plan: Mapping[str, Any] | Iterable[Change | Mapping[str, Any]], config: Config, *,
+                instance_url: str | None = None) -> list[Step]:
+    """Every step apply takes for ``plan`` (a plan document, or its changes), in order.
+    ``instance_url``: the org's, when ``plan`` is not a document that names it."""
     changes = _as_changes(plan)
+    if instance_url is None and isinstance(plan, Mapping):
+        instance_url = (plan.get("org") or {}).get("instance_url")
     return [Step(kind=StepKind.CHECK_ORG, via=Via.REST, requests=1),
-            *read_steps(changes, config), *write_steps(changes, config)]
+            *read_steps(changes, config, instance_url), *write_steps(changes, config)]
