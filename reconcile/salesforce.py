@@ -55,7 +55,8 @@ from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, O
                               TransientError)
 from reconcile.model import ApiUsage, OrgInfo, RecordError, SaveResult
 from reconcile.soql import SOQL_MAX_CHARS as _SOQL_MAX_CHARS
-from reconcile.soql import ValueTooLong, encode_q, in_batches, in_query_head, soql_quote
+from reconcile.soql import (COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, encode_q, in_batches,
+                            in_query_head, soql_quote)
 
 __all__ = ["connect", "sign_in", "SignIn", "Salesforce", "SalesforceReader", "BulkOutcome", "soql_quote",
            "parse_limit_info"]
@@ -774,8 +775,7 @@ class Salesforce:
         """Contacts per Account id (0 for an Account without any)."""
         ids = _unique(account_ids)
         counts = dict.fromkeys(ids, 0)
-        head = "SELECT AccountId, COUNT(Id) cnt FROM Contact WHERE AccountId IN ("
-        for soql in self._in_queries(head, ") GROUP BY AccountId", ids):
+        for soql in self._in_queries(COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ids):
             for row in self._query_pages(soql):
                 counts[row["AccountId"]] = int(row["cnt"])
         return counts

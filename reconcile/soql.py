@@ -8,7 +8,7 @@ from typing import Iterable, Iterator, Sequence
 from urllib.parse import quote_plus
 
 __all__ = ["SOQL_MAX_CHARS", "QUERY_SAFE", "soql_quote", "encode_q", "in_query_head", "in_batches",
-           "ValueTooLong"]
+           "ValueTooLong", "COUNT_CONTACTS_HEAD", "COUNT_CONTACTS_TAIL"]
 
 SOQL_MAX_CHARS = 100_000          # MALFORMED_QUERY above this
 # Characters RFC 3986 allows as they are in a query string. Leaving the quotes, commas
@@ -18,6 +18,11 @@ QUERY_SAFE = "'@,()*"
 
 _ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t",
             "\b": "\\b", "\f": "\\f"}
+
+
+# How many Contacts point at each of a list of Accounts (apply, before deleting Accounts).
+COUNT_CONTACTS_HEAD = "SELECT AccountId, COUNT(Id) cnt FROM Contact WHERE AccountId IN ("
+COUNT_CONTACTS_TAIL = ") GROUP BY AccountId"
 
 
 class ValueTooLong(ValueError):

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 
 from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
 from reconcile.model import Action, Change, SObject, change_from_dict
-from reconcile.soql import ValueTooLong, in_batches, in_query_head
+from reconcile.soql import COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, in_batches, in_query_head
 
 __all__ = ["Step", "StepKind", "Via", "build_steps", "read_steps", "write_steps", "write_groups",
            "write_rank", "write_path", "batch_size", "write_requests", "create_key", "SOBJECT_WRITE_ORDER"]
@@ -186,13 +186,17 @@ def _find_queries(sobject: str, keys: set[str], config: Config, instance_url: st
     if not instance_url:
         return max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - _URL_ROOM)))
     field = config.account_name_field if sobject == SObject.ACCOUNT else config.email_field
-    head = in_query_head(sobject, field, ["Id", field])
+    return _in_queries(in_query_head(sobject, field, ["Id", field]), ")", sorted(k for k in keys if k),
+                       config, instance_url)
+
+
+def _in_queries(head: str, tail: str, values: list[str], config: Config, instance_url: str) -> int:
+    """How many ``head + values + tail`` queries the adapter sends for ``values``."""
     base = f"{instance_url.rstrip('/')}/services/data/v{config.api_version}/query/?q="
     try:
-        return sum(1 for _ in in_batches(head, ")", sorted(k for k in keys if k),
-                                         config.max_query_url - len(base)))
+        return sum(1 for _ in in_batches(head, tail, values, config.max_query_url - len(base)))
     except ValueTooLong:
-        return 0    # apply refuses such a value before sending anything
+        return 0    # the adapter refuses such a value before sending anything
 
 
 def read_steps(changes: Iterable[Change], config: Config, instance_url: str | None = None) -> list[Step]:
@@ -213,8 +217,11 @@ def read_steps(changes: Iterable[Change], config: Config, instance_url: str | No
                           fields=tuple(sorted({f for c in group for f in c.fields}))))
     account_deletes = [c for c in rereads.get(SObject.ACCOUNT.value, []) if c.action is Action.DELETE]
     if account_deletes:
+        ids = list(dict.fromkeys(str(c.record_id) for c in account_deletes))
+        requests = (_in_queries(COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ids, config, instance_url)
+                    if instance_url else 1)
         steps.append(Step(kind=StepKind.COUNT_CONTACTS, via=Via.SOQL, sobject=SObject.ACCOUNT.value,
-                          records=len(account_deletes), requests=1,
+                          records=len(account_deletes), requests=requests,
                           change_ids=tuple(c.change_id for c in account_deletes)))
     for sobject, group in creates.items():
         unique = set(create_key(c, config) for c in group)   # apply asks for each key once
