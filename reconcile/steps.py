@@ -96,12 +96,6 @@ class Step:
         size = f" ({self.size()})" if self.size() else ""
         return f"{self.what()} via {self.via}{size}: {self.requests} request{'' if self.requests == 1 else 's'}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": str(self.kind), "via": str(self.via), "requests": self.requests,
-                "sobject": self.sobject, "action": str(self.action) if self.action else None,
-                "records": self.records, "batch_size": self.batch_size,
-                "change_ids": list(self.change_ids), "fields": list(self.fields)}
-
 
 # -- the write path -----------------------------------------------------------------------
 
