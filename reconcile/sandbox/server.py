@@ -1,6 +1,7 @@
 """The sandbox org's HTTPS server: the Salesforce REST endpoints reconcile
 uses, with Salesforce's response and error shapes, on 127.0.0.1.
 
+Request bodies come with ``Content-Length`` or ``Transfer-Encoding: chunked``.
 Endpoints (``vXX.X`` is any version from 42.0 to 68.0)::
 
     GET    /services/data/                                versions (no auth, not counted)
@@ -13,11 +14,15 @@ Endpoints (``vXX.X`` is any version from 42.0 to 68.0)::
     GET|PATCH|DELETE /services/data/vXX.X/sobjects/<type>/<id>
     POST|PATCH|DELETE /services/data/vXX.X/composite/sobjects   collections
     GET|POST /services/data/vXX.X/composite/sobjects/<type>     retrieve by ids
+    POST   /services/data/vXX.X/composite              up to 25 subrequests (reads and writes,
+                                                       @{ref.field} references, allOrNone)
     POST|GET /services/data/vXX.X/jobs/ingest | jobs/query        Bulk API 2.0 (see bulk.py)
     GET|PATCH|DELETE .../jobs/ingest/<id> | jobs/query/<id>
     PUT    .../jobs/ingest/<id>/batches                           CSV upload
     GET    .../jobs/ingest/<id>/successfulResults | failedResults | unprocessedrecords
     GET    .../jobs/query/<id>/results?maxRecords=&locator=
+    POST   /services/oauth2/token, GET /services/oauth2/userinfo, GET /id/<org>/<user>
+    POST   /services/Soap/u/NN.0                                  sign-in (see oauth.py; not API calls)
     GET|POST /__sandbox/faults, GET /__sandbox/stats, POST /__sandbox/stats/reset,
     GET /__sandbox/snapshot                                      test control (no auth)
 """
