@@ -500,3 +500,31 @@ def test_sandbox_refuses_a_garbled_chunked_body_and_closes(org):
         while chunk := tls.recv(4096):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 ")
+
+
+def test_documented_limit_info_header_is_read_without_the_per_app_figure():
+    """https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_api_usage.htm:
+    ``Sforce-Limit-Info: api-usage=25/5000; per-app-api-usage=17/250(appName=sample-connected-app)``
+    — the org's figure is ``api-usage``, not the connected app's."""
+    usage = salesforce.parse_limit_info(
+        "api-usage=25/5000; per-app-api-usage=17/250(appName=sample-connected-app)")
+    assert (usage.used, usage.total) == (25, 5000)
+
+
+def test_bulk_query_pages_by_the_documented_locator_until_null():
+    """https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/query_get_job_results.htm:
+    each results page names the next in ``Sforce-Locator``; the last says ``null``."""
+    job = {"id": "750R0000000zlh9IAA", "operation": "query", "object": "Contact",
+           "createdById": "005R0000000GiwjIAC", "createdDate": "2018-12-10T17:50:19.000+0000",
+           "systemModstamp": "2018-12-10T17:50:19.000+0000", "state": "UploadComplete",
+           "concurrencyMode": "Parallel", "contentType": "CSV", "apiVersion": 62.0,
+           "lineEnding": "LF", "columnDelimiter": "COMMA"}
+    sf, fake = adapter(
+        (200, job), (200, {**job, "state": "JobComplete", "numberRecordsProcessed": 2, "retries": 0,
+                           "totalProcessingTime": 254}),
+        (200, b'"Id","Email"\n"003R000000A","a@example.org"\n',
+         {"Sforce-Locator": "MTAwMDA", "Sforce-NumberOfRecords": "1"}),
+        (200, b'"Id","Email"\n"003R000000B",""\n', {"Sforce-Locator": "null", "Sforce-NumberOfRecords": "1"}))
+    rows = sf.bulk_query("SELECT Id, Email FROM Contact")
+    assert rows == [{"Id": "003R000000A", "Email": "a@example.org"}, {"Id": "003R000000B", "Email": None}]
+    assert "locator=MTAwMDA" in fake.sent[3].url
