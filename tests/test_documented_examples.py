@@ -528,3 +528,65 @@ def test_bulk_query_pages_by_the_documented_locator_until_null():
     rows = sf.bulk_query("SELECT Id, Email FROM Contact")
     assert rows == [{"Id": "003R000000A", "Email": "a@example.org"}, {"Id": "003R000000B", "Email": None}]
     assert "locator=MTAwMDA" in fake.sent[3].url
+
+
+def test_sandbox_composite_all_or_none_rolls_back_every_subrequest(api):
+    """https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_composite.htm
+    and resources_composite_subrequest_result.htm: with ``allOrNone`` true a failed
+    subrequest rolls the whole request back and every other subrequest answers 400;
+    the top-level answer is 200."""
+    before = api.org.store.snapshot()
+    answer = api("POST", "composite", json={"allOrNone": True, "compositeRequest": [
+        {"method": "POST", "url": f"/services/data/{V}/sobjects/Account", "referenceId": "acct",
+         "body": {"Name": "Rolled Back Co"}},
+        {"method": "PATCH", "url": f"/services/data/{V}/sobjects/Account/@{{acct.id}}", "referenceId": "rename",
+         "body": {"Name": "Renamed Co"}},
+        {"method": "POST", "url": f"/services/data/{V}/composite/sobjects", "referenceId": "people",
+         "body": {"records": [{"attributes": {"type": "Contact"}, "LastName": "Kept", "AccountId": "@{acct.id}"}]}},
+        {"method": "POST", "url": f"/services/data/{V}/sobjects/Contact", "referenceId": "bad",
+         "body": {"FirstName": "No last name"}},
+        {"method": "GET", "url": f"/services/data/{V}/limits", "referenceId": "after"}]})
+    assert answer.status_code == 200
+    by_ref = {a["referenceId"]: a for a in answer.json()["compositeResponse"]}
+    assert by_ref["bad"]["httpStatusCode"] == 400
+    assert by_ref["bad"]["body"][0]["errorCode"] == "REQUIRED_FIELD_MISSING"
+    for ref in ("acct", "rename", "people", "after"):
+        assert by_ref[ref]["httpStatusCode"] == 400
+        assert by_ref[ref]["body"][0]["errorCode"] == "PROCESSING_HALTED"
+    assert api.org.store.snapshot() == before
+
+
+def test_sandbox_composite_without_all_or_none_skips_only_dependents(api):
+    """resources_composite_composite.htm: with ``allOrNone`` false the subrequests that do
+    not depend on a failed one run; a dependent one is not run."""
+    answer = api("POST", "composite", json={"compositeRequest": [
+        {"method": "POST", "url": f"/services/data/{V}/sobjects/Contact", "referenceId": "bad",
+         "body": {"FirstName": "No last name"}},
+        {"method": "PATCH", "url": f"/services/data/{V}/sobjects/Contact/@{{bad.id}}", "referenceId": "dependent",
+         "body": {"Title": "x"}},
+        {"method": "POST", "url": f"/services/data/{V}/sobjects/Contact", "referenceId": "good",
+         "body": {"LastName": "Independent"}},
+        {"method": "DELETE", "url": f"/services/data/{V}/sobjects/Contact/@{{good.id}}", "referenceId": "gone"}]})
+    by_ref = {a["referenceId"]: a for a in answer.json()["compositeResponse"]}
+    assert by_ref["bad"]["httpStatusCode"] == 400
+    assert by_ref["dependent"]["httpStatusCode"] == 400
+    assert by_ref["dependent"]["body"][0]["errorCode"] == "PROCESSING_HALTED"
+    assert by_ref["good"]["httpStatusCode"] == 201 and by_ref["gone"]["httpStatusCode"] == 204
+    assert api.org.store.get(by_ref["good"]["body"]["id"]) is None          # deleted
+
+
+@pytest.mark.parametrize("subrequest", [
+    {"method": "POST", "url": f"/services/data/{V}/sobjects/Contact", "body": {"LastName": "x"}},
+    {"method": "FETCH", "url": f"/services/data/{V}/limits", "referenceId": "r"},
+    {"method": "GET", "url": f"/services/data/{V}/limits", "referenceId": "has space"},
+], ids=["no referenceId", "bad method", "bad referenceId"])
+def test_sandbox_composite_refuses_a_malformed_request_before_running_any(api, subrequest):
+    """https://developer.salesforce.com/blogs/tech-pubs/2017/02/handle-errors-with-composite-resources.html:
+    a request body that fails the sanity checks (e.g. a subrequest without
+    ``referenceId``) is a 400 without processing any subrequest."""
+    before = api.org.store.snapshot()
+    answer = api("POST", "composite", json={"compositeRequest": [
+        {"method": "POST", "url": f"/services/data/{V}/sobjects/Contact", "referenceId": "first",
+         "body": {"LastName": "Never written"}}, subrequest]})
+    assert answer.status_code == 400 and answer.json()[0]["errorCode"] == "INVALID_INPUT"
+    assert api.org.store.snapshot() == before
