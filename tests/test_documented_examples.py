@@ -436,7 +436,9 @@ def test_sandbox_resources_list_identity_and_serve_it(api):
     assert body["user_id"] == api.org.oauth.app.user_id and body["username"] == api.org.oauth.app.username
     assert body["urls"]["rest"].endswith("/services/data/v68.0/")
     refused = requests.get(identity, params={"oauth_token": "nope"}, verify=str(api.org.ca_path), timeout=30)
-    assert refused.status_code == 403
+    assert (refused.status_code, refused.text) == (403, "Bad_OAuth_Token")
+    missing = requests.get(identity, verify=str(api.org.ca_path), timeout=30)
+    assert (missing.status_code, missing.text) == (403, "Missing_OAuth_Token")
 
 
 def test_sandbox_limits_move_with_bulk_use(api):
@@ -590,3 +592,43 @@ def test_sandbox_composite_refuses_a_malformed_request_before_running_any(api, s
          "body": {"LastName": "Never written"}}, subrequest]})
     assert answer.status_code == 400 and answer.json()[0]["errorCode"] == "INVALID_INPUT"
     assert api.org.store.snapshot() == before
+
+
+def test_whoami_reads_the_documented_limits_and_userinfo():
+    """https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_limits.htm
+    (``{"DailyApiRequests": {"Max": 5000, "Remaining": 4937}, …}``) inside a composite
+    answer, and the UserInfo endpoint's answer
+    (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_using_userinfo_endpoint.htm:
+    ``user_id``, ``organization_id``, ``preferred_username`` among OpenID Connect claims)."""
+    org = {"body": {"totalSize": 1, "done": True, "records": [
+        {"attributes": {"type": "Organization"}, "Id": "00DRO0000008aXd2AI", "Name": "Acme",
+         "IsSandbox": True, "OrganizationType": "Developer Edition"}]},
+        "httpHeaders": {}, "httpStatusCode": 200, "referenceId": "organization"}
+    limits = {"body": {"DailyApiRequests": {"Max": 5000, "Remaining": 4937},
+                       "DailyAsyncApexExecutions": {"Max": 250000, "Remaining": 250000}},
+              "httpHeaders": {}, "httpStatusCode": 200, "referenceId": "limits"}
+    userinfo = {"sub": "https://login.salesforce.com/id/00DRO0000008aXd2AI/005RO000000HfnkYAC",
+                "user_id": "005RO000000HfnkYAC", "organization_id": "00DRO0000008aXd2AI",
+                "preferred_username": "admin@acme.example", "nickname": "admin", "name": "Ada Admin",
+                "email": "admin@acme.example", "email_verified": True, "zoneinfo": "America/Los_Angeles",
+                "active": True, "user_type": "STANDARD", "language": "en_US", "locale": "en_US",
+                "utcOffset": -28800000, "updated_at": "2022-08-03T19:37:59Z"}
+    sf, fake = adapter((200, {"compositeResponse": [limits, org]}), (200, userinfo))
+    who = sf.whoami()
+    assert who["org_id"] == "00DRO0000008aXd2AI" and who["is_sandbox"] is True
+    assert who["username"] == "admin@acme.example" and who["user_id"] == "005RO000000HfnkYAC"
+    assert who["daily_api_requests"] == {"max": 5000, "remaining": 4937}
+    assert urlparse(fake.sent[1].url).path == "/services/oauth2/userinfo"
+
+
+def test_a_bulk_job_that_failed_without_records_is_an_error_with_its_message():
+    """https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_info.htm:
+    ``state`` Failed and ``errorMessage`` says why; nothing was processed."""
+    failed = {**INGEST_JOB_COMPLETE, "state": "Failed", "numberRecordsProcessed": 0, "numberRecordsFailed": 0,
+              "errorMessage": "InvalidBatch : Field name not found : Emial"}
+    sf, _ = adapter((200, INGEST_JOB_OPEN), (201, None), (200, {**INGEST_JOB_OPEN, "state": "UploadComplete"}),
+                    (200, failed))
+    with pytest.raises(SalesforceError) as err:
+        sf.bulk_ingest("insert", "Contact", [{"LastName": "Smith", "Emial": "x@example.org"}])
+    assert err.value.code == "BULK_JOB_FAILED"
+    assert "Field name not found : Emial" in str(err.value)

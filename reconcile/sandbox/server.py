@@ -974,7 +974,9 @@ class _Handler(BaseHTTPRequestHandler):
         if scheme.lower() not in ("bearer", "oauth"):
             token = (query.get("oauth_token") or query.get("access_token") or [""])[-1]
         token = token.strip()
-        if not token or not (hmac.compare_digest(token.encode(), sb.token.encode()) or sb.oauth.valid(token)):
+        if not token:
+            return Response(403, csv=b"Missing_OAuth_Token", content_type="text/plain")
+        if not (hmac.compare_digest(token.encode(), sb.token.encode()) or sb.oauth.valid(token)):
             return Response(403, csv=b"Bad_OAuth_Token", content_type="text/plain")
         version = (query.get("version") or ["{version}"])[-1]
         if version == "latest":
