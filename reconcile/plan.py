@@ -14,7 +14,6 @@ import dataclasses
 import gc
 import hashlib
 import json
-import math
 from enum import Enum
 from functools import lru_cache
 from importlib import resources
@@ -23,10 +22,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import fastjsonschema
 
-from reconcile.config import BULK_CALLS_PER_JOB, Config, bulk_query_calls, worth_counting
+from reconcile.config import Config
 from reconcile.errors import IntegrityError
 from reconcile.fsutil import read_bytes
 from reconcile.model import Action, Change, OrgInfo, PlanBody, PlanKind
+from reconcile.steps import build_steps
 
 FORMAT_VERSION = 1
 KNOWN_VERSIONS = (1,)
@@ -91,7 +91,7 @@ def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str,
         "handoff": plain(body.handoff),
         "notes": list(body.notes),
         "summary": summarize(changes, len(body.skipped), len(body.review), len(body.unchanged)),
-        "estimated_api_calls": estimate_api_calls(body.changes, config),
+        "estimated_api_calls": estimate_api_calls(body.changes, config, instance_url=org.instance_url),
     }
     doc["plan_id"] = compute_plan_id(doc)
     return doc
@@ -141,45 +141,12 @@ def compute_plan_id(doc: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config) -> int:
-    """The requests ``apply`` will send: re-reads for the drift check, then writes.
-
-    One request checks the org's identity. Re-reads: ``ceil(records / retrieve_size)``
-    per sobject for updates and deletes; for creates, the queries that check no
-    record with those addresses (or Account names) has appeared: ``IN (…)`` batches
-    as long as a request URL allows, or, when those are more than a ``COUNT()`` and
-    a Bulk API 2.0 query cost, those two (the adapter's choice by cost; this assumes
-    the object's rows fit one Bulk results page). Writes: ``ceil(records / collection_size)`` per action
-    and sobject, or Bulk API 2.0 jobs for a group above ``bulk_threshold`` (Leads
-    never: see apply). Bulk polling can take more requests on a busy org."""
-    reread: dict[str, set[str]] = {}
-    created: dict[str, list[str]] = {}
-    writes: dict[tuple[str, str], int] = {}
-    for change in changes:
-        get = change.get if isinstance(change, Mapping) else lambda key: getattr(change, key)
-        action, sobject, record_id = str(get("action")), str(get("sobject")), get("record_id")
-        if action == Action.CREATE:
-            fields = get("fields") or {}
-            name = fields.get(config.account_name_field) if sobject == "Account" else None
-            key = (plain(name).get("after") if name is not None else None) or get("email") or ""
-            created.setdefault(sobject, []).append(str(key))
-        elif record_id:
-            reread.setdefault(sobject, set()).add(record_id)
-        writes[(action, sobject)] = writes.get((action, sobject), 0) + 1
-    calls = 1  # apply first checks that it is connected to the plan's org
-    calls += sum(math.ceil(len(ids) / config.retrieve_size) for ids in reread.values())
-    for keys in created.values():
-        # a quoted literal and a comma per key, in a URL with room for the query around it
-        batches = max(1, math.ceil(sum(len(k) + 3 for k in set(keys)) / (config.max_query_url - 500)))
-        calls += 1 + bulk_query_calls(0, config) if worth_counting(batches, config) else batches
-    for (action, sobject), n in writes.items():
-        if n > config.bulk_threshold and sobject != "Lead":   # apply's choice: see apply._writer_for
-            calls += math.ceil(n / config.bulk_job_size) * BULK_CALLS_PER_JOB
-        else:
-            calls += math.ceil(n / config.collection_size)
-    if writes.get((Action.DELETE.value, "Account")):
-        calls += 1  # apply counts the Contacts still pointing at each Account it deletes
-    return calls
+def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config, *,
+                       instance_url: str | None = None) -> int:
+    """The requests ``apply`` will send: the sum of the plan's apply steps (see
+    ``reconcile.steps``; ``instance_url``: the org's, for the exact count of the queries
+    that look for a create's key). Bulk polling can take more requests on a busy org."""
+    return sum(step.requests for step in build_steps(changes, config, instance_url=instance_url))
 
 
 # -- checking and reading a plan back ---------------------------------------------

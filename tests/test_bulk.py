@@ -9,13 +9,14 @@ from dataclasses import replace
 import pytest
 
 from reconcile import salesforce
-from reconcile.apply import WriteItem
-from reconcile.bulkwriter import NO_RESULT, NOT_PROCESSED, BulkWriter, parse_sf_error
+from reconcile.writers import WriteItem
+from reconcile.writers import NO_RESULT, NOT_PROCESSED, BulkWriter, parse_sf_error
 from reconcile.config import Config
 from reconcile.errors import ApiLimitExceeded, OutcomeUnknown, SalesforceError
 from reconcile.model import Action
 from reconcile.salesforce import BulkOutcome
 from reconcile.sandbox import SandboxServer
+from reconcile.soql import encode_q
 
 CONFIG = Config(bulk_poll_seconds=0.0)
 
@@ -65,7 +66,7 @@ def test_bulk_query_in_equals_the_batched_in_query(sb):
     by_in = batched.query_in("Contact", "Email", wanted, fields)
     assert batched.calls == 1
     # URLs so short that the addresses take many batched queries: one Bulk query is cheaper
-    head = salesforce._encode_q(f"SELECT {', '.join(fields)} FROM Contact WHERE Email IN ()")
+    head = encode_q(f"SELECT {', '.join(fields)} FROM Contact WHERE Email IN ()")
     bulk = connect(sb, replace(CONFIG, max_query_url=len(batched.base_url + "query/?q=" + head) + 80))
     bulk.org_and_describe(["Contact"], count_field="Email")     # counts the rows: no extra call
     by_bulk = bulk.query_in("Contact", "Email", wanted, fields)
@@ -84,8 +85,8 @@ def test_bulk_query_in_equals_the_batched_in_query(sb):
 def _one_address_a_query(sb, **changes):
     """A configuration whose query URLs hold one ``switch.N@bulk.example.com`` address each."""
     base = connect(sb).base_url + "query/?q="
-    head = salesforce._encode_q("SELECT Id FROM Contact WHERE Email IN (") + salesforce._encode_q(")")
-    one = len(salesforce._encode_q("'switch.0@bulk.example.com'"))
+    head = encode_q("SELECT Id FROM Contact WHERE Email IN (") + encode_q(")")
+    one = len(encode_q("'switch.0@bulk.example.com'"))
     return replace(CONFIG, max_query_url=len(base) + len(head) + one + one // 2, **changes)
 
 
