@@ -686,8 +686,9 @@ class Salesforce:
         extra = field not in names
         select = names + [_name(field)] if extra else names
         wanted = {_fold(v) for v in values if isinstance(v, str)}
-        rows = self.bulk_query(f"SELECT {', '.join(select)} FROM {_name(sobject)} "
-                               f"WHERE {field} != null")
+        # the whole table's rows with a value, read a page at a time: only matches are kept
+        rows = self._bulk_query_rows(f"SELECT {', '.join(select)} FROM {_name(sobject)} "
+                                     f"WHERE {field} != null")
         out = []
         for row in rows:
             value = row.get(field)
@@ -705,6 +706,11 @@ class Salesforce:
         Creates the job, polls it with backoff until ``JobComplete`` (``Failed`` /
         ``Aborted`` → SalesforceError with the job's errorMessage), then reads the
         results in pages of ``config.bulk_max_records``."""
+        return list(self._bulk_query_rows(soql))
+
+    def _bulk_query_rows(self, soql: str) -> Iterator[dict]:
+        """``bulk_query``'s rows as they are read, one results page at a time: a caller
+        that keeps few of them never holds the whole table."""
         job = _json(self._request("POST", "jobs/query", json={
             "operation": "query", "query": soql, "contentType": "CSV",
             "columnDelimiter": "COMMA", "lineEnding": "LF"}))
@@ -714,7 +720,6 @@ class Salesforce:
             raise SalesforceError(f"bulk query job {job_id} ended {info.get('state')}: "
                                   f"{info.get('errorMessage') or 'no reason given'}",
                                   code=f"BULK_JOB_{str(info.get('state')).upper()}")
-        rows: list[dict] = []
         locator: str | None = None
         while True:
             params = {"maxRecords": str(self._config.bulk_max_records)}
@@ -722,10 +727,10 @@ class Salesforce:
                 params["locator"] = locator
             response = self._request("GET", f"jobs/query/{job_id}/results", params=params,
                                      headers={"Accept": "text/csv"})
-            rows.extend(_csv_rows(response, stamps=True))
+            yield from _iter_csv_rows(response, stamps=True)
             locator = response.headers.get("Sforce-Locator")
             if not locator or locator == "null":
-                return rows
+                return
 
     def bulk_ingest(self, action: str, sobject: str, records: Sequence[Mapping[str, Any]]) -> BulkOutcome:
         """One Bulk API 2.0 ingest job: ``action`` insert | update | delete; records
@@ -1053,12 +1058,15 @@ def _ingest_csv(action: str, sobject: str, records: Sequence[Mapping[str, Any]])
 
 def _csv_rows(response: requests.Response, *, stamps: bool = False) -> list[dict]:
     """A CSV body → dicts (empty cell → None; with ``stamps``, ``…Z`` datetimes → ``…+0000``)."""
+    return list(_iter_csv_rows(response, stamps=stamps))
+
+
+def _iter_csv_rows(response: requests.Response, *, stamps: bool = False) -> Iterator[dict]:
     text = response.content.decode("utf-8-sig", errors="replace")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
-        return []
-    rows = []
+        return
     for cells in reader:
         if not cells:
             continue
@@ -1070,8 +1078,7 @@ def _csv_rows(response: requests.Response, *, stamps: bool = False) -> list[dict
                 row[name] = cell[:-1] + "+0000"
             else:
                 row[name] = cell
-        rows.append(row)
-    return rows
+        yield row
 
 
 def _not_sent(exc: requests.RequestException) -> bool:

@@ -132,6 +132,21 @@ def test_counts_from_the_plans_composite_request_cost_no_extra_call(sb):
     assert sf.calls == 1 + 4
 
 
+def test_a_bulk_query_in_keeps_only_matches_from_every_results_page(sb):
+    """The whole table is read a page at a time (Sforce-Locator) and only matching rows
+    are kept: the same records as batched queries."""
+    contacts(sb, "paged", 12)
+    wanted = [f"PAGED.{i}@bulk.example.com" for i in range(0, 12, 2)]
+    by_in = connect(sb).query_in("Contact", "Email", wanted, ["Id", "Email"])
+    sf = connect(sb, _one_address_a_query(sb, bulk_max_records=5))
+    sf.row_counts[("Contact", "Email")] = 1   # told the org is small: the Bulk path is taken
+    before = len(paths(sb))
+    by_bulk = sf.query_in("Contact", "Email", wanted, ["Id", "Email"])
+    pages = [p for p in paths(sb)[before:] if p.endswith("/results")]
+    assert len(pages) > 1
+    assert sorted(r["Id"] for r in by_bulk) == sorted(r["Id"] for r in by_in) and len(by_in) == 6
+
+
 def test_bulk_query_pages_by_locator_and_reads_nulls(sb):
     sf = connect(sb, replace(CONFIG, bulk_max_records=7))
     everyone = {r["Id"]: r for r in sb.store.records("Contact")}
