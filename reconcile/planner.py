@@ -284,19 +284,24 @@ class _Planner:
                 email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows,
                 detail=f"{o.kind} to {o.new_email} not written to any record: {'; '.join(why)}"))
             return []
+        # A holder of either type trips the org's duplicate rules (the standard Contact and
+        # Lead rules match across both objects); the person's own records that move to the
+        # address in this plan are not holders.
+        own = {t.record.id for t in pending}
+        holders = sorted((str(r.sobject), r.id) for s in (SObject.CONTACT, SObject.LEAD)
+                         for r in self._find(s, o.new_email) if r.id not in own)
         free = []
         for target in pending:
             if self.config.email_field not in target.fields:
                 free.append(target)
                 continue
-            holders = sorted(r.id for r in self._find(SObject(target.record.sobject), o.new_email)
-                             if r.id != target.record.id)
             if holders:
                 self.review.append(ReviewItem(
                     email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows,
                     sobject=SObject(target.record.sobject), record_id=target.record.id,
-                    detail=f"{o.new_email} is already held by {target.record.sobject} {', '.join(holders)}; "
-                           f"{o.kind} not written to {target.record.id}"))
+                    detail=f"{o.new_email} is already held by "
+                           + ", ".join(f"{s} {i}" for s, i in holders)
+                           + f"; {o.kind} not written to {target.record.sobject} {target.record.id}"))
             else:
                 free.append(target)
         return free
