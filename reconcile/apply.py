@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 from filelock import FileLock, Timeout
 
 from reconcile.archive import JOURNAL as JOURNAL_NAME, RECORD_FORMAT_VERSION, RESULT, record_bytes, seal
-from reconcile.config import BULK_CALLS_PER_JOB, Config
+from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, BULK_CALLS_PER_JOB, Config
 from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
                               SalesforceError)
 from reconcile.fsutil import write_atomic
@@ -57,7 +57,9 @@ TRANSIENT_ITEM_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
 # reconcile's own code for a create that needed a record the plan could not create.
 DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 ALREADY_DONE = "already holds the planned values"
-ALREADY_DELETED = "already deleted"
+# A retrieve answers null both for a deleted record and for one this user may not see.
+NOT_VISIBLE = "deleted or not visible to this user"
+ALREADY_DELETED = f"already {NOT_VISIBLE}"
 
 
 
@@ -522,7 +524,7 @@ class _Run:
                         drift = {f: {"planned": change.before(f),
                                      "current": row.get(f) if row else None} for f in names}
                         results.append({"change_id": change_id, "status": "drifted", "fields": drift,
-                                        "message": "the record was deleted" if row is None else
+                                        "message": f"the record is {NOT_VISIBLE}" if row is None else
                                         f"holds neither the planned nor the original values "
                                         f"after request {number}, whose answer was lost"})
             else:
@@ -561,7 +563,7 @@ class _Run:
                         skipped.append({"change_id": change.change_id, "message": ALREADY_DELETED})
                     else:
                         drifted.append({"change_id": change.change_id,
-                                        "message": f"the {change.sobject} {change.record_id} has been deleted",
+                                        "message": f"the {change.sobject} {change.record_id} is {NOT_VISIBLE}",
                                         "fields": {f: {"planned": change.before(f), "current": None}
                                                    for f in change.fields}})
                     continue
@@ -694,10 +696,10 @@ class _Run:
 
     def _writer_for(self, sobject: str, count: int) -> Writer:
         """Bulk API 2.0 for a group above ``bulk_threshold``; sObject Collections otherwise.
-        Leads always go through Collections: only there can ``Sforce-Auto-Assign: FALSE``
-        keep assignment rules from moving owners."""
+        Leads and Accounts always go through Collections: only there can
+        ``Sforce-Auto-Assign: FALSE`` keep assignment rules from moving owners."""
         if (self.bulk_writer is not None and count > self.config.bulk_threshold
-                and sobject != SObject.LEAD.value):
+                and sobject not in ASSIGNMENT_RULE_SOBJECTS):
             return self.bulk_writer
         return self.writer
 

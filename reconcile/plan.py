@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
+from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
 from reconcile.errors import IntegrityError
 from reconcile.model import Action, Change, OrgInfo, PlanBody, PlanKind
 
@@ -63,8 +63,10 @@ def summarize(changes: Iterable[Mapping[str, Any]], skipped: int, review: int, u
 def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str, Any]],
                   options: Mapping[str, Any], created_at: str, tool_version: str,
                   kind: str | PlanKind = PlanKind.APPLY, parent_plan_id: str | None = None,
-                  config: Config) -> dict[str, Any]:
-    """The plan document (SPEC §4), ``plan_id`` included."""
+                  config: Config, preflight: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The plan document (SPEC §4), ``plan_id`` included. ``preflight``: what the
+    preflight read of the org (its active duplicate rules, the Account fields a create
+    writes and requires), recorded when given."""
     changes = plain(body.changes)
     doc: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -89,6 +91,8 @@ def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str,
         "summary": summarize(changes, len(body.skipped), len(body.review), len(body.unchanged)),
         "estimated_api_calls": estimate_api_calls(body.changes, config),
     }
+    if preflight is not None:
+        doc["preflight"] = plain(dict(preflight))
     doc["plan_id"] = compute_plan_id(doc)
     return doc
 
@@ -114,7 +118,7 @@ def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Co
     as long as a request URL allows, or a Bulk API 2.0 query above
     ``bulk_query_threshold``. Writes: ``ceil(records / collection_size)`` per action
     and sobject, or Bulk API 2.0 jobs for a group above ``bulk_threshold`` (Leads
-    never: see apply). Bulk polling can take more requests on a busy org."""
+    and Accounts never: see apply). Bulk polling can take more requests on a busy org."""
     reread: dict[str, set[str]] = {}
     created: dict[str, list[str]] = {}
     writes: dict[tuple[str, str], int] = {}
@@ -137,7 +141,7 @@ def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Co
         else:  # a quoted literal and a comma per key, in a URL with room for the query around it
             calls += max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - 500)))
     for (action, sobject), n in writes.items():
-        if n > config.bulk_threshold and sobject != "Lead":   # apply's choice: see apply._writer_for
+        if n > config.bulk_threshold and sobject not in ASSIGNMENT_RULE_SOBJECTS:  # see apply._writer_for
             calls += math.ceil(n / config.bulk_job_size) * BULK_CALLS_PER_JOB
         else:
             calls += math.ceil(n / config.collection_size)

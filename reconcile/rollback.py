@@ -56,7 +56,8 @@ def build_rollback(parent: dict[str, Any], result: dict[str, Any],
         if today is None:
             skipped.append(Skipped(email=email, sobject=sobject, record_id=rid,
                                    reason=SkipReason.RECORD_GONE,
-                                   detail="the record no longer exists; nothing to undo"))
+                                   detail="the record is deleted or not visible to this user (a retrieve "
+                                          "answered null); nothing undone"))
             continue
         written = {f: _resolve(v.get("after"), created) for f, v in item.get("fields", {}).items()}
         edited = {f: today.get(f) for f, v in written.items() if not same_value(f, today.get(f), v)}

@@ -49,7 +49,7 @@ import simple_salesforce
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from reconcile.config import Config
+from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, Config
 from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, OutcomeUnknown,
                               PermissionDenied, ReconcileError, SalesforceError, SessionExpired,
                               TransientError)
@@ -67,6 +67,9 @@ ALL_VARS = tuple(dict.fromkeys(TOKEN_VARS + LOGIN_VARS + OAUTH_VARS))
 
 # The org's identity, and whether it is production (one row).
 ORG_QUERY = "SELECT Id, Name, IsSandbox, OrganizationType FROM Organization LIMIT 1"
+DUPLICATE_RULES_QUERY = ("SELECT Id, DeveloperName, MasterLabel, SobjectType FROM DuplicateRule "
+                         "WHERE IsActive = true AND SobjectType IN ('Contact', 'Lead', 'Account') "
+                         "ORDER BY SobjectType, DeveloperName")
 SOQL_MAX_CHARS = 100_000          # MALFORMED_QUERY above this
 TIMEOUT = (15.0, 300.0)           # connect, read (seconds); the org's own limit is 10 minutes
 MAX_BACKOFF = 30.0                # seconds; no single wait is longer
@@ -616,27 +619,50 @@ class Salesforce:
     def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]:
         """The org's identity and the describes preflight needs, in ONE ``/composite``
         request (independent GET subrequests; one API call for all of them)."""
+        org, describes, _rules = self._org_describe(sobjects, duplicate_rules=False)
+        return org, describes
+
+    def preflight_read(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]:
+        """``org_and_describe`` plus the org's active duplicate rules for Contact, Lead
+        and Account (``DuplicateRule``), still ONE ``/composite`` request: the query rides
+        along as one more subrequest, no extra API call. The rules are None when the
+        user may not read them (View Setup and Configuration is needed since Summer '20:
+        https://developer.salesforce.com/docs/platform/object-reference/references/standard-objects/object-duplicaterule.html)."""
+        return self._org_describe(sobjects, duplicate_rules=True)
+
+    def _org_describe(self, sobjects: Sequence[str], *, duplicate_rules: bool,
+                      ) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]:
         prefix = urlparse(self.base_url).path
         subrequests = [{"method": "GET", "url": f"{prefix}sobjects/{_name(s)}/describe/",
                         "referenceId": f"describe{i}"} for i, s in enumerate(sobjects)]
         subrequests.append({"method": "GET", "referenceId": "organization",
                             "url": f"{prefix}query/?q=" + _encode_q(ORG_QUERY)})
+        if duplicate_rules:
+            subrequests.append({"method": "GET", "referenceId": "duplicateRules",
+                                "url": f"{prefix}query/?q=" + _encode_q(DUPLICATE_RULES_QUERY)})
         answer = _json(self._request("POST", "composite/",
                                      json={"allOrNone": False, "compositeRequest": subrequests}))
         by_ref = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
         bodies = {}
+        rules: list[dict] | None = None
         for sub in subrequests:
             part = by_ref.get(sub["referenceId"])
             if part is None:
                 raise SalesforceError(f"POST composite: no answer for {sub['url']}")
-            if not 200 <= int(part.get("httpStatusCode") or 0) < 300:
+            ok = 200 <= int(part.get("httpStatusCode") or 0) < 300
+            if sub["referenceId"] == "duplicateRules":
+                # not readable by this user (or no duplicate management): unknown, not fatal
+                if ok and isinstance(part.get("body"), dict):
+                    rules = [_strip(r) for r in part["body"].get("records") or []]
+                continue
+            if not ok:
                 raise _error_for(f"GET {sub['url'].split('?')[0]}", int(part.get("httpStatusCode") or 0),
                                  part.get("body"))
             bodies[sub["referenceId"]] = part.get("body") or {}
         records = bodies["organization"].get("records") or []
         if not records:
             raise SalesforceError("the org returned no Organization row")
-        return self._org(records[0]), {s: bodies[f"describe{i}"] for i, s in enumerate(sobjects)}
+        return self._org(records[0]), {s: bodies[f"describe{i}"] for i, s in enumerate(sobjects)}, rules
 
     def query(self, soql: str) -> list[dict]:
         """All records of one SOQL query, following ``nextRecordsUrl``, without ``attributes``."""
@@ -858,8 +884,8 @@ class Salesforce:
 
     @staticmethod
     def _write_headers(sobject: str) -> dict[str, str]:
-        # Lead assignment rules would otherwise move owners on every write.
-        return {"Sforce-Auto-Assign": "FALSE"} if sobject == "Lead" else {}
+        # Lead and Account assignment rules would otherwise move owners on every write.
+        return {"Sforce-Auto-Assign": "FALSE"} if sobject in ASSIGNMENT_RULE_SOBJECTS else {}
 
     @staticmethod
     def _save_results(response: requests.Response, expected: int, *, created: bool = False) -> list[SaveResult]:
@@ -1140,6 +1166,9 @@ class SalesforceReader:
 
     def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]:
         return self._sf.org_and_describe(sobjects)
+
+    def preflight_read(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]:
+        return self._sf.preflight_read(sobjects)
 
     def query_in(self, sobject: str, field: str, values: Iterable[str],
                  fields: Sequence[str]) -> list[dict]:

@@ -80,7 +80,7 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
     """Validate the outcome files, snapshot the org, plan, and archive the plan."""
     from reconcile.inputs import read_outcomes
     from reconcile.planner import build_plan
-    from reconcile.snapshot import PREFLIGHT_OBJECTS, preflight, take_snapshot
+    from reconcile.snapshot import objects_to_describe, preflight, take_snapshot
 
     if not outcome_files:
         raise UsageError("plan: give at least one outcome file (CSV or JSON Lines)")
@@ -90,8 +90,9 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
     sf = ctx.salesforce()
     reader = sf.reader()
     ctx.say("checking the org's fields and picklist values (preflight)")
-    org, describes = reader.org_and_describe(PREFLIGHT_OBJECTS)  # one request
-    preflight(describes, ctx.config, allow_create=allow_create)
+    # one request: the describes, the Organization row and the active duplicate rules
+    org, describes, rules = reader.preflight_read(objects_to_describe(allow_create))
+    checked = preflight(describes, ctx.config, allow_create=allow_create, duplicate_rules=rules)
     snapshot = take_snapshot(reader, outcome_set, ctx.config, allow_create=allow_create, org=org,
                              progress=ctx.say)
     ctx.say(f"planning {len(outcome_set.outcomes):,} determinations against {len(snapshot.records):,} records")
@@ -99,7 +100,7 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
     doc = plan_doc.make_document(
         body, org=snapshot.org, inputs=list(outcome_set.inputs),
         options={"allow_create": allow_create}, created_at=ctx.now(),
-        tool_version=__version__, config=ctx.config)
+        tool_version=__version__, config=ctx.config, preflight=checked)
     ctx.say("writing the plan, its HTML page and the hand-off files")
     plan_dir = save_plan(ctx, doc)
     return PlanResult(plan_dir, doc, reader.calls)

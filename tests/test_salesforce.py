@@ -458,6 +458,17 @@ def test_lead_writes_send_auto_assign_false():
     assert [r.headers.get("Sforce-Auto-Assign") for r in fake.sent] == ["FALSE", "FALSE"]
 
 
+def test_account_writes_send_auto_assign_false_too():
+    """The Assignment Rule header applies to Accounts, Cases and Leads; without it the
+    active assignment rules run
+    (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_autoassign.htm)."""
+    sf, fake = make()
+    sf.create("Account", [{"Name": "Acme"}])
+    sf.update("Account", [{"Id": "001X", "Name": "Acme Corp"}])
+    sf.create("Contact", [{"LastName": "C"}])
+    assert [r.headers.get("Sforce-Auto-Assign") for r in fake.sent] == ["FALSE", "FALSE", None]
+
+
 def test_writes_refuse_more_than_collection_size():
     sf, fake = make(config=Config(collection_size=200))
     with pytest.raises(ValueError, match="at most 200"):

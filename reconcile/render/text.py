@@ -35,7 +35,7 @@ REASON_LABELS: dict[str, str] = {
     "NOT_FOUND": "No Contact or Lead has this e-mail",
     "CONVERTED_LEAD": "Converted Lead: Salesforce does not allow updating it",
     "EDITED_SINCE_APPLY": "Edited by someone since the apply: left alone",
-    "RECORD_GONE": "The record no longer exists",
+    "RECORD_GONE": "The record is deleted or not visible to this user",
     "ACCOUNT_IN_USE": "Other Contacts point at this Account: kept",
     "HUMAN_REVIEW_REASON_UPDATE_ON_INACTIVE": "Update requested, but CUPOLA says the person is inactive",
     "HUMAN_REVIEW_REASON_ACTIVE_NEW_CONTACT": "Update requested, but the person has no CUPOLA row",
