@@ -46,7 +46,7 @@ from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, Outcome
                               SalesforceError)
 from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
-from reconcile.model import Action, ChangeStatus, PlanState, SaveResult, SObject, pointed_ref
+from reconcile.model import Action, ChangeStatus, PlanKind, PlanState, SaveResult, SObject, pointed_ref
 from reconcile.rules import same_value as _same
 
 __all__ = ["apply_plan", "ApplyReport", "ChangeResult", "Writer", "WriteItem", "ItemResult",
@@ -157,21 +157,25 @@ def records_payload(action: Action, items: Sequence[WriteItem]) -> list[Any]:
 
 
 class CollectionsWriter:
-    """sObject Collections: up to ``collection_size`` records a request, allOrNone=false."""
+    """sObject Collections: up to ``collection_size`` records a request, allOrNone=false.
+    ``allow_duplicates``: creates and updates pass duplicate rules that only alert
+    (a rollback restores a state the org already had)."""
 
-    def __init__(self, sf: Any, config: Config):
+    def __init__(self, sf: Any, config: Config, *, allow_duplicates: bool = False):
         self.sf = sf
         self.batch_size = config.collection_size
+        self.allow_duplicates = allow_duplicates
 
     def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
         return records_payload(action, items)
 
     def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]:
         payload = self.payload(action, sobject, items)
+        extra = {"allow_duplicates": True} if self.allow_duplicates else {}
         if action is Action.CREATE:
-            saved = self.sf.create(sobject, payload)
+            saved = self.sf.create(sobject, payload, **extra)
         elif action is Action.UPDATE:
-            saved = self.sf.update(sobject, payload)
+            saved = self.sf.update(sobject, payload, **extra)
         else:
             saved = self.sf.delete(payload)
         if len(saved) != len(items):
@@ -331,9 +335,14 @@ def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: Any, config: Config, 
         if writer is None and hasattr(sf, "bulk_ingest"):
             from reconcile.bulkwriter import BulkWriter  # it builds on this module's types
             bulk = BulkWriter(sf, config)
+        # A rollback restores a state the org already had: its writes pass duplicate rules
+        # that alert (a Block rule still refuses), and so stay on Collections, the only
+        # path that carries the duplicate rule header.
+        restores = doc.get("kind") == PlanKind.ROLLBACK.value
         run = _Run(doc, plan_dir, sf, config, skip_drifted=skip_drifted, progress=progress,
                    now=now, plan_sha256=plan_sha256, sleep=sleep,
-                   writer=writer or CollectionsWriter(sf, config), jitter=jitter, bulk_writer=bulk)
+                   writer=writer or CollectionsWriter(sf, config, allow_duplicates=restores),
+                   jitter=jitter, bulk_writer=None if restores else bulk)
         if calls_before is not None:
             run.base_calls = calls_before
         return run.execute(lock.warnings)

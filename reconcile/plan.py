@@ -89,7 +89,8 @@ def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str,
         "handoff": plain(body.handoff),
         "notes": list(body.notes),
         "summary": summarize(changes, len(body.skipped), len(body.review), len(body.unchanged)),
-        "estimated_api_calls": estimate_api_calls(body.changes, config),
+        "estimated_api_calls": estimate_api_calls(body.changes, config,
+                                                  collections_only=PlanKind(kind) is PlanKind.ROLLBACK),
     }
     if preflight is not None:
         doc["preflight"] = plain(dict(preflight))
@@ -109,7 +110,8 @@ def compute_plan_id(doc: Mapping[str, Any]) -> str:
 
 
 
-def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config) -> int:
+def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config, *,
+                       collections_only: bool = False) -> int:
     """The requests ``apply`` will send: re-reads for the drift check, then writes.
 
     One request checks the org's identity. Re-reads: ``ceil(records / retrieve_size)``
@@ -118,7 +120,8 @@ def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Co
     as long as a request URL allows, or a Bulk API 2.0 query above
     ``bulk_query_threshold``. Writes: ``ceil(records / collection_size)`` per action
     and sobject, or Bulk API 2.0 jobs for a group above ``bulk_threshold`` (Leads
-    and Accounts never: see apply). Bulk polling can take more requests on a busy org."""
+    and Accounts never, nor any write of a rollback: ``collections_only``; see apply).
+    Bulk polling can take more requests on a busy org."""
     reread: dict[str, set[str]] = {}
     created: dict[str, list[str]] = {}
     writes: dict[tuple[str, str], int] = {}
@@ -141,7 +144,8 @@ def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Co
         else:  # a quoted literal and a comma per key, in a URL with room for the query around it
             calls += max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - 500)))
     for (action, sobject), n in writes.items():
-        if n > config.bulk_threshold and sobject not in ASSIGNMENT_RULE_SOBJECTS:  # see apply._writer_for
+        if (n > config.bulk_threshold and sobject not in ASSIGNMENT_RULE_SOBJECTS
+                and not collections_only):  # apply's choice: see apply._writer_for and apply_plan
             calls += math.ceil(n / config.bulk_job_size) * BULK_CALLS_PER_JOB
         else:
             calls += math.ceil(n / config.collection_size)

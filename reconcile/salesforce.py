@@ -850,14 +850,16 @@ class Salesforce:
 
     # -- writes: one request each ------------------------------------------------------------
 
-    def create(self, sobject: str, records: list[dict]) -> list[SaveResult]:
+    # ``allow_duplicates``: send ``Sforce-Duplicate-Rule-Header: allowSave=true``, which saves
+    # past duplicate rules that alert (not those that block); rollback's restores use it.
+    def create(self, sobject: str, records: list[dict], *, allow_duplicates: bool = False) -> list[SaveResult]:
         body = {"allOrNone": False,
                 "records": [{"attributes": {"type": _name(sobject)}, **r} for r in self._guard(records)]}
         response = self._request("POST", "composite/sobjects", json=body,
-                                 headers=self._write_headers(sobject), idempotent=False)
+                                 headers=self._write_headers(sobject, allow_duplicates), idempotent=False)
         return self._save_results(response, len(records), created=True)
 
-    def update(self, sobject: str, records: list[dict]) -> list[SaveResult]:
+    def update(self, sobject: str, records: list[dict], *, allow_duplicates: bool = False) -> list[SaveResult]:
         for r in records:
             if not (r.get("Id") or r.get("id")):
                 raise ValueError(f"update {sobject}: every record needs an Id")
@@ -866,7 +868,7 @@ class Salesforce:
         # Not resent when the answer is lost either: an update sent twice could overwrite
         # an edit made in between. apply settles it by reading the records.
         response = self._request("PATCH", "composite/sobjects", json=body,
-                                 headers=self._write_headers(sobject), idempotent=False)
+                                 headers=self._write_headers(sobject, allow_duplicates), idempotent=False)
         return self._save_results(response, len(records))
 
     def delete(self, ids: list[str]) -> list[SaveResult]:
@@ -883,9 +885,13 @@ class Salesforce:
         return items
 
     @staticmethod
-    def _write_headers(sobject: str) -> dict[str, str]:
+    def _write_headers(sobject: str, allow_duplicates: bool = False) -> dict[str, str]:
         # Lead and Account assignment rules would otherwise move owners on every write.
-        return {"Sforce-Auto-Assign": "FALSE"} if sobject in ASSIGNMENT_RULE_SOBJECTS else {}
+        headers = {"Sforce-Auto-Assign": "FALSE"} if sobject in ASSIGNMENT_RULE_SOBJECTS else {}
+        if allow_duplicates:
+            # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_duplicaterules.htm
+            headers["Sforce-Duplicate-Rule-Header"] = "allowSave=true"
+        return headers
 
     @staticmethod
     def _save_results(response: requests.Response, expected: int, *, created: bool = False) -> list[SaveResult]:
@@ -898,7 +904,7 @@ class Salesforce:
         for item in items:
             ok = bool(item.get("success"))
             errors = tuple(RecordError(status_code=e.get("statusCode") or e.get("errorCode") or "UNKNOWN",
-                                       message=e.get("message") or "",
+                                       message=_error_message(e),
                                        fields=tuple(e.get("fields") or ()))
                            for e in item.get("errors") or ())
             results.append(SaveResult(id=item.get("id"), success=ok, errors=errors,
@@ -1025,6 +1031,29 @@ class Salesforce:
             raise failure
         self._sf.session_id = token
         self._sf.sf_instance = urlparse(instance_url).netloc
+
+
+def _error_message(error: Mapping[str, Any]) -> str:
+    """An item error's message; a DUPLICATES_DETECTED one also names the duplicate rule,
+    whether it blocks, and the matching records (its ``duplicateResult``:
+    https://developer.salesforce.com/docs/platform/api/guide/sforce-api-objects-duplicateresult.html)."""
+    message = str(error.get("message") or "")
+    dup = error.get("duplicateResult")
+    if not isinstance(dup, Mapping):
+        return message
+    matches = []
+    for result in dup.get("matchResults") or ():
+        if not isinstance(result, Mapping):
+            continue
+        for match in result.get("matchRecords") or ():
+            record = match.get("record") if isinstance(match, Mapping) else None
+            if isinstance(record, Mapping) and record.get("Id"):
+                kind = (record.get("attributes") or {}).get("type") or result.get("entityType") or "record"
+                matches.append(f"{kind} {record['Id']}")
+    rule = dup.get("duplicateRule") or "a duplicate rule"
+    action = "blocks" if dup.get("allowSave") is False else "alerts"
+    found = ", ".join(matches) if matches else "records not named"
+    return f"{message} (duplicate rule {rule} {action}; matching: {found})"
 
 
 def _json(response: requests.Response, error: type[SalesforceError] = SalesforceError) -> Any:
