@@ -288,19 +288,19 @@ class _Planner:
         # Lead rules match across both objects); the person's own records that move to the
         # address in this plan are not holders.
         own = {t.record.id for t in pending}
-        holders = sorted((str(r.sobject), r.id) for s in (SObject.CONTACT, SObject.LEAD)
-                         for r in self._find(s, o.new_email) if r.id not in own)
+        held = sorted((str(r.sobject), r.id) for s in (SObject.CONTACT, SObject.LEAD)
+                      for r in self._find(s, o.new_email) if r.id not in own)
         free = []
         for target in pending:
             if self.config.email_field not in target.fields:
                 free.append(target)
                 continue
-            if holders:
+            if held:
                 self.review.append(ReviewItem(
                     email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows,
                     sobject=SObject(target.record.sobject), record_id=target.record.id,
                     detail=f"{o.new_email} is already held by "
-                           + ", ".join(f"{s} {i}" for s, i in holders)
+                           + ", ".join(f"{s} {i}" for s, i in held)
                            + f"; {o.kind} not written to {target.record.sobject} {target.record.id}"))
             else:
                 free.append(target)

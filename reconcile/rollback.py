@@ -130,8 +130,8 @@ def build_rollback(parent: dict[str, Any], result: dict[str, Any],
     return PlanBody(prior_state=prior, changes=tuple(changes), duplicates=(), skipped=tuple(skipped),
                     review=(), unchanged=(),
                     notes=(f"rollback of plan {parent['plan_id']}",
-                           *([f"what is left after rollback(s) {', '.join(a[:12] for a in after)}: "
-                              f"{len(done)} record(s) already restored are left alone"] if after else [])))
+                           *([(f"what is left after rollback(s) {', '.join(a[:12] for a in after)}: "
+                               f"{len(done)} record(s) already restored are left alone")] if after else [])))
 
 
 def _undo_value(spec: dict[str, Any]) -> Any:

@@ -174,3 +174,22 @@ def test_a_rule_switched_off_does_not_fire_and_the_switch_is_kept_in_the_state(s
         sb.store.configure_duplicate_rule("Standard_Lead_Duplicate_Rule", on_edit="warn")
     with pytest.raises(KeyError):
         sb.store.configure_duplicate_rule("No_Such_Rule", active=False)
+
+
+def test_sandbox_serve_switches_the_standard_rules_on_edit_and_keeps_it_in_the_state(tmp_path):
+    import json
+    import subprocess
+    import sys
+    state = tmp_path / "s.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from reconcile.sandbox.cli import app; app()", "serve", "--seed", "empty",
+         "--state", str(state), "--duplicate-rules-on-edit", "block"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("export ")   # serving, rules switched
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    rules = json.loads(state.read_text(encoding="utf-8"))["duplicate_rules"]
+    assert [(r["developer_name"], r["on_create"], r["on_edit"]) for r in rules] == [
+        ("Standard_Contact_Duplicate_Rule", "alert", "block"), ("Standard_Lead_Duplicate_Rule", "alert", "block")]

@@ -60,7 +60,7 @@ def people(org):
 
 
 def _apply_then_clash(cli, org, tmp_path, people) -> tuple[str, str, str]:
-    lead, contact, rows = people
+    lead, _contact, rows = people
     pid = planned(cli("plan", str(outcomes(tmp_path, *rows)), "--json"))
     assert approve_and_apply(cli, pid).exit_code == 0
     assert org.store.get(lead)["Email"] == "lana.undo@example.org"
