@@ -226,6 +226,20 @@ def test_new_contact_never_duplicates_an_existing_contact():
     assert "already exists" in body.unchanged[0].detail
 
 
+def test_new_contact_whose_address_a_lead_holds_goes_to_review_not_to_the_org():
+    """The Standard Contact Duplicate Rule matches Leads that duplicate Contacts and alerts on
+    create, which the API answers with DUPLICATES_DETECTED
+    (https://help.salesforce.com/apex/HTViewHelpDoc?id=sales.duplicate_rules_standard_contact_rule.htm)."""
+    o = outcome("n@x.com", "new_contact", last_name="New", organization="Acme")
+    body = plan([o], [lead("00QN", "N@x.com")], allow_create=True)
+    assert body.changes == ()
+    [item] = body.review
+    assert (item.reason, item.sobject, item.record_id) == (ReviewReason.EMAIL_TAKEN, SObject.LEAD, "00QN")
+    assert "already held by Lead 00QN" in item.detail and "Contact not created" in item.detail
+    # without --allow-create nothing would be created anyway: skipped as before
+    assert [s.reason for s in plan([o], [lead("00QN", "n@x.com")]).skipped] == [SkipReason.CREATE_DISABLED]
+
+
 def test_new_contact_joins_the_account_with_most_contacts():
     accounts = [AccountInfo("001A", "Acme", 3, "2026-05-01T00:00:00.000+0000", "2026-05-01T00:00:00.000+0000"),
                 AccountInfo("001B", "ACME ", 7, "2026-01-01T00:00:00.000+0000", "2026-01-01T00:00:00.000+0000")]
