@@ -125,6 +125,8 @@ def test_a_block_rule_refuses_a_restore_names_rule_and_match_and_the_rest_can_be
     assert org.store.get(lead)["Email"] == "lana.undo@example.com"
     assert state_of(cli, pid) == "rolled back"
     assert "already rolled back" in cli("rollback", pid).stderr
+    verified = cli("verify")
+    assert verified.exit_code == 0, verified.output
 
 
 def test_a_forward_apply_sends_no_duplicate_header_so_an_alert_rule_refuses_it(cli, org, tmp_path):
@@ -153,3 +155,20 @@ def test_rollback_reports_a_record_it_cannot_read_as_deleted_or_not_visible(cli,
     doc = json.loads(cli("show", rid, "--json").stdout)
     [gone] = doc["skipped"]
     assert gone["reason"] == "RECORD_GONE" and "deleted or not visible to this user" in gone["detail"]
+
+
+def test_plan_puts_a_cross_object_clash_in_review_never_in_the_changes(cli, org, tmp_path):
+    """Issue 10: a Contact moving to an address a Lead holds would trip the org's Contact
+    duplicate rule at apply (it matches Leads); the plan sends it to review, naming the Lead."""
+    contact = org.store.insert("Contact", {"LastName": "Mover", "Email": "mover.undo@example.com",
+                                           "Contact_Status__c": "Active"})
+    holder = org.store.insert("Lead", {"LastName": "Holder", "Company": "Initech",
+                                       "Email": "taken.undo@example.com", "Status": "Working - Contacted"})
+    result = cli("plan", str(outcomes(tmp_path, "mover.undo@example.com,email_change,taken.undo@example.com,"
+                                                ",,,,,,active")), "--json")
+    pid = planned(result)
+    doc = json.loads(cli("show", pid, "--json").stdout)
+    assert doc["changes"] == []
+    [item] = doc["review"]
+    assert (item["reason"], item["record_id"]) == ("EMAIL_TAKEN", contact)
+    assert f"already held by Lead {holder}" in item["detail"]
