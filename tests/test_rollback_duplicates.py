@@ -172,3 +172,23 @@ def test_plan_puts_a_cross_object_clash_in_review_never_in_the_changes(cli, org,
     [item] = doc["review"]
     assert (item["reason"], item["record_id"]) == ("EMAIL_TAKEN", contact)
     assert f"already held by Lead {holder}" in item["detail"]
+
+
+def test_a_rollback_that_restored_nothing_leaves_the_parent_as_it_was_and_can_be_planned_again(
+        cli, org, tmp_path, people):
+    lead, _contact, rows = people
+    org.store.configure_duplicate_rule("Standard_Lead_Duplicate_Rule", on_edit="block")
+    pid = planned(cli("plan", str(outcomes(tmp_path, rows[0])), "--json"))   # the Lead's move only
+    assert approve_and_apply(cli, pid).exit_code == 0
+    org.store.insert("Contact", {"LastName": "Newcomer", "Email": "lana.undo@example.com",
+                                 "Contact_Status__c": "Active"})
+    rid = planned(cli("rollback", pid, "--json"))
+    result = approve_and_apply(cli, rid)
+    assert result.exit_code == 1
+    assert f"plan {pid[:12]} is not rolled back" in result.stdout
+    assert state_of(cli, pid) == "applied" and state_of(cli, rid) == "failed"
+    org.store.configure_duplicate_rule("Standard_Lead_Duplicate_Rule", on_edit="alert")
+    again = planned(cli("rollback", pid, "--json"))
+    assert approve_and_apply(cli, again).exit_code == 0
+    assert org.store.get(lead)["Email"] == "lana.undo@example.com"
+    assert state_of(cli, pid) == "rolled back"
