@@ -122,3 +122,42 @@ def test_plan_records_the_orgs_active_duplicate_rules_in_the_same_single_preflig
     assert doc["preflight"] == {"duplicate_rules": [STANDARD_RULES[1]], "account_fields": None}
     page = (plan_dir / "plan.html").read_text(encoding="utf-8")
     assert "Standard Lead Duplicate Rule" in page and "Standard Contact Duplicate Rule" not in page
+
+
+def _composite_org_and_rules(rules_part):
+    org = {"body": {"totalSize": 1, "done": True, "records": [
+        {"attributes": {"type": "Organization"}, "Id": "00DRO0000008aXd2AI", "Name": "Acme",
+         "IsSandbox": False, "OrganizationType": "Enterprise Edition"}]},
+        "httpHeaders": {}, "httpStatusCode": 200, "referenceId": "organization"}
+    describe_part = {"body": {"name": "Contact", "fields": []}, "httpHeaders": {}, "httpStatusCode": 200,
+                     "referenceId": "describe0"}
+    return (200, {"compositeResponse": [describe_part, org, {**rules_part, "referenceId": "duplicateRules"}]})
+
+
+def test_the_adapter_reads_the_rules_in_the_preflight_composite_and_tolerates_a_refusal():
+    """A subrequest that fails has its error list as ``body`` and its status as
+    ``httpStatusCode`` (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_subrequest_result.htm);
+    DuplicateRule needs View Setup and Configuration
+    (https://developer.salesforce.com/docs/platform/object-reference/references/standard-objects/object-duplicaterule.html):
+    a user without it gets the rules as unknown (None), and the plan goes on."""
+    import json
+    from test_documented_examples import adapter
+    rows = {"totalSize": 1, "done": True, "records": [
+        {"attributes": {"type": "DuplicateRule"}, "Id": "0BmRO0000000001AAA",
+         "DeveloperName": "Standard_Lead_Duplicate_Rule", "MasterLabel": "Standard Lead Duplicate Rule",
+         "SobjectType": "Lead"}]}
+    sf, fake = adapter(_composite_org_and_rules({"body": rows, "httpHeaders": {}, "httpStatusCode": 200}))
+    org, describes, rules = sf.preflight_read(["Contact"])
+    assert org.org_id == "00DRO0000008aXd2AI" and set(describes) == {"Contact"}
+    assert rules == [{"Id": "0BmRO0000000001AAA", "DeveloperName": "Standard_Lead_Duplicate_Rule",
+                      "MasterLabel": "Standard Lead Duplicate Rule", "SobjectType": "Lead"}]
+    assert sf.calls == 1
+    sent = json.loads(fake.sent[0].body)["compositeRequest"]
+    assert [s["referenceId"] for s in sent] == ["describe0", "organization", "duplicateRules"]
+    assert "FROM+DuplicateRule+WHERE+IsActive" in sent[2]["url"]
+
+    refused = {"body": [{"errorCode": "INVALID_TYPE", "message": "sObject type 'DuplicateRule' is not supported."}],
+               "httpHeaders": {}, "httpStatusCode": 400}
+    sf, _ = adapter(_composite_org_and_rules(refused))
+    _org, _describes, rules = sf.preflight_read(["Contact"])
+    assert rules is None
