@@ -198,10 +198,12 @@ def rollback_outcome(doc: Mapping[str, Any], report: Any) -> str:
     left = f"; left alone: {len(edited)} record(s) someone edited since the apply" if edited else ""
     refused = [r for r in report.results if str(r.status) in ("failed", "drifted")]
     if not refused:
-        restored = [r for r in report.results if str(r.status) in ("applied", "skipped")]
-        fields = sum(len(c.get("fields") or {}) for c in doc.get("changes", []))
+        updates = [c for c in doc.get("changes", []) if c.get("action") == "update"]
+        deletes = len(doc.get("changes", [])) - len(updates)
+        fields = sum(len(c.get("fields") or {}) for c in updates)
+        removed = f"; {deletes} record(s) it created deleted" if deletes else ""
         return (f"rollback of plan {parent} restored every field nobody else edited ({fields} field(s) on "
-                f"{len(restored)} record(s)){left}")
+                f"{len(updates)} record(s){removed}){left}")
     codes = sorted({str(r.error_code or r.status) for r in refused})
     state = ("partially rolled back" if any(str(r.status) == "applied" for r in report.results)
              else "not rolled back")
