@@ -122,6 +122,8 @@ def test_plan_records_the_orgs_active_duplicate_rules_in_the_same_single_preflig
     assert doc["preflight"] == {"duplicate_rules": [STANDARD_RULES[1]], "account_fields": None}
     page = (plan_dir / "plan.html").read_text(encoding="utf-8")
     assert "Standard Lead Duplicate Rule" in page and "Standard Contact Duplicate Rule" not in page
+    shown = CliRunner().invoke(app, ["--archive", str(tmp_path / "plans"), "show", plan_dir.name[:12]])
+    assert "Duplicate rules active in the org: Standard Lead Duplicate Rule (Lead)" in " ".join(shown.stdout.split())
 
 
 def _composite_org_and_rules(rules_part):
