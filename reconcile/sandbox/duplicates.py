@@ -28,10 +28,12 @@ What Salesforce documents, and the sandbox follows:
   MasterLabel, SobjectType, IsActive, ...
   (https://developer.salesforce.com/docs/platform/object-reference/references/standard-objects/object-duplicaterule.html).
 
+On edit, a rule runs only when the value of a field its matching rule uses
+changes (https://help.salesforce.com/s/articleView?id=005237351&type=1).
+
 Simplified (README, known limits): the matching rules compare the e-mail
 only (exact, case-insensitively), where Salesforce's standard matching rules
-also weigh names, company, phone and fuzzy matches; a rule runs on edit only
-when the edit sets the e-mail.
+also weigh names, company, phone and fuzzy matches.
 """
 
 from __future__ import annotations

@@ -579,7 +579,7 @@ class Store:
                    allow_duplicates: bool = False, version: str = duplicates.URL_VERSION,
                    ) -> tuple[list[dict], list[tuple]]:
         """Collections/sObject update (each record has ``id`` or ``Id``). Duplicate
-        rules run when the update sets the e-mail."""
+        rules run when the update changes the e-mail."""
         results: list[dict] = []
         applied: list[tuple] = []
         undo: list[tuple] = []
@@ -598,7 +598,9 @@ class Store:
                 if error is None:
                     body = {k: v for k, v in fields.items() if k not in ("id", "Id")}
                     clean, error = self._check(sobject, body, creating=False)  # type: ignore[arg-type]
-                if error is None and clean.get("Email") is not None:
+                # on edit a rule runs only when a matched field's value changes
+                # (https://help.salesforce.com/s/articleView?id=005237351&type=1)
+                if error is None and clean.get("Email") is not None and clean["Email"] != record.get("Email"):  # type: ignore[union-attr]
                     error = self._duplicate_error(sobject, clean["Email"], creating=False,  # type: ignore[arg-type]
                                                   allow_save=allow_duplicates, version=version,
                                                   record_id=record["Id"])  # type: ignore[index]
