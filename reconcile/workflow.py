@@ -186,30 +186,9 @@ def apply(ctx: Context, ref: str, *, skip_drifted: bool = False,
                         calls_before=0,  # this connection was opened for this apply: its org check counts
                         progress=progress, now=ctx.now, plan_sha256=approval["plan_sha256"])
     if loaded.doc.get("kind") == PlanKind.ROLLBACK.value and report.finished:
-        report = replace(report, warnings=(*report.warnings, rollback_outcome(loaded.doc, report)))
+        from reconcile.rollback import outcome_line
+        report = replace(report, warnings=(*report.warnings, outcome_line(loaded.doc, report)))
     return report
-
-
-def rollback_outcome(doc: Mapping[str, Any], report: Any) -> str:
-    """What a finished rollback restored, in one line: everything nobody else edited, or
-    what was refused and how to finish (``reconcile rollback`` on the parent plans the rest)."""
-    parent = str(doc.get("parent_plan_id") or "")[:12]
-    edited = [s for s in doc.get("skipped", []) if s.get("reason") == "EDITED_SINCE_APPLY"]
-    left = f"; left alone: {len(edited)} record(s) someone edited since the apply" if edited else ""
-    refused = [r for r in report.results if str(r.status) in ("failed", "drifted")]
-    if not refused:
-        updates = [c for c in doc.get("changes", []) if c.get("action") == "update"]
-        deletes = len(doc.get("changes", [])) - len(updates)
-        fields = sum(len(c.get("fields") or {}) for c in updates)
-        removed = f"; {deletes} record(s) it created deleted" if deletes else ""
-        return (f"rollback of plan {parent} restored every field nobody else edited ({fields} field(s) on "
-                f"{len(updates)} record(s){removed}){left}")
-    codes = sorted({str(r.error_code or r.status) for r in refused})
-    state = ("partially rolled back" if any(str(r.status) == "applied" for r in report.results)
-             else "not rolled back")
-    return (f"rollback of plan {parent} is incomplete: {len(refused)} restore(s) not done ({', '.join(codes)}); "
-            f"plan {parent} is {state} — once the org allows it (e.g. a Block duplicate rule "
-            f"named above), `reconcile rollback {parent}` plans what is left{left}")
 
 
 # -- rollback -----------------------------------------------------------------------
