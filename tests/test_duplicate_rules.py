@@ -197,3 +197,21 @@ def test_sandbox_serve_switches_the_standard_rules_on_edit_and_keeps_it_in_the_s
     rules = json.loads(state.read_text(encoding="utf-8"))["duplicate_rules"]
     assert [(r["developer_name"], r["on_create"], r["on_edit"]) for r in rules] == [
         ("Standard_Contact_Duplicate_Rule", "alert", "block"), ("Standard_Lead_Duplicate_Rule", "alert", "block")]
+
+
+def test_a_duplicate_rule_can_be_retrieved_by_id_but_not_written(call):
+    """DuplicateRule supports describeSObjects(), query(), retrieve(), search(): reads only;
+    rules are created and edited in Setup
+    (https://developer.salesforce.com/docs/platform/object-reference/references/standard-objects/object-duplicaterule.html)."""
+    rows = call("GET", "query/", params={"q": "SELECT Id FROM DuplicateRule ORDER BY DeveloperName"}).json()["records"]
+    rule_id = rows[1]["Id"]
+    got = call("GET", f"sobjects/DuplicateRule/{rule_id}", params={"fields": "DeveloperName,IsActive"})
+    assert got.status_code == 200
+    assert {k: v for k, v in got.json().items() if k != "attributes"} == {
+        "DeveloperName": "Standard_Lead_Duplicate_Rule", "IsActive": True}
+    retrieved = call("POST", "composite/sobjects/DuplicateRule", json={"ids": [rule_id], "fields": ["MasterLabel"]})
+    assert retrieved.json()[0]["MasterLabel"] == "Standard Lead Duplicate Rule"
+    patched = call("PATCH", f"sobjects/DuplicateRule/{rule_id}", json={"IsActive": False})
+    assert patched.status_code == 400 and patched.json()[0]["errorCode"] == "INVALID_TYPE_FOR_OPERATION"
+    created = call("POST", "sobjects/DuplicateRule/", json={"DeveloperName": "Mine"})
+    assert created.status_code == 400 and created.json()[0]["errorCode"] == "INVALID_TYPE_FOR_OPERATION"

@@ -254,6 +254,8 @@ class Store:
         if normalized is None:
             return None
         with self.lock:
+            if ids.sobject_of(normalized) == "DuplicateRule":   # read-only rows (retrieve())
+                return next((row for row in self._duplicate_rule_rows() if row["Id"] == normalized), None)
             _, record, deleted = self._locate(normalized)
             if record is None or (deleted and not include_deleted):
                 return None
@@ -401,6 +403,10 @@ class Store:
             self.duplicate_rules = duplicates.configure(
                 self.duplicate_rules, name, active=active, on_create=on_create, on_edit=on_edit)
         self._changed()
+
+    def _duplicate_rule_rows(self) -> list[dict]:
+        return duplicates.rule_rows(self.duplicate_rules, lambda n: ids.make_id(duplicates.KEY_PREFIX, n),
+                                    duplicates.RULES_CREATED)
 
     def _duplicate_error(self, sobject: str, email: Any, *, creating: bool, allow_save: bool,
                          version: str, record_id: str | None = None) -> dict | None:
@@ -663,6 +669,10 @@ class Store:
             return None, None, item_error("MALFORMED_ID", f"malformed id {raw_id}")
         sobject = ids.sobject_of(normalized)
         wanted = describe.canonical_sobject(type_name) if type_name else None
+        if sobject in describe.SCHEMA and sobject not in WRITABLE_SOBJECTS and wanted in (None, sobject):
+            # a read-only object: the API only reads DuplicateRule (and Organization) rows
+            return None, None, item_error("INVALID_TYPE_FOR_OPERATION",
+                                          f"entity type cannot be {operation}d: {sobject}")
         if sobject not in WRITABLE_SOBJECTS or (type_name and wanted != sobject):
             label = wanted or type_name or "Record"
             return None, None, item_error("MALFORMED_ID",
@@ -686,9 +696,7 @@ class Store:
                 rows = [{"Id": self.org_id, "Name": self.org_name, "IsSandbox": self.is_sandbox,
                          "OrganizationType": self.organization_type}]
             elif query.sobject == "DuplicateRule":
-                rows = duplicates.rule_rows(self.duplicate_rules,
-                                            lambda n: ids.make_id(duplicates.KEY_PREFIX, n),
-                                            duplicates.RULES_CREATED)
+                rows = self._duplicate_rule_rows()
             else:
                 rows = self._candidates(query.sobject, query.where, include_deleted)
             predicate = soql.compile_predicate(query.where)
