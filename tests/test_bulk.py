@@ -132,6 +132,22 @@ def test_counts_from_the_plans_composite_request_cost_no_extra_call(sb):
     assert sf.calls == 1 + 4
 
 
+def test_the_preflight_composite_carries_describes_org_duplicate_rules_and_counts_in_one_call(sb):
+    """Plan's preflight is ONE /composite request: the describes (Account with --allow-create),
+    the Organization row, the DuplicateRule query and a COUNT() per e-mail object; Account
+    (no e-mail field to count) is described but not counted. Composite subrequests:
+    https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_composite.htm"""
+    contacts(sb, "preflight", 3)
+    sf = connect(sb, _one_address_a_query(sb))
+    org, describes, rules = sf.preflight_read(["Contact", "Lead", "Account"], count_field="Email",
+                                              count_sobjects=["Contact", "Lead"])
+    assert sf.calls == 1
+    assert set(describes) == {"Contact", "Lead", "Account"} and org.org_id
+    assert rules is not None and {r["SobjectType"] for r in rules} >= {"Contact", "Lead"}
+    assert sf.row_counts[("Contact", "Email")] == sum(1 for r in sb.store.records("Contact") if r.get("Email"))
+    assert ("Lead", "Email") in sf.row_counts and ("Account", "Email") not in sf.row_counts
+
+
 def test_a_bulk_query_in_keeps_only_matches_from_every_results_page(sb):
     """The whole table is read a page at a time (Sforce-Locator) and only matching rows
     are kept: the same records as batched queries."""
