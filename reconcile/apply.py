@@ -31,7 +31,7 @@ import random
 import socket
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from hashlib import sha256
 from pathlib import Path
@@ -84,9 +84,12 @@ class ChangeResult:
     drift: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["status"] = str(self.status)
-        return out
+        # by hand: dataclasses.asdict deep-copies every nested value (20 s at 100,000 changes)
+        return {"change_id": self.change_id, "action": self.action, "sobject": self.sobject,
+                "record_id": self.record_id, "status": str(self.status),
+                "error_code": self.error_code, "message": self.message, "ref": self.ref,
+                "fields": {f: dict(v) for f, v in self.fields.items()},
+                "drift": {f: dict(v) for f, v in self.drift.items()}}
 
 
 @dataclass(frozen=True)
@@ -497,10 +500,10 @@ class _Run:
 
     def _requests_needed(self) -> int:
         needed = 0
-        for (_action, sobject), n in self.pending_by_group.items():
+        for (action, sobject), n in self.pending_by_group.items():
             if n > 0:
                 via, writer = self._writer_for(sobject, n)
-                needed += write_requests(via, n, self.config, size=writer.batch_size)
+                needed += write_requests(via, n, self.config, size=writer.batch_size, action=action)
         return needed
 
     def _write_group(self, action: Action, sobject: str, items: list[WriteItem]) -> None:
@@ -509,7 +512,7 @@ class _Run:
         while queue:
             retry: list[WriteItem] = []
             _via, writer = self._writer_for(sobject, len(queue))
-            for chunk in _chunks(queue, writer.batch_size):
+            for chunk in writer.chunks(action, sobject, queue):
                 retry.extend(self._request(action, sobject, list(chunk), writer))
             queue = retry
             if queue:

@@ -496,6 +496,17 @@ def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def poll_delays(config: Config) -> Iterator[float]:
+    """The waits before each status poll of a Bulk job: the project's backoff (exponential,
+    capped), starting short — ``bulk_poll_seconds`` (a small job is often done by the first
+    poll), doubled after each poll up to ``bulk_poll_max_seconds``. No jitter: one client
+    polls its own job."""
+    delay = max(0.0, config.bulk_poll_seconds)
+    while True:
+        yield delay
+        delay = min(max(delay, 0.001) * 2, config.bulk_poll_max_seconds)
+
+
 @dataclass(frozen=True)
 class BulkOutcome:
     """What a Bulk API 2.0 ingest job did. Rows are dicts of the result files'
@@ -816,27 +827,52 @@ class Salesforce:
                     f"record: {info.get('errorMessage') or 'no reason given'}",
                     code=f"BULK_JOB_{state.upper()}")
             else:
-                base = f"jobs/ingest/{job_id}/"
-                accept = {"Accept": "text/csv"}
-                return BulkOutcome(
-                    job_id=job_id, state=state,
-                    successful=_csv_rows(self._request("GET", base + "successfulResults/", headers=accept)),
-                    failed=_csv_rows(self._request("GET", base + "failedResults/", headers=accept)),
-                    unprocessed=_csv_rows(self._request("GET", base + "unprocessedrecords/", headers=accept)),
-                    records_processed=int(info.get("numberRecordsProcessed") or 0),
-                    records_failed=int(info.get("numberRecordsFailed") or 0),
-                    error_message=info.get("errorMessage"))
+                return self._bulk_outcome(action, job_id, state, info, records)
         except SalesforceError as err:
             failure = OutcomeUnknown(f"bulk {action} job {job_id} ({len(records)} {sobject} records) "
                                      f"was closed but its outcome could not be read: {err.message}",
                                      code=err.code, status=err.status)
         raise failure
 
+    def _bulk_outcome(self, action: str, job_id: str, state: str, info: Mapping[str, Any],
+                      records: Sequence[Mapping[str, Any]]) -> BulkOutcome:
+        """The rows of a finished job, reading only the result files the job info says hold
+        something (``numberRecordsProcessed`` counts the failed records too:
+        https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_info.htm).
+        An insert reads ``successfulResults`` for the new ids; an update or delete whose
+        failed and unprocessed rows account for every record not saved learns the saved
+        ones from what it sent (their ids), without reading ``successfulResults``."""
+        processed = int(info.get("numberRecordsProcessed") or 0)
+        failed_count = int(info.get("numberRecordsFailed") or 0)
+        base = f"jobs/ingest/{job_id}/"
+        accept = {"Accept": "text/csv"}
+
+        def read(what: str) -> list[dict]:
+            return _csv_rows(self._request("GET", base + what + "/", headers=accept))
+
+        saved = processed - failed_count
+        successful = read("successfulResults") if action == "insert" and saved > 0 else []
+        failed = read("failedResults") if failed_count else []
+        incomplete = state != "JobComplete" or processed < len(records)
+        unprocessed = read("unprocessedrecords") if incomplete else []
+        accounted = len(failed) == failed_count and saved + len(failed) + len(unprocessed) == len(records)
+        if action == "insert":
+            if not accounted and saved <= 0:
+                successful = read("successfulResults")
+        elif not accounted:
+            successful = read("successfulResults")
+        else:
+            not_saved = {str(row.get("sf__Id") or row.get("Id") or "")[:15] for row in (*failed, *unprocessed)}
+            successful = [{"sf__Id": str(record["Id"]), "sf__Created": "false"} for record in records
+                          if str(record["Id"])[:15] not in not_saved]
+        return BulkOutcome(job_id=job_id, state=state, successful=successful, failed=failed,
+                           unprocessed=unprocessed, records_processed=processed,
+                           records_failed=failed_count, error_message=info.get("errorMessage"))
+
     def _bulk_wait(self, kind: str, job_id: str) -> dict:
-        """Poll ``jobs/{kind}/{id}`` until a final state; waits double from
-        ``bulk_poll_seconds`` up to ``bulk_poll_max_seconds``."""
-        delay, waited = self._config.bulk_poll_seconds, 0.0
-        while True:
+        """Poll ``jobs/{kind}/{id}`` until a final state, waiting ``poll_delays`` between polls."""
+        waited = 0.0
+        for delay in poll_delays(self._config):
             self._sleep(delay)
             waited += delay
             info = _json(self._request("GET", f"jobs/{kind}/{job_id}"))
@@ -846,7 +882,7 @@ class Salesforce:
             if waited >= self._config.bulk_timeout_seconds:
                 raise TransientError(f"bulk {kind} job {job_id} is still {state} after "
                                      f"{waited:.0f} seconds", code="BULK_JOB_TIMEOUT")
-            delay = min(max(delay, 0.0) * 2, self._config.bulk_poll_max_seconds)
+        raise AssertionError("poll_delays never ends")
 
     def _bulk_abort(self, job_id: str) -> None:
         try:

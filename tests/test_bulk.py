@@ -195,6 +195,15 @@ def test_polling_backs_off_to_the_cap(sb):
     assert sf.calls == 1 + 5 + 1
 
 
+def test_polling_starts_short_and_doubles():
+    """A small job is often done within a fraction of a second: the first poll comes after
+    0.1 s, then the waits double up to bulk_poll_max_seconds (one function: poll_delays)."""
+    from itertools import islice
+    from reconcile.salesforce import poll_delays
+    assert list(islice(poll_delays(Config()), 5)) == [0.1, 0.2, 0.4, 0.8, 1.6]
+    assert list(islice(poll_delays(replace(Config(), bulk_poll_max_seconds=0.3)), 4)) == [0.1, 0.2, 0.3, 0.3]
+
+
 def test_polling_gives_up_after_the_timeout(sb):
     sb.bulk.polls_in_progress = 100
     sf = connect(sb, replace(CONFIG, bulk_poll_seconds=1.0, bulk_poll_max_seconds=1.0,
@@ -219,13 +228,16 @@ def test_bulk_update_with_row_failures_matched_by_id(sb):
     sf = connect(sb)
     outcome = sf.bulk_ingest("update", "Contact", records)
     assert isinstance(outcome, BulkOutcome) and outcome.state == "JobComplete"
-    assert sf.calls == 8                      # create, upload, close, 2 polls, 3 result files
+    # create, upload, close, 2 polls, failedResults: 3 failed of 40 processed, so the 37
+    # others were saved (their ids are the ones sent); successfulResults is not read
+    assert sf.calls == 6
+    assert [p.rsplit("/", 2)[-2] for p in paths(sb) if "/jobs/ingest/" in p and p.endswith("/")] == ["failedResults"]
     assert outcome.records_processed == 40 and outcome.records_failed == 3
     success_ids = [r["sf__Id"] for r in outcome.successful]
     assert sorted(success_ids) == sorted(set(ids) - {ids[3], ids[5], ids[7]})
-    assert success_ids != [i for i in ids if i in set(success_ids)], "results should come unordered"
     assert all(r["sf__Created"] == "false" for r in outcome.successful)
     failed = {r["sf__Id"]: r for r in outcome.failed}
+    assert list(failed) != [i for i in ids if i in failed], "results should come unordered"
     assert failed[ids[5]]["sf__Error"] == ("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST:bad value for "
                                           "restricted picklist field: Bogus:Contact_Status__c --")
     assert failed[ids[3]]["sf__Error"].startswith("FIELD_CUSTOM_VALIDATION_EXCEPTION:Title is locked")
@@ -237,6 +249,28 @@ def test_bulk_update_with_row_failures_matched_by_id(sb):
     assert sb.store.get(ids[11])["Contact_Status__c"] == "Inactive"
     assert sb.store.get(ids[3])["Title"] == "Before"
     assert sb.stats.write_requests == 1 and len(sb.stats.writes) == 37
+
+
+def test_a_bulk_job_reads_only_the_result_files_its_job_info_says_hold_something(sb):
+    """Get Job Info's numberRecordsProcessed (failed ones included) and numberRecordsFailed
+    (https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_info.htm)
+    tell which result files hold rows: an update that saved every record reads none
+    (5 calls: create, upload, close, 2 polls); an insert reads successfulResults for the
+    new ids, nothing else (6 calls)."""
+    ids = contacts(sb, "quiet", 30, Title="Before")
+    sf = connect(sb)
+    before = len(paths(sb))
+    outcome = sf.bulk_ingest("update", "Contact", [{"Id": i, "Title": "After"} for i in ids])
+    assert sf.calls == 5 and not any(p.endswith("Results/") or p.endswith("records/") for p in paths(sb)[before:])
+    assert sorted(r["sf__Id"] for r in outcome.successful) == sorted(ids) and not outcome.failed
+    assert all(sb.store.get(i)["Title"] == "After" for i in ids)
+    sf = connect(sb)
+    before = len(paths(sb))
+    made = sf.bulk_ingest("insert", "Contact", [{"LastName": f"Q{i}", "Email": f"quiet.new{i}@bulk.example.com"}
+                                                for i in range(7)])
+    assert sf.calls == 6
+    assert [p.rsplit("/", 2)[-2] for p in paths(sb)[before:] if p.endswith("/")] == ["successfulResults"]
+    assert len(made.successful) == 7 and all(sb.store.get(r["sf__Id"]) for r in made.successful)
 
 
 def test_bulk_writer_update_results_by_change_id(sb):
@@ -379,7 +413,7 @@ def test_20000_updates_in_one_job_cost_a_handful_of_calls(sb):
     results = writer.write(Action.UPDATE, "Contact", items)
     elapsed = time.perf_counter() - started
     print(f"\nbulk update of {n:,} records: {sf.calls} API calls, {elapsed:.2f} s")
-    assert sf.calls == 8 and all(r.success for r in results)
+    assert sf.calls == 5 and all(r.success for r in results)   # no result file: nothing failed
     before = sf.calls
     rows = sf.query_in("Contact", "Email", [f"big.{i}@bulk.example.com" for i in range(n)],
                        ["Id", "Title"])

@@ -245,8 +245,9 @@ def test_a_rollback_document_validates(doc, tmp_path):
 
 def test_estimate_api_calls_counts_bulk_jobs_for_large_groups_but_never_for_leads():
     config = Config(bulk_threshold=100, bulk_job_size=1000)
-    # 2,500 Contact updates: 1 org check + 2 re-reads + 3 Bulk jobs of 8 calls
-    assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 2500), config) == 1 + 2 + 3 * 8
+    # 2,500 Contact updates: 1 org check + 2 re-reads + 3 Bulk jobs of 5 calls (create, upload,
+    # close, two polls: an update that saves every record reads no result file)
+    assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 2500), config) == 1 + 2 + 3 * 5
     # 2,500 Lead updates stay on collections: 1 + 2 + 13
     assert estimate_api_calls(_changes(Action.UPDATE, SObject.LEAD, 2500), config) == 1 + 2 + 13
     # so do Account writes (Sforce-Auto-Assign: FALSE needs Collections): 1 + 2 + 13
@@ -271,7 +272,8 @@ def test_estimate_counts_the_queries_that_check_creates_have_not_appeared():
     # 2,000: five queries, no more than a COUNT() and a Bulk query (1 + 4) would cost; 10 writes
     assert estimate_api_calls(_creates(2000, 30), config) == 1 + 5 + 10
     # 3,000: seven queries; a COUNT() and one Bulk query are cheaper: 1 + 4; one Bulk job writes
-    assert estimate_api_calls(_creates(3000, 30), config) == 1 + (1 + 4) + 8
+    # 3,000 creates: a COUNT() and a Bulk query, one Bulk insert job (5 calls + its successful results)
+    assert estimate_api_calls(_creates(3000, 30), config) == 1 + (1 + 4) + 6
 
 
 def test_the_estimated_read_cost_has_no_cliff():
