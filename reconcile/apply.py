@@ -33,13 +33,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+import hashlib
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 
-from reconcile.archive import JOURNAL as JOURNAL_NAME, RECORD_FORMAT_VERSION, RESULT, record_bytes, seal
+from reconcile.archive import JOURNAL as JOURNAL_NAME, RECORD_FORMAT_VERSION, RESULT, sealed_chunks
 from reconcile import drift, settle
 from reconcile.config import Config
 from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
@@ -605,8 +606,9 @@ class _Run:
                             drift=state.drift.get(change.change_id, {}))
 
     def _report(self, *, stop_reason: str | None, finished: bool = False,
-                status: str | None = None) -> ApplyReport:
-        results = tuple(self._result(c) for c in self.changes)
+                status: str | None = None, results: tuple[ChangeResult, ...] | None = None) -> ApplyReport:
+        if results is None:
+            results = tuple(self._result(c) for c in self.changes)
         counts = {str(s): 0 for s in ChangeStatus}
         for r in results:
             counts[str(r.status)] += 1
@@ -619,7 +621,7 @@ class _Run:
                            warnings=tuple(self.state.warnings))
 
     def _finish(self) -> ApplyReport:
-        results = [self._result(c) for c in self.changes]
+        results = tuple(self._result(c) for c in self.changes)
         statuses = [r.status for r in results]
         if all(s is ChangeStatus.APPLIED or (s is ChangeStatus.SKIPPED) for s in statuses):
             status = PlanState.APPLIED
@@ -627,7 +629,7 @@ class _Run:
             status = PlanState.FAILED
         else:
             status = PlanState.PARTIALLY_APPLIED
-        report = self._report(stop_reason=None, finished=True, status=str(status))
+        report = self._report(stop_reason=None, finished=True, status=str(status), results=results)
         document = {
             "format_version": RECORD_FORMAT_VERSION,
             "plan_id": self.plan_id,
@@ -635,7 +637,6 @@ class _Run:
             "started_at": self.state.started_at,
             "finished_at": self.now(),
             "status": str(status),
-            "results": [r.to_dict() for r in report.results],
             "created": dict(self.state.created),
             "counts": dict(report.counts),
             "api_calls": self.state.calls,
@@ -646,6 +647,10 @@ class _Run:
         # The journal is complete once `finish` is on disk; the result pins its bytes, and is
         # sealed like every archive record, so `verify` and rollback can check both.
         self._log("finish", status=str(status), counts=dict(report.counts))
-        document["journal_sha256"] = sha256((self.plan_dir / JOURNAL_NAME).read_bytes()).hexdigest()
-        write_atomic(self.plan_dir / RESULT, record_bytes(seal(document)))
+        with open(self.plan_dir / JOURNAL_NAME, "rb") as journal:   # hashed as it is read
+            document["journal_sha256"] = hashlib.file_digest(journal, "sha256").hexdigest()
+        # written a few thousand results at a time (the same bytes as record_bytes(seal(...))):
+        # at 100,000 changes the whole list as dicts and as text would be hundreds of MB
+        write_atomic(self.plan_dir / RESULT,
+                     sealed_chunks(document, "results", lambda: (r.to_dict() for r in results)))
         return report

@@ -167,8 +167,10 @@ def show(
         if as_json:
             _emit_json(loaded.doc)
         else:
+            wf.check_head(loaded)
             out.print(f"State: {loaded.state}", markup=False)
-            render_show(loaded.doc, out, ctx.config)
+            with wf.plan_shape(loaded):
+                render_show(loaded.doc, out, ctx.config)
         return 0
 
     _run(body, as_json)

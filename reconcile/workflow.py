@@ -13,6 +13,7 @@ below, and returns data; the CLI only parses and prints. Errors are
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ from reconcile import archive as ar
 from reconcile import plan as plan_doc
 from reconcile.approval import approve as _approve, check_approval
 from reconcile.config import Config
-from reconcile.errors import IntegrityError, StateError, UsageError
+from reconcile.errors import IntegrityError, ReconcileError, StateError, UsageError
 from reconcile.fsutil import refuse_links
 from reconcile.model import PlanKind, PlanState
 from reconcile.ports import OrgConnection
@@ -80,6 +81,36 @@ def load(ctx: Context, ref: str) -> Loaded:
     if doc["plan_id"] != plan_dir.name:
         raise IntegrityError(f"{plan_dir / ar.PLAN}: plan id {doc['plan_id'][:12]} does not match its folder {plan_dir.name[:12]}")
     return Loaded(plan_dir, doc, ctx.archive.state(plan_dir))
+
+
+# Top-level lists and maps that hold one entry per change, record or row: left out of the
+# quick check of a plan's head (the whole plan is checked when written and before apply).
+_BULKY = {"changes": [], "duplicates": [], "skipped": [], "review": [], "unchanged": [],
+          "handoff": [], "prior_state": {}}
+
+
+def check_head(loaded: Loaded) -> None:
+    """The plan's shape without its per-record parts (milliseconds at 100,000 changes):
+    what approve and show read of it besides the changes."""
+    problem = plan_doc.schema_problem({**loaded.doc, **_BULKY})
+    if problem is not None:
+        raise IntegrityError(f"{loaded.plan_dir / ar.PLAN}: not a valid plan: {problem}")
+
+
+@contextmanager
+def plan_shape(loaded: Loaded) -> Iterator[None]:
+    """Reading a plan trusts its shape (checked when it was written; apply checks it again).
+    A plan crafted with a recomputed id whose shape is wrong ends in a one-line error naming
+    the first problem, not a traceback."""
+    try:
+        yield
+    except ReconcileError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError):
+        problem = plan_doc.schema_problem(loaded.doc)
+        if problem is None:
+            raise
+        raise IntegrityError(f"{loaded.plan_dir / ar.PLAN}: not a valid plan: {problem}") from None
 
 
 # -- plan -----------------------------------------------------------------------------
@@ -175,6 +206,7 @@ def approve(ctx: Context, ref: str, *, by: str, comment: str = "",
     """Approve the plan ``ref`` as ``by``; returns the plan (now approved) and the approval
     record written. ``sign``: the approver's SSH key (else ``[approval] signing_key``, if set)."""
     loaded = load(ctx, ref)
+    check_head(loaded)
     record = _approve(ctx.archive, loaded.plan_dir, loaded.doc, by=by, comment=comment, now=ctx.now(),
                       config=ctx.config, sign_with=sign)
     # The plan was read and checked once; only its state changed.
@@ -204,6 +236,9 @@ def apply(ctx: Context, ref: str, *, skip_drifted: bool = False,
                 f"{result.get('finished_at')}; now {loaded.state}); nothing was left to resume, "
                 "nothing was sent — for what failed or drifted, make a new plan")
         return replace(report, warnings=(*report.warnings, note))
+    # Loading trusts bytes that hash to their id; a plan crafted with a recomputed id is
+    # refused here, before any connection or write, by the compiled schema validator.
+    plan_doc.check_schema(loaded.doc, loaded.plan_dir / ar.PLAN)
     approval = check_approval(loaded.plan_dir, loaded.doc, ctx.config)
     sf = ctx.salesforce()
     org = sf.org_info()

@@ -653,3 +653,16 @@ def test_a_change_result_to_dict_is_what_dataclasses_asdict_gives():
     expected["status"] = "failed"
     assert result.to_dict() == expected
     assert list(result.to_dict()) == list(expected)
+
+
+def test_a_result_record_written_in_pieces_is_the_sealed_record_bytes():
+    """apply.json is written a few thousand results at a time; its bytes are exactly
+    record_bytes(seal(document)), so verify and rollback read it as before."""
+    from reconcile.archive import _ITEMS_AT_A_TIME, record_bytes, seal, sealed_chunks
+    head = {"plan_id": "p", "status": "applied", "counts": {"applied": 3}, "warnings": ["é ✓"],
+            "created": {}, "api_calls": 7, "zeta": None}
+    for n in (0, 1, _ITEMS_AT_A_TIME, _ITEMS_AT_A_TIME * 2 + 3):
+        items = [{"change_id": f"Contact:{i}", "fields": {"Title": {"after": "ü", "before": None}}}
+                 for i in range(n)]
+        streamed = b"".join(sealed_chunks(head, "results", lambda: iter(items)))
+        assert streamed == record_bytes(seal({**head, "results": items}))
