@@ -410,9 +410,20 @@ def test_a_killed_bulk_job_is_settled_by_reading_the_org(sb, tmp_path):
     contact_ids, _ = seed_people(sb, 12, 0, tag="k")
     doc = make_plan(sb, [(cid, "Title", "Engineer", "Lead Engineer") for cid in contact_ids])
     plan_dir = plan_dir_for(tmp_path, doc)
-    sb.faults.drop_after_write(1)  # the job runs, its close goes unanswered
+    sb.faults.drop_after_write(1)  # the job runs, its close goes unanswered …
+    real = sf._request
+
+    def request(method, path, **kw):
+        try:
+            return real(method, path, **kw)
+        except OutcomeUnknown:
+            if method == "PATCH":
+                sb.faults.http_503(1000)   # … and the org goes away before the job's state is read
+            raise
+    sf._request = request
     with pytest.raises(OutcomeUnknown):
         apply_plan(doc, plan_dir, sf, config, sleep=lambda s: None, now=lambda: NOW)
+    sb.faults.clear()
     report = apply_plan(doc, plan_dir, connect(config, env=sb.env), config, sleep=lambda s: None, now=lambda: NOW)
     assert report.status == "applied"
     assert all(sb.store.get(cid)["Title"] == "Lead Engineer" for cid in contact_ids)

@@ -62,6 +62,7 @@ class Answer:
     applied: list = field(default_factory=list)
     lead: bool = False
     drop: bool = False
+    after_commit: int | None = None  # fault: answer this status although the request was carried out
 
 
 @dataclass
@@ -255,6 +256,7 @@ class BulkJobs:
         info = self.info(job, poll=False)
         return Answer(200, info, write=True, applied=applied, lead=job.object == "Lead",
                       drop=self.faults.take_drop(),
+                      after_commit=self.faults.take_after_commit("bulk_close"),
                       summary=f"200 close ingest {job.operation} {job.object} "
                               f"records={job.processed} failed={job.failures}")
 
@@ -269,7 +271,8 @@ class BulkJobs:
                 raise BulkError(409, "INVALIDJOBSTATE",
                                 f"Job is not Open (it is {job.state}); data cannot be uploaded")
             job.data = body  # a re-sent upload replaces the first
-        return Answer(201, summary=f"201 upload {len(body)} bytes")
+        return Answer(201, summary=f"201 upload {len(body)} bytes",
+                      after_commit=self.faults.take_after_commit("bulk_upload"))
 
     def _process(self, job: Job) -> list:
         """Run the job's rows through the store; fill the result files."""
