@@ -7,7 +7,8 @@ and ``at`` (UTC ISO-8601); most also carry ``calls``, the HTTP requests the
 current run has made so far. The events:
 
 ``start``    a run began: ``run`` (1, 2, …), ``pid``, ``host``, ``plan_id``, ``warnings``,
-             ``approval_sha256`` (the approval.json it runs under).
+             ``approval_sha256`` (the approval.json it runs under), ``archive`` (the
+             plan folder it writes from: archive id, real path, device, inode).
 ``settle``   a request left without an answer by an earlier run, settled by
              asking the org: ``request`` and ``results`` (as in ``result``).
 ``drift``    the drift check: ``checked`` (change ids), ``current`` (per change the values read just now,
@@ -66,7 +67,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from reconcile.errors import IntegrityError
-from reconcile.fsutil import append_line, read_bytes
+from reconcile.fsutil import append_line, folder_identity, read_bytes
 from reconcile.model import ChangeStatus
 
 __all__ = ["Journal", "JournalState", "replay", "read_events", "FINAL_STATUSES"]
@@ -302,6 +303,9 @@ class Journal:
             # The approval this run executes under: an approval edited (and re-sealed)
             # after an apply began no longer matches it (approval.check_bound_to_journal).
             fields["approval_sha256"] = self._approval_sha256()
+        if event == "start" and "archive" not in fields:
+            # Which folder this run wrote from: apply refuses a copy (archive.check_not_copied).
+            fields["archive"] = folder_identity(self.path.parent)
         record = {"event": event, "at": self._now(), "calls": self.calls, **fields, "prev": self._prev}
         line = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         append_line(self.path, line)
