@@ -24,6 +24,10 @@ current run has made so far. The events:
 ``send``     written and fsynced BEFORE a request goes out: ``request`` (number,
              counting across runs), ``action``, ``sobject``, ``change_ids``,
              ``payload`` (the exact records or ids sent).
+``job``      a Bulk API 2.0 job a request created, written as soon as the job exists
+             (before its data is uploaded): ``request``, ``job_id``. A request killed
+             while its job runs is settled by first asking the org about the job
+             (an Open one is aborted, a running one waited for), then reading the records.
 ``result``   written AFTER the answer: ``request`` and ``results``, one per
              change: ``change_id``, ``status`` (applied | failed | pending),
              ``id``, ``ref`` (creates), ``error_code``, ``message``, ``attempt``.
@@ -130,6 +134,10 @@ class JournalState:
             self.unsettled[number] = event
             for change_id in event.get("change_ids", ()):
                 self.sends[change_id] = self.sends.get(change_id, 0) + 1
+        elif kind == "job":
+            send = self.unsettled.get(int(event["request"]))
+            if send is not None:
+                send.setdefault("job_ids", []).append(event["job_id"])
         elif kind in ("result", "settle"):
             self.unsettled.pop(int(event["request"]), None)
             self._fold_results(event.get("results", ()))

@@ -712,12 +712,17 @@ class Salesforce:
             if not locator or locator == "null":
                 return rows
 
-    def bulk_ingest(self, action: str, sobject: str, records: Sequence[Mapping[str, Any]]) -> BulkOutcome:
+    def bulk_ingest(self, action: str, sobject: str, records: Sequence[Mapping[str, Any]], *,
+                    on_job: Callable[[str], None] | None = None) -> BulkOutcome:
         """One Bulk API 2.0 ingest job: ``action`` insert | update | delete; records
         are dicts (with ``Id`` for update and delete; references already resolved).
         The CSV's columns are the union of the records' keys (first-seen order, Id
         first); None or "" is sent as ``#N/A`` (set to null), a key a record lacks
         as an empty cell (leave unchanged).
+
+        ``on_job`` is called with each job's id as soon as the job exists (before its data
+        is uploaded): apply journals it, so that a run killed while the job runs can
+        settle it (``bulk_job_settle``) instead of writing its records a second time.
 
         A request refused before the job is closed raises reconcile's error (the
         job is aborted, nothing was written); an upload whose answer is lost goes to
@@ -741,7 +746,7 @@ class Salesforce:
         if not records:
             return BulkOutcome(job_id=None, state="JobComplete")
         body = _ingest_csv(action, sobject, records)
-        job_id = self._bulk_upload(action, sobject, body)
+        job_id = self._bulk_upload(action, sobject, body, on_job)
         try:
             self._bulk_close(job_id)
         except OutcomeUnknown as err:
@@ -772,7 +777,29 @@ class Salesforce:
                                      code=err.code, status=err.status)
         raise failure
 
-    def _bulk_upload(self, action: str, sobject: str, body: bytes) -> str:
+    def bulk_job_settle(self, job_id: str) -> str:
+        """Settle an ingest job an earlier run created but never saw finish: its final
+        state. ``Open`` (never closed: nothing was or will be written) is aborted and
+        answered ``"Aborted"``; a job still running is waited for; a job the org no longer
+        knows is ``"NotFound"`` (jobs older than 7 days are deleted, "Job and Batch Lifespan",
+        https://developer.salesforce.com/docs/atlas.en-us.240.0.api_asynch.meta/api_asynch/asynch_api_jobs_lifespan.htm).
+        Either way the records are then read to see what the job wrote."""
+        try:
+            info = _json(self._request("GET", f"jobs/ingest/{job_id}"))
+        except SalesforceError as err:
+            if err.status == 404:
+                return "NotFound"
+            raise
+        state = info.get("state") if isinstance(info, dict) else None
+        if state == "Open":
+            self._request("PATCH", f"jobs/ingest/{job_id}", json={"state": "Aborted"})
+            return "Aborted"
+        if state not in BULK_FINAL:
+            state = self._bulk_wait("ingest", job_id).get("state")
+        return str(state)
+
+    def _bulk_upload(self, action: str, sobject: str, body: bytes,
+                     on_job: Callable[[str], None] | None = None) -> str:
         """Open an ingest job and upload ``body``; the job's id.
 
         Neither step writes a record: a job processes nothing until it is closed
@@ -787,6 +814,8 @@ class Salesforce:
             job_id = _job_id(_json(self._request("POST", "jobs/ingest", json={
                 "object": _name(sobject), "operation": action, "contentType": "CSV",
                 "columnDelimiter": "COMMA", "lineEnding": "LF"})))
+            if on_job is not None:
+                on_job(job_id)
             failure: SalesforceError | None = None
             try:
                 self._request("PUT", f"jobs/ingest/{job_id}/batches", data=body,

@@ -455,6 +455,28 @@ def test_fault_fail_after_commit_on_bulk_upload_and_close(sb, http):
     assert again.status_code == 409                                     # a closed job stays closed
 
 
+def test_bulk_jobs_can_run_in_the_background_after_their_close(sb, http):
+    """Salesforce processes an ingest job asynchronously after its close
+    (https://developer.salesforce.com/docs/atlas.en-us.224.0.api_bulk_v2.meta/api_bulk_v2/creating_bulk_requests.htm):
+    with ``process_delay`` the sandbox does too, so its records are untouched for a while."""
+    sb.bulk.process_delay = 0.3
+    try:
+        job = http("POST", "jobs/ingest", json={"object": "Contact", "operation": "insert"}).json()
+        http("PUT", f"jobs/ingest/{job['id']}/batches", data=b"LastName,Email\nLate,late.bulk@example.com\n",
+             headers={"Content-Type": "text/csv"})
+        assert http("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"}).status_code == 200
+        assert http("GET", f"jobs/ingest/{job['id']}").json()["state"] == "InProgress"
+        assert not sb.store.find("Contact", "Email", "late.bulk@example.com")
+        deadline = time.monotonic() + 5
+        while http("GET", f"jobs/ingest/{job['id']}").json()["state"] != "JobComplete":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert len(sb.store.find("Contact", "Email", "late.bulk@example.com")) == 1
+        assert [w[0] for w in sb.stats.writes] == ["POST"]          # counted, though no request wrote it
+    finally:
+        sb.bulk.process_delay = 0.0
+
+
 def test_faults_and_stats_over_http(sb, http):
     control = f"{sb.instance_url}/__sandbox"
     r = http.session.post(f"{control}/faults", json={"http_503": {"n": 1}, "lock_rows": {"ids": ["003Dn0000000001"]}})

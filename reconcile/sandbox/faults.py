@@ -291,6 +291,12 @@ class Stats:
             if lead_auto_assign[0]:
                 self.auto_assign.append(lead_auto_assign[1])
 
+    def record_writes(self, applied: list[tuple]) -> None:
+        """Records written outside any request (a Bulk job running in the background)."""
+        with self._lock:
+            self.records_written += len(applied)
+            self.writes.extend(applied)
+
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
             return {

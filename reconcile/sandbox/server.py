@@ -144,7 +144,8 @@ class SandboxServer:
         self.stats = Stats()
         # Bulk API 2.0 jobs; ``bulk.polls_in_progress`` status reads say InProgress first.
         self.bulk = bulk.BulkJobs(self.store, self.faults,
-                                  lambda: soql.format_stamp(datetime.now(timezone.utc)))
+                                  lambda: soql.format_stamp(datetime.now(timezone.utc)),
+                                  on_applied=self.stats.record_writes)
         self.token = f"{self.store.org_id[:15]}!{secrets.token_urlsafe(48)}"
         # The token endpoint, SOAP login and the sessions they issue (see oauth.py).
         self.oauth = oauth.OAuth(self.store.org_id, session_seconds, soap_login)
