@@ -162,12 +162,13 @@ def show(
     from reconcile.render.text import render_show
 
     def body() -> int:
-        loaded = wf.load(_context(), plan)
+        ctx = _context()
+        loaded = wf.load(ctx, plan)
         if as_json:
             _emit_json(loaded.doc)
         else:
             out.print(f"State: {loaded.state}", markup=False)
-            render_show(loaded.doc, out)
+            render_show(loaded.doc, out, ctx.config)
         return 0
 
     _run(body, as_json)

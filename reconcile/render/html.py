@@ -18,6 +18,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from reconcile.chars import escape_invisible
+from reconcile.config import Config
+from reconcile.steps import SOBJECT_WRITE_ORDER, Step, build_steps
 
 from reconcile.render.text import (
     ACTION_STYLE,
@@ -34,8 +36,8 @@ from reconcile.render.text import (
 
 TEMPLATE = "plan.html.j2"
 
-#: Order of the per-sobject change tables: Accounts are written before the Contacts that need them.
-SOBJECT_ORDER = ("Account", "Contact", "Lead")
+#: Order of the per-sobject change tables: the order apply writes them (``reconcile.steps``).
+SOBJECT_ORDER = SOBJECT_WRITE_ORDER
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class PlanPage:
     decided_by_labels: Mapping[str, str] = field(metadata={"help": "decided_by -> words"})
     handoff: Mapping[str, tuple[Mapping[str, Any], ...]] = field(
         metadata={"help": "Marketing hand-off rows by file (inactive_people, email_update_requests)"})
+    steps: tuple[Step, ...] = field(
+        default=(), metadata={"help": "the apply steps (reconcile.steps): what apply sends, in order"})
 
 
 class _Doc(dict):
@@ -138,8 +142,9 @@ def _change_view(change: Mapping[str, Any]) -> ChangeView:
     )
 
 
-def page_context(doc: Mapping[str, Any]) -> PlanPage:
-    """The template's context for one plan document."""
+def page_context(doc: Mapping[str, Any], config: Config | None = None) -> PlanPage:
+    """The template's context for one plan document; ``config``: the sizes the apply
+    steps are listed with (the defaults when not given)."""
     views = [_change_view(c) for c in doc.get("changes") or []]
     present = [s for s in SOBJECT_ORDER if any(v.sobject == s for v in views)]
     present += sorted({v.sobject for v in views} - set(present))
@@ -160,6 +165,7 @@ def page_context(doc: Mapping[str, Any]) -> PlanPage:
         reason_labels=REASON_LABELS,
         decided_by_labels=DECIDED_BY_LABELS,
         handoff={k: tuple(v) for k, v in handoff.items()},
+        steps=tuple(build_steps(doc, config or Config())),
     )
 
 
@@ -184,8 +190,8 @@ def _printable(value: Any) -> Any:
     return value
 
 
-def render_html(doc: Mapping[str, Any]) -> str:
+def render_html(doc: Mapping[str, Any], config: Config | None = None) -> str:
     """The plan as one self-contained HTML page (``plan.html`` in the archive)."""
-    context = page_context(doc)
+    context = page_context(doc, config)
     template = _environment().get_template(TEMPLATE)
     return template.render(page=context)

@@ -17,7 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from reconcile.chars import escape_tree
+from reconcile.config import Config
 from reconcile.model import pointed_ref
+from reconcile.steps import Step, build_steps
 
 ACTIONS = ("create", "update", "delete")
 
@@ -325,14 +327,25 @@ def _tail(doc: Mapping[str, Any], console: Console) -> None:
         console.print(Text(f"Estimated API calls for apply: {calls}"))
 
 
-def render_show(doc: Mapping[str, Any], console: Console) -> None:
-    """Print the plan for a terminal, Terraform-like (``reconcile show PLAN``)."""
+def _steps(steps: Iterable[Step], console: Console) -> None:
+    """The apply steps (``reconcile.steps``): what apply sends, in order."""
+    console.print(Text("Apply steps (what apply sends, in this order):", style="bold"))
+    for number, step in enumerate(steps, start=1):
+        _hanging(console, 2, Text(f"{number}."), step.describe())
+    console.print()
+
+
+def render_show(doc: Mapping[str, Any], console: Console, config: Config | None = None) -> None:
+    """Print the plan for a terminal, Terraform-like (``reconcile show PLAN``). ``config``:
+    the sizes the apply steps are listed with (the defaults when not given)."""
+    steps = build_steps(doc, config or Config())
     doc = escape_tree(doc)   # an escape sequence or bidi override from the org is shown, not obeyed
     _header(doc, console)
     _changes(doc, console)
     _duplicates(doc, console)
     _skipped(doc, console)
     _review(doc, console)
+    _steps(steps, console)
     _tail(doc, console)
 
 

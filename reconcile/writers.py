@@ -1,37 +1,120 @@
-"""A ``Writer`` (see ``reconcile.apply``) that sends each chunk as one Bulk API
-2.0 ingest job: for groups larger than ``config.bulk_threshold``, where
-sObject Collections would cost one request per 200 records.
+"""The writers apply sends its write steps through, behind one protocol (``Writer``).
 
-A job costs a handful of requests whatever its size (create, upload, close,
-polls, three result files). Bulk results come back in no particular order, so
-they are matched to the changes by id, never by position: updates and deletes
-by ``sf__Id`` (the first 15 characters; a failed row's uploaded ``Id`` when
-``sf__Id`` is empty), creates by a key column unique within the job — the
-e-mail for Contacts and Leads, the Name for Accounts. Every item gets exactly
-one ``ItemResult``; one missing from every result file is failed with
-``NO_RESULT``, one left unprocessed (the job stopped early) with
+``CollectionsWriter`` sends up to ``collection_size`` records a request through
+sObject Collections (allOrNone=false). ``BulkWriter`` sends each chunk as one
+Bulk API 2.0 ingest job (``bulk_job_size`` records a job): for groups larger
+than ``config.bulk_threshold``, where Collections would cost one request per
+200 records. Which writer a group uses is decided by ``reconcile.steps``.
+
+Bulk API 2.0, in detail. A job costs a handful of requests whatever its size
+(create, upload, close, polls, three result files). Bulk results come back in
+no particular order, so they are matched to the changes by id, never by
+position: updates and deletes by ``sf__Id`` (the first 15 characters; a failed
+row's uploaded ``Id`` when ``sf__Id`` is empty), creates by a key column unique
+within the job — the e-mail for Contacts and Leads, the Name for Accounts.
+Every item gets exactly one ``ItemResult``; one missing from every result file
+is failed with ``NO_RESULT``, one left unprocessed (the job stopped early) with
 ``NOT_PROCESSED``.
 
 Leads: Bulk API 2.0 has no ``Sforce-Auto-Assign`` header; a job may name an
 ``assignmentRuleId`` (we never do). That no assignment rule runs without one is
 UNCONFIRMED (see ``Salesforce.bulk_ingest``), so Lead jobs cannot promise, as
-the collections path does, that owners stay put.
+the collections path does, that owners stay put (``reconcile.steps`` keeps
+Leads on Collections).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from reconcile.apply import ItemResult, WriteItem, records_payload
 from reconcile.config import Config
 from reconcile.errors import OutcomeUnknown
-from reconcile.model import Action
+from reconcile.model import Action, SaveResult
+from reconcile.ports import BulkIngest, OrgWriter
 
-__all__ = ["BulkWriter", "parse_sf_error", "NO_RESULT", "NOT_PROCESSED"]
+__all__ = ["Writer", "WriteItem", "ItemResult", "CollectionsWriter", "BulkWriter", "records_payload",
+           "parse_sf_error", "NO_RESULT", "NOT_PROCESSED"]
 
 NO_RESULT = "NO_RESULT"
 NOT_PROCESSED = "NOT_PROCESSED"
 _OPERATION = {Action.CREATE: "insert", Action.UPDATE: "update", Action.DELETE: "delete"}
+
+
+@dataclass(frozen=True)
+class WriteItem:
+    """One record to write: create/update fields (update with ``Id``), or ``{"Id": id}`` to delete."""
+    change_id: str
+    record: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    change_id: str
+    success: bool
+    id: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+
+
+class Writer(Protocol):
+    """Sends one request. Results are keyed by change_id; a request that was
+    refused as a whole raises reconcile's SalesforceError; one whose outcome is
+    unknown raises OutcomeUnknown."""
+    batch_size: int
+
+    def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any: ...
+
+    def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]: ...
+
+
+def records_payload(action: Action, items: Sequence[WriteItem]) -> list[Any]:
+    """What the journal's ``send`` event holds, whatever the writer: the records sent
+    for a create or update, the ids for a delete. Settling an unanswered request reads it."""
+    if action is Action.DELETE:
+        return [item.record["Id"] for item in items]
+    return [dict(item.record) for item in items]
+
+
+class CollectionsWriter:
+    """sObject Collections: up to ``collection_size`` records a request, allOrNone=false."""
+
+    def __init__(self, sf: OrgWriter, config: Config):
+        self.sf = sf
+        self.batch_size = config.collection_size
+
+    def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
+        return records_payload(action, items)
+
+    def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]:
+        payload = self.payload(action, sobject, items)
+        if action is Action.CREATE:
+            saved = self.sf.create(sobject, payload)
+        elif action is Action.UPDATE:
+            saved = self.sf.update(sobject, payload)
+        else:
+            saved = self.sf.delete(payload)
+        if len(saved) != len(items):
+            raise OutcomeUnknown(f"Salesforce answered {len(saved)} results for {len(items)} "
+                                 f"{sobject} records; the outcome is unknown")
+        out = []
+        for item, result in zip(items, saved):  # collections answer in request order
+            expected = item.record.get("Id")
+            if expected and result.id and result.id[:15] != str(expected)[:15]:
+                raise OutcomeUnknown(f"Salesforce answered for record {result.id} where "
+                                     f"{expected} was sent; the outcome is unknown")
+            out.append(_item_result(item.change_id, result))
+        return out
+
+
+def _item_result(change_id: str, result: SaveResult) -> ItemResult:
+    if result.success:
+        return ItemResult(change_id, True, id=result.id)
+    error = result.errors[0] if result.errors else None
+    message = "; ".join(e.message for e in result.errors) or None
+    return ItemResult(change_id, False, id=result.id,
+                      error_code=error.status_code if error else "UNKNOWN_ERROR", message=message)
+
 
 
 def parse_sf_error(text: str | None) -> tuple[str, str]:
@@ -51,7 +134,7 @@ def parse_sf_error(text: str | None) -> tuple[str, str]:
 class BulkWriter:
     """Bulk API 2.0 ingest: ``batch_size`` (``config.bulk_job_size``) records a job."""
 
-    def __init__(self, sf: Any, config: Config):
+    def __init__(self, sf: BulkIngest, config: Config):
         self.sf = sf
         self.config = config
         self.batch_size = config.bulk_job_size
