@@ -164,3 +164,33 @@ def test_replaced_is_what_was_read_just_before_the_groups_write(sb, sf, tmp_path
     lead = next(r for r in result_file(plan_dir)["results"] if r["change_id"] == f"Lead:{lead_ids[0]}")
     assert lead["fields"]["Email"] == {"before": lead_email, "replaced": lead_email.upper(),
                                        "after": "moved@example.com"}
+
+
+def test_a_bulk_job_still_running_when_apply_died_is_waited_for_not_written_again(sb, tmp_path):
+    """Salesforce runs a closed job asynchronously; an apply killed right after the close
+    finds the records not yet written. Settling asks about the job first (its id was
+    journalled when it was created) and waits for it, so the rows are not sent again."""
+    config = replace(CONFIG, bulk_threshold=5, bulk_job_size=100, bulk_poll_seconds=0.05)
+    contact_ids, _ = seed_people(sb, 12, 0, tag="run")
+    doc = make_plan(sb, [(c, "Title", "Engineer", "Staff Engineer") for c in contact_ids])
+    plan_dir = plan_dir_for(tmp_path, doc)
+    sb.bulk.process_delay = 0.4
+    sf = connect(config, env=sb.env)
+    close = sf._bulk_close
+
+    def close_then_die(job_id):
+        close(job_id)
+        raise KeyboardInterrupt("killed right after the close")
+    sf._bulk_close = close_then_die
+    with pytest.raises(KeyboardInterrupt):
+        apply_plan(doc, plan_dir, sf, config, sleep=lambda s: None, now=lambda: NOW)
+    assert all(sb.store.get(c)["Title"] == "Engineer" for c in contact_ids)     # the job is still running
+    events = [json.loads(line) for line in (plan_dir / "journal.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events][-2:] == ["send", "job"]
+
+    report = apply_plan(doc, plan_dir, connect(config, env=sb.env), config, now=lambda: NOW)
+    assert report.status == "applied"
+    assert all(sb.store.get(c)["Title"] == "Staff Engineer" for c in contact_ids)
+    assert set(writes_per_record(sb).values()) == {1} and len(writes_per_record(sb)) == 12
+    jobs = [p for m, p, _ in sb.stats.log if m == "POST" and p.endswith("/jobs/ingest")]
+    assert len(jobs) == 1                                                     # no second job
