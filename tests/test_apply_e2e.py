@@ -25,8 +25,7 @@ import pytest
 
 from reconcile.apply import apply_plan
 from reconcile.config import Config
-from reconcile.errors import (ApiLimitExceeded, DriftError, OutcomeUnknown, SessionExpired,
-                              TransientError)
+from reconcile.errors import ApiLimitExceeded, DriftError, OutcomeUnknown, SessionExpired
 from reconcile.journal import replay
 from reconcile.model import ChangeStatus
 

@@ -59,6 +59,8 @@ def commit_error(status: int) -> dict[str, Any]:
 
 
 class Faults:
+    _after_commit: dict[str, Any] | None
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.clear()
@@ -144,7 +146,7 @@ class Faults:
 
     def clear(self) -> None:
         with self._lock:
-            self._after_commit: dict[str, Any] | None = None
+            self._after_commit = None
             self._http_503: list[list] = []
             self._locks: dict[str, int] = {}
             self._limit_after: int | None = None
