@@ -87,7 +87,7 @@ def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str,
         "handoff": plain(body.handoff),
         "notes": list(body.notes),
         "summary": summarize(changes, len(body.skipped), len(body.review), len(body.unchanged)),
-        "estimated_api_calls": estimate_api_calls(body.changes, config),
+        "estimated_api_calls": estimate_api_calls(body.changes, config, instance_url=org.instance_url),
     }
     doc["plan_id"] = compute_plan_id(doc)
     return doc
@@ -105,10 +105,12 @@ def compute_plan_id(doc: Mapping[str, Any]) -> str:
 
 
 
-def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config) -> int:
+def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config, *,
+                       instance_url: str | None = None) -> int:
     """The requests ``apply`` will send: the sum of the plan's apply steps (see
-    ``reconcile.steps``). Bulk polling can take more requests on a busy org."""
-    return sum(step.requests for step in build_steps(changes, config))
+    ``reconcile.steps``; ``instance_url``: the org's, for the exact count of the queries
+    that look for a create's key). Bulk polling can take more requests on a busy org."""
+    return sum(step.requests for step in build_steps(changes, config, instance_url=instance_url))
 
 
 # -- reading a plan back ------------------------------------------------------------

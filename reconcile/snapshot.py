@@ -6,7 +6,7 @@ can write to the org.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 from reconcile.config import Config
 from reconcile.errors import PreflightError

@@ -28,9 +28,10 @@ from typing import Any, Iterable, Mapping
 
 from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
 from reconcile.model import Action, Change, SObject, change_from_dict
+from reconcile.soql import COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, in_batches, in_query_head
 
-__all__ = ["Step", "StepKind", "Via", "build_steps", "write_steps", "write_path", "batch_size",
-           "write_requests", "create_key", "SOBJECT_WRITE_ORDER"]
+__all__ = ["Step", "StepKind", "Via", "build_steps", "read_steps", "write_steps", "write_groups",
+           "write_rank", "write_path", "batch_size", "write_requests", "create_key", "SOBJECT_WRITE_ORDER"]
 
 #: Accounts are written before the Contacts that need them (and deleted after them).
 SOBJECT_WRITE_ORDER = (SObject.ACCOUNT.value, SObject.CONTACT.value, SObject.LEAD.value)
@@ -100,12 +101,6 @@ class Step:
         size = f" ({self.size()})" if self.size() else ""
         return f"{self.what()} via {self.via}{size}: {self.requests} request{'' if self.requests == 1 else 's'}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": str(self.kind), "via": str(self.via), "requests": self.requests,
-                "sobject": self.sobject, "action": str(self.action) if self.action else None,
-                "records": self.records, "batch_size": self.batch_size,
-                "change_ids": list(self.change_ids), "fields": list(self.fields)}
-
 
 # -- the write path -----------------------------------------------------------------------
 
@@ -148,24 +143,26 @@ def _as_changes(plan: Mapping[str, Any] | Iterable[Change | Mapping[str, Any]]) 
     return [c if isinstance(c, Change) else change_from_dict(c) for c in items]
 
 
+def write_rank(action: Action, sobject: str) -> tuple[int, int]:
+    """Where a group of writes goes: creates, updates, deletes; Account creates before
+    the other creates (they may point at a new Account), Account deletes after the
+    others (deleting an Account takes its Contacts with it)."""
+    if action is Action.CREATE:
+        return 0, 0 if sobject == SObject.ACCOUNT else 1
+    if action is Action.DELETE:
+        return 2, 1 if sobject == SObject.ACCOUNT else 0
+    return 1, 0
+
+
 def write_groups(changes: Iterable[Change]) -> list[tuple[Action, str, list[Change]]]:
-    """(action, sobject, changes) in write order; changes keep plan order inside a group."""
+    """(action, sobject, changes) in write order; groups of the same rank and the changes
+    inside a group keep plan order."""
     groups: dict[tuple[Action, str], list[Change]] = {}
     for change in changes:
         groups.setdefault((change.action, str(change.sobject)), []).append(change)
     first_seen = list(groups)
-
-    def rank(key: tuple[Action, str]) -> tuple[int, int, int]:
-        action, sobject = key
-        if action is Action.CREATE:
-            kind = 0 if sobject == SObject.ACCOUNT else 1
-        elif action is Action.DELETE:
-            kind = 1 if sobject == SObject.ACCOUNT else 0
-        else:
-            kind = 0
-        return ({Action.CREATE: 0, Action.UPDATE: 1, Action.DELETE: 2}[action], kind, first_seen.index(key))
-
-    return [(action, sobject, groups[(action, sobject)]) for action, sobject in sorted(groups, key=rank)]
+    ordered = sorted(groups, key=lambda key: (write_rank(*key), first_seen.index(key)))
+    return [(action, sobject, groups[(action, sobject)]) for action, sobject in ordered]
 
 
 def write_steps(changes: Iterable[Change], config: Config) -> list[Step]:
@@ -192,8 +189,29 @@ def write_steps(changes: Iterable[Change], config: Config) -> list[Step]:
     return steps
 
 
-def read_steps(changes: Iterable[Change], config: Config) -> list[Step]:
-    """The drift check's reads of ``changes``, in the order apply sends them."""
+def _find_queries(sobject: str, keys: set[str], config: Config, instance_url: str | None) -> int:
+    """The ``key IN (…)`` queries apply sends for ``keys``: exactly the adapter's batching
+    when the org's instance URL (part of every request URL) is known; otherwise a quoted
+    literal and a comma per key, with room for the rest of the URL kept."""
+    if not instance_url:
+        return max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - _URL_ROOM)))
+    field = config.account_name_field if sobject == SObject.ACCOUNT else config.email_field
+    return _in_queries(in_query_head(sobject, field, ["Id", field]), ")", sorted(k for k in keys if k),
+                       config, instance_url)
+
+
+def _in_queries(head: str, tail: str, values: list[str], config: Config, instance_url: str) -> int:
+    """How many ``head + values + tail`` queries the adapter sends for ``values``."""
+    base = f"{instance_url.rstrip('/')}/services/data/v{config.api_version}/query/?q="
+    try:
+        return sum(1 for _ in in_batches(head, tail, values, config.max_query_url - len(base)))
+    except ValueTooLong:
+        return 0    # the adapter refuses such a value before sending anything
+
+
+def read_steps(changes: Iterable[Change], config: Config, instance_url: str | None = None) -> list[Step]:
+    """The drift check's reads of ``changes``, in the order apply sends them.
+    ``instance_url``: the org's (``https://…``), for the exact count of queries."""
     changes = list(changes)
     steps: list[Step] = []
     rereads: dict[str, list[Change]] = {}
@@ -209,24 +227,29 @@ def read_steps(changes: Iterable[Change], config: Config) -> list[Step]:
                           fields=tuple(sorted({f for c in group for f in c.fields}))))
     account_deletes = [c for c in rereads.get(SObject.ACCOUNT.value, []) if c.action is Action.DELETE]
     if account_deletes:
+        ids = list(dict.fromkeys(str(c.record_id) for c in account_deletes))
+        requests = (_in_queries(COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ids, config, instance_url)
+                    if instance_url else 1)
         steps.append(Step(kind=StepKind.COUNT_CONTACTS, via=Via.SOQL, sobject=SObject.ACCOUNT.value,
-                          records=len(account_deletes), requests=1,
+                          records=len(account_deletes), requests=requests,
                           change_ids=tuple(c.change_id for c in account_deletes)))
     for sobject, group in creates.items():
-        keys = [create_key(c, config) for c in group]
-        unique = set(keys)
+        unique = set(create_key(c, config) for c in group)   # apply asks for each key once
         if len(unique) > config.bulk_query_threshold:
             via, requests = Via.BULK_QUERY, BULK_QUERY_CALLS
-        else:  # a quoted literal and a comma per key, in a URL with room for the query around it
-            via = Via.SOQL
-            requests = max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - _URL_ROOM)))
+        else:
+            via, requests = Via.SOQL, _find_queries(sobject, unique, config, instance_url)
         steps.append(Step(kind=StepKind.FIND_NEW, via=via, sobject=sobject, records=len(unique),
                           requests=requests, change_ids=tuple(c.change_id for c in group)))
     return steps
 
 
-def build_steps(plan: Mapping[str, Any] | Iterable[Change | Mapping[str, Any]], config: Config) -> list[Step]:
-    """Every step apply takes for ``plan`` (a plan document, or its changes), in order."""
+def build_steps(plan: Mapping[str, Any] | Iterable[Change | Mapping[str, Any]], config: Config, *,
+                instance_url: str | None = None) -> list[Step]:
+    """Every step apply takes for ``plan`` (a plan document, or its changes), in order.
+    ``instance_url``: the org's, when ``plan`` is not a document that names it."""
     changes = _as_changes(plan)
+    if instance_url is None and isinstance(plan, Mapping):
+        instance_url = (plan.get("org") or {}).get("instance_url")
     return [Step(kind=StepKind.CHECK_ORG, via=Via.REST, requests=1),
-            *read_steps(changes, config), *write_steps(changes, config)]
+            *read_steps(changes, config, instance_url), *write_steps(changes, config)]

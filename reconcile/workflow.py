@@ -247,7 +247,7 @@ def whoami(ctx: Context) -> dict[str, Any]:
 
 def log(ctx: Context) -> list[dict[str, Any]]:
     """Every archived plan, oldest first: id, kind, parent, state, summary, approval."""
-    entries = []
+    entries: list[dict[str, Any]] = []
     arch = ctx.archive
     listed: list[tuple[Path, dict[str, Any]]] = []
     children: dict[str, list[Path]] = {}
@@ -259,9 +259,10 @@ def log(ctx: Context) -> list[dict[str, Any]]:
             continue
         if doc.get("parent_plan_id"):
             children.setdefault(doc["parent_plan_id"], []).append(plan_dir)
-        listed.append((plan_dir, {
+        entry: dict[str, Any] = {
             "plan_id": doc.get("plan_id"), "created_at": doc.get("created_at"), "kind": doc.get("kind"),
-            "parent_plan_id": doc.get("parent_plan_id"), "summary": doc.get("summary", {})}))
+            "parent_plan_id": doc.get("parent_plan_id"), "summary": doc.get("summary", {})}
+        listed.append((plan_dir, entry))
     for plan_dir, entry in listed:
         approval = ar.read_json(plan_dir / ar.APPROVAL) if (plan_dir / ar.APPROVAL).is_file() else {}
         entries.append({**entry, "state": str(arch.state(plan_dir, children.get(plan_dir.name, []))),

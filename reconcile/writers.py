@@ -26,7 +26,7 @@ Leads on Collections).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from reconcile.config import Config
 from reconcile.errors import OutcomeUnknown
@@ -156,7 +156,8 @@ class BulkWriter:
         outcome = self.sf.bulk_ingest(_OPERATION[action], sobject, records, **extra)
         answers: dict[str, ItemResult] = {}
 
-        def claim(row: Mapping[str, Any], what: str, make: Callable[[str], ItemResult]) -> None:
+        def claim(row: Mapping[str, Any], what: str) -> str:
+            """The change a result row answers (each answered once)."""
             key = self._row_key(action, sobject, row)
             change_id = keys.get(key) if key is not None else None
             if change_id is None:
@@ -165,19 +166,22 @@ class BulkWriter:
             if change_id in answers:
                 raise OutcomeUnknown(f"bulk job {outcome.job_id}: two result rows for {key!r}; "
                                      "the outcome is unknown")
-            answers[change_id] = make(change_id)
+            return change_id
 
         for row in outcome.successful:
-            claim(row, "successful", lambda c, r=row: ItemResult(c, True, id=r.get("sf__Id")))
+            change_id = claim(row, "successful")
+            answers[change_id] = ItemResult(change_id, True, id=row.get("sf__Id"))
         for row in outcome.failed:
             code, message = parse_sf_error(row.get("sf__Error"))
-            claim(row, "failed", lambda c, r=row, code=code, message=message: ItemResult(
-                c, False, id=r.get("sf__Id") or None, error_code=code, message=message or None))
+            change_id = claim(row, "failed")
+            answers[change_id] = ItemResult(change_id, False, id=row.get("sf__Id") or None,
+                                            error_code=code, message=message or None)
         for row in outcome.unprocessed:
-            claim(row, "unprocessed", lambda c: ItemResult(
-                c, False, error_code=NOT_PROCESSED,
+            change_id = claim(row, "unprocessed")
+            answers[change_id] = ItemResult(
+                change_id, False, error_code=NOT_PROCESSED,
                 message=f"bulk job {outcome.job_id} ended {outcome.state} before this record "
-                        "was processed"))
+                        "was processed")
         out = []
         for item in items:
             answer = answers.get(item.change_id)

@@ -332,7 +332,6 @@ def _steps(steps: Iterable[Step], console: Console) -> None:
     console.print(Text("Apply steps (what apply sends, in this order):", style="bold"))
     for number, step in enumerate(steps, start=1):
         _hanging(console, 2, Text(f"{number}."), step.describe())
-    console.print()
 
 
 def render_show(doc: Mapping[str, Any], console: Console, config: Config | None = None) -> None:
