@@ -15,12 +15,16 @@ already checked it against its approval). One run:
 4. runs the write steps, in the order and by the path (sObject Collections or
    a Bulk API 2.0 job, ``reconcile.writers``) that ``reconcile.steps`` decides,
    each request framed by a ``send`` and a ``result`` journal event fsynced to
-   disk;
+   disk; each update or delete group after the first is read again just before
+   its write (a record changed meanwhile is drift, never overwritten). A write
+   whose answer leaves its outcome open (``OutcomeUnknown``: a 5xx, a dropped
+   connection) is never re-sent as it was: it is settled at once, as in 2, and
+   only what the org shows was not written is sent again;
 5. when nothing is pending any more, writes ``apply.json`` once.
 
-Request-level stops (the org's limit, our share of it, an expired session,
-503s after the adapter's retries) end the run cleanly: the changes not yet
-written stay pending and running apply again resumes.
+Request-level stops (the org's limit, our share of it, an expired session, reads
+failing after the adapter's retries, answers lost again and again) end the run
+cleanly: the changes not yet written stay pending and running apply again resumes.
 """
 
 from __future__ import annotations
