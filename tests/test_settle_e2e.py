@@ -194,3 +194,29 @@ def test_a_bulk_job_still_running_when_apply_died_is_waited_for_not_written_agai
     assert set(writes_per_record(sb).values()) == {1} and len(writes_per_record(sb)) == 12
     jobs = [p for m, p, _ in sb.stats.log if m == "POST" and p.endswith("/jobs/ingest")]
     assert len(jobs) == 1                                                     # no second job
+
+
+def test_a_write_undone_while_its_answer_was_lost_is_not_sent_again(sb, sf, tmp_path):
+    """Settling compares values and stamps: a record back at its original values whose
+    SystemModstamp moved since it was read was saved by someone else meanwhile (perhaps
+    undoing our write), so the update is drift, not sent a second time."""
+    contact_ids, _ = seed_people(sb, 2, 0, tag="undo")
+    undone, plain = contact_ids
+    doc = make_plan(sb, [(c, "Title", "Engineer", "CTO") for c in contact_ids])
+    plan_dir = plan_dir_for(tmp_path, doc)
+    sb.faults.fail_after_commit(503, n=1, writes=["collections"])
+    update = sf.update
+
+    def update_then_someone_undoes(sobject, records):
+        try:
+            return update(sobject, records)
+        finally:
+            sb.store.edit(undone, {"Title": "Engineer"})      # lands before apply reads again
+    sf.update = update_then_someone_undoes
+    report = run(doc, plan_dir, sf)
+    results = {r.change_id: r for r in report.results}
+    assert results[f"Contact:{plain}"].status is ChangeStatus.APPLIED
+    assert results[f"Contact:{undone}"].status is ChangeStatus.DRIFTED
+    assert "SystemModstamp" in results[f"Contact:{undone}"].message
+    assert sb.store.get(undone)["Title"] == "Engineer"           # the undo stands
+    assert writes_per_record(sb) == {undone: 1, plain: 1}        # nothing sent twice
