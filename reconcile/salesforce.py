@@ -810,8 +810,11 @@ class Salesforce:
         """Close an ingest job (``UploadComplete``): the job then runs.
 
         A close whose answer leaves the outcome open (a 5xx, a lost connection) is not
-        sent again blindly: the job's state is read. ``Open``: the close did not happen,
-        and is sent again; any other state: it did (the job runs, or ran). A close
+        sent again blindly: the job's state is read. ``Open`` ("An ingest job was created
+        and is open for data uploads", Job States,
+        https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_bulk_v2/bulk_api_2_job_states.htm):
+        the close did not happen, and is sent again; any other state: it did (the job runs,
+        or ran). A close
         refused outright (a 4xx) aborts the job: nothing was written."""
         attempt = 0
         while True:

@@ -290,7 +290,9 @@ def writes_per_record(sb):
 @pytest.mark.parametrize("fault", ["drop", 503, 500, 504])
 def test_a_close_whose_answer_is_lost_is_settled_by_reading_the_job(sb, fault):
     """The close ran the job but its answer was lost: the job's state (Get Job Info,
-    https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_info.htm)
+    https://developer.salesforce.com/docs/atlas.en-us.264.0.api_asynch.meta/api_asynch/get_job_info.htm;
+    Job States: Open means "open for data uploads",
+    https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_bulk_v2/bulk_api_2_job_states.htm)
     says it is no longer Open, so the close is not sent again; the results are read."""
     ids = contacts(sb, f"drop{fault}", 3)
     if fault == "drop":
