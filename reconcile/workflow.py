@@ -85,7 +85,7 @@ def load(ctx: Context, ref: str) -> Loaded:
 
 # Top-level lists and maps that hold one entry per change, record or row: left out of the
 # quick check of a plan's head (the whole plan is checked when written and before apply).
-_BULKY = {"changes": [], "duplicates": [], "skipped": [], "review": [], "unchanged": [],
+_BULKY: dict[str, Any] = {"changes": [], "duplicates": [], "skipped": [], "review": [], "unchanged": [],
           "handoff": [], "prior_state": {}}
 
 
