@@ -6,6 +6,7 @@ rewritten):
     plan.json      the plan, canonical JSON; its plan_id is the SHA-256 of its content
     plan.html      the same plan for a reviewer
     review.csv     the human-review digest
+    changes.csv    every field change, one a row (for spreadsheets and auditors)
     output_document_inactive_people.csv, output_document_email_update_requests.csv
                    hand-off files for Marketing (Multipub people)
     approval.json  who approved which bytes, when: the SHA-256 of plan.json and a
@@ -35,6 +36,7 @@ from reconcile.model import PlanState
 PLAN = "plan.json"
 HTML = "plan.html"
 REVIEW = "review.csv"
+CHANGES = "changes.csv"
 APPROVAL = "approval.json"
 JOURNAL = "journal.jsonl"
 RESULT = "apply.json"

@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from reconcile import __version__
 from reconcile import workflow as wf
@@ -156,21 +157,37 @@ def plan(
 @app.command()
 def show(
     plan: str = typer.Argument(..., help="Plan id, unique id prefix, or path."),
+    full: bool = typer.Option(False, "--full", help="List every change, skipped and review item (a long plan goes through a pager on a terminal)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan document itself."),
 ) -> None:
-    """Show a plan for a terminal, or as its JSON document."""
+    """Show a plan for a terminal: counts per transition and reason with examples (--full: every change)."""
     from reconcile.render.text import render_show
 
     def body() -> int:
         loaded = wf.load(_context(), plan)
         if as_json:
             _emit_json(loaded.doc)
-        else:
-            out.print(f"State: {loaded.state}", markup=False)
-            render_show(loaded.doc, out)
+            return 0
+        _paged(lambda console: (console.print(f"State: {loaded.state}", markup=False),
+                                render_show(loaded.doc, console, full=full)))
         return 0
 
     _run(body, as_json)
+
+
+def _paged(write: Callable[[Console], Any]) -> None:
+    """Print through the pager ($PAGER, else less) when on a terminal and longer than it."""
+    if not out.is_terminal:
+        write(out)
+        return
+    with out.capture() as captured:
+        write(out)
+    text = captured.get()
+    if text.count("\n") < out.size.height:
+        sys.stdout.write(text)
+        return
+    with out.pager(styles=True):
+        out.print(Text.from_ansi(text), end="")
 
 
 @app.command()

@@ -107,7 +107,7 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
 
 def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
     """Write the plan and everything rendered from it into its archive folder."""
-    from reconcile.render.csvs import handoff_csvs, review_csv
+    from reconcile.render.csvs import changes_csv, handoff_csvs, review_csv
     from reconcile.render.html import render_html
 
     arch = ctx.archive
@@ -117,6 +117,7 @@ def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
     # Until plan.json is there the folder is an unfinished save (a crash mid-way): redo it.
     arch.write(plan_dir, ar.HTML, render_html(doc), overwrite=True)
     arch.write(plan_dir, ar.REVIEW, review_csv(doc), overwrite=True)
+    arch.write(plan_dir, ar.CHANGES, changes_csv(doc), overwrite=True)
     for name, text in handoff_csvs(doc).items():
         arch.write(plan_dir, name, text, overwrite=True)
     arch.write(plan_dir, ar.PLAN, plan_doc.canonical_bytes(doc))  # last: its presence marks a whole plan

@@ -112,7 +112,7 @@ def test_show_prints_duplicate_groups_skips_and_reviews(plan):
         assert f"{item['email']}  {item['reason']}" in out
         assert item["detail"] in out
     assert "late-replies-2024-11-25.jsonl:4 (reactivate)" in out
-    assert "Unchanged: 3 record(s)" in out
+    assert "Unchanged: 3 records already hold the desired values." in out
     assert out.rstrip().endswith("Plan: 2 to create, 8 to update, 1 to delete; 4 skipped, 4 for review\n"
                                  "Estimated API calls for apply: 6")
 
