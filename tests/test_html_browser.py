@@ -82,7 +82,7 @@ def test_the_page_shows_the_summary_counts(rendered, plan):
     assert summary_line(plan) in text
     for count, label in [(2, "to create"), (8, "to update"), (1, "to delete"), (4, "skipped"), (4, "for review")]:
         assert f"{count} {label}" in text
-    assert "4 people need a decision from a Salesforce owner" in text
+    assert "4 review items need a decision from a Salesforce owner" in text
 
 
 def test_the_page_shows_every_change_before_and_after(rendered, plan):

@@ -102,6 +102,7 @@ def build_scale_org(n: int) -> dict:
     store.insert_many("Lead", leads)
     state = store.to_state()
     state["org"]["Name"] = f"Reconcile Scale Org ({n:,} people)"
+    state["last_stamp"] = max(r["SystemModstamp"] for records in state["records"].values() for r in records)
     return state
 
 
