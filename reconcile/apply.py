@@ -386,6 +386,8 @@ class _Run:
         self.own_calls = 0
         self.base_calls = getattr(sf, "calls", None)
         self.pending_by_group: dict[tuple[Action, str], int] = defaultdict(int)
+        if progress is not None and hasattr(sf, "bulk_progress"):
+            sf.bulk_progress = self._tick_bulk   # records done while a Bulk job runs
 
     # -- bookkeeping --
 
@@ -410,6 +412,12 @@ class _Run:
         else:
             done = sum(1 for c in self.changes if self.state.is_final(c.change_id))
         self.progress(done, len(self.changes))
+
+    def _tick_bulk(self, processed: int) -> None:
+        """During a Bulk job: the records finished before it plus those the job has processed."""
+        if self.progress:
+            done = len(self.changes) - sum(self.pending_by_group.values())
+            self.progress(min(done + processed, len(self.changes)), len(self.changes))
 
     def _key_field(self, sobject: str) -> str:
         return self.config.account_name_field if sobject == SObject.ACCOUNT else self.config.email_field

@@ -110,7 +110,11 @@ class Archive:
             return path.parent
         if (path / PLAN).is_file():
             return path
-        if len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref.lower()):
+        hexadecimal = bool(ref) and all(c in "0123456789abcdef" for c in ref.lower())
+        if hexadecimal and len(ref) < 6:
+            raise PlanNotFound(f"plan id prefix {ref!r} is too short: give at least 6 characters of the plan id "
+                               "(`reconcile log` lists them)")
+        if hexadecimal:
             matches = [p for p in self.plan_dirs() if p.name.startswith(ref.lower())]
             if len(matches) == 1:
                 return matches[0]

@@ -17,7 +17,7 @@ from reconcile import archive as ar
 from reconcile import plan as plan_doc
 from reconcile.approval import approve as _approve, check_approval
 from reconcile.config import Config
-from reconcile.errors import IntegrityError, StateError, UsageError
+from reconcile.errors import IntegrityError, ReconcileError, StateError, UsageError
 from reconcile.fsutil import refuse_links
 from reconcile.model import PlanKind, PlanState
 
@@ -238,11 +238,18 @@ def log(ctx: Context) -> list[dict[str, Any]]:
         listed.append((plan_dir, {
             "plan_id": doc.get("plan_id"), "created_at": doc.get("created_at"), "kind": doc.get("kind"),
             "parent_plan_id": doc.get("parent_plan_id"), "summary": doc.get("summary", {})}))
+    from reconcile.verify import verify_archive
     for plan_dir, entry in listed:
         approval = ar.read_json(plan_dir / ar.APPROVAL) if (plan_dir / ar.APPROVAL).is_file() else {}
+        try:   # every file's hash and link, as `reconcile verify` checks them
+            verify_archive(arch, [plan_dir], ctx.config)
+            problem = None
+        except ReconcileError as exc:
+            problem = str(exc)
         entries.append({**entry, "state": str(arch.state(plan_dir, children.get(plan_dir.name, []))),
                         "approved_by": approval.get("approved_by"),
-                        "approved_at": approval.get("approved_at"), "path": str(plan_dir)})
+                        "approved_at": approval.get("approved_at"), "path": str(plan_dir),
+                        "verified": problem is None, "verify_error": problem})
     entries.sort(key=lambda e: (e.get("created_at") or "", e["plan_id"] or ""))
     return entries
 

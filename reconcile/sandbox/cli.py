@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shlex
 import signal
 import threading
@@ -72,8 +73,19 @@ def serve(
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        with SandboxServer(state_path=state, seed=seed, port=port, session_seconds=session_seconds,
-                           production=production, soap_login=not no_soap_login) as sb:
+        server = SandboxServer(state_path=state, seed=seed, port=port, session_seconds=session_seconds,
+                               production=production, soap_login=not no_soap_login)
+        try:
+            server.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                typer.echo(f"error: port {port} on 127.0.0.1 is in use; choose another with --port "
+                           "(0: any free port)", err=True)
+            else:
+                typer.echo(f"error: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
+        sb = server
+        try:
             for name, value in sb.env.items():
                 typer.echo(f"export {name}={shlex.quote(value)}")
             typer.echo(f"# sandbox org {sb.store.org_id} at {sb.instance_url}; try:", err=True)
@@ -90,6 +102,8 @@ def serve(
                     pass
             except KeyboardInterrupt:
                 pass
+        finally:
+            server.stop()
     finally:
         signal.signal(signal.SIGTERM, previous)
     typer.echo("# sandbox org stopped", err=True)
