@@ -65,6 +65,13 @@ HANDOFF_LABELS: dict[str, str] = {
     "email_update_requests": "e-mail update requests (output_document_email_update_requests.csv)",
 }
 
+HANDOFF_HELP: dict[str, str] = {
+    "inactive_people": "Multipub people who left: Marketing suppresses them through SFMC. Nothing is written "
+                       "in Salesforce.",
+    "email_update_requests": "Multipub people with a new address: Marketing updates it through SFMC. Nothing "
+                             "is written in Salesforce.",
+}
+
 ACTIONS = ("create", "update", "delete")
 
 
@@ -142,7 +149,7 @@ def digest(doc: Mapping[str, Any], counts: Mapping[str, int]) -> Digest:
         review=review,
         skipped=_grouped(doc.get("skipped") or [], "reason", REASON_LABELS, REASON_HELP),
         duplicates=_grouped(doc.get("duplicates") or [], "decided_by", DECIDED_BY_LABELS),
-        handoff=_grouped(doc.get("handoff") or [], "file", HANDOFF_LABELS),
+        handoff=_grouped(doc.get("handoff") or [], "file", HANDOFF_LABELS, HANDOFF_HELP),
         mentions_cupola=any(g.code.startswith("HUMAN_REVIEW_REASON") for g in review),
     )
 
