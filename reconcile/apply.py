@@ -1,4 +1,4 @@
-"""Apply an approved plan: lock, settle, drift check, ordered writes, result.
+"""Apply an approved plan: lock, settle, drift check, the plan's steps, result.
 
 ``apply_plan`` executes exactly the plan document it is given (the caller has
 already checked it against its approval). One run:
@@ -6,27 +6,26 @@ already checked it against its approval). One run:
 1. takes the archive's apply lock (``plans/.apply.lock``; a stale one left by
    a killed apply is reported, never silently ignored);
 2. replays ``journal.jsonl`` and settles every request an earlier run sent
-   without seeing the answer, by reading the org (see ``journal``);
-3. re-reads every record the pending changes touch and compares the fields
-   they change with the plan's ``before`` values (drift). By default any drift
-   means nothing is written (``DriftError``); ``skip_drifted`` writes the rest;
-4. writes in order — Account creates, the other creates (with ``@{ref}``
-   resolved to the new ids), updates by sObject, deletes (Contacts and Leads
-   before Accounts) — one request per ``collection_size`` records, each framed
-   by a ``send`` and a ``result`` journal event fsynced to disk;
+   without seeing the answer, by reading the org (``reconcile.settle`` decides
+   from what was read);
+3. runs the read steps of the pending changes (``reconcile.steps``): re-reads
+   every record they touch and compares the fields they change with the plan's
+   ``before`` values (``reconcile.drift``). By default any drift means nothing
+   is written (``DriftError``); ``skip_drifted`` writes the rest;
+4. runs the write steps, in the order and by the path (sObject Collections or
+   a Bulk API 2.0 job, ``reconcile.writers``) that ``reconcile.steps`` decides,
+   each request framed by a ``send`` and a ``result`` journal event fsynced to
+   disk;
 5. when nothing is pending any more, writes ``apply.json`` once.
 
 Request-level stops (the org's limit, our share of it, an expired session,
 503s after the adapter's retries) end the run cleanly: the changes not yet
-written stay pending and running apply again resumes. The writer is a small
-protocol (``Writer``) so that a Bulk API 2.0 path can be added for very large
-plans without touching the rest; only sObject Collections exists today.
+written stay pending and running apply again resumes.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import socket
@@ -36,28 +35,29 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 
 from reconcile.archive import JOURNAL as JOURNAL_NAME, RECORD_FORMAT_VERSION, RESULT, record_bytes, seal
-from reconcile.config import BULK_CALLS_PER_JOB, Config
+from reconcile import drift, settle
+from reconcile.config import Config
 from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
                               SalesforceError)
 from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
-from reconcile.model import Action, ChangeStatus, PlanState, SaveResult, SObject, pointed_ref
-from reconcile.rules import same_value as _same
+from reconcile.model import Action, Change, ChangeStatus, PlanState, SObject, change_from_dict, pointed_ref
+from reconcile.ports import BulkIngest, OrgWriter
+from reconcile.steps import StepKind, Via, create_key, read_steps, write_path, write_requests, write_steps
+from reconcile.writers import BulkWriter, CollectionsWriter, WriteItem, Writer
 
-__all__ = ["apply_plan", "ApplyReport", "ChangeResult", "Writer", "WriteItem", "ItemResult",
-           "CollectionsWriter", "TRANSIENT_ITEM_CODES", "DEPENDENCY_FAILED"]
+__all__ = ["apply_plan", "report_from_result", "ApplyReport", "ChangeResult",
+           "TRANSIENT_ITEM_CODES", "DEPENDENCY_FAILED"]
 
 # Item-level codes that mean "not saved this time, try again later".
 TRANSIENT_ITEM_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
 # reconcile's own code for a create that needed a record the plan could not create.
 DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
-ALREADY_DONE = "already holds the planned values"
-ALREADY_DELETED = "already deleted"
 
 
 
@@ -118,110 +118,6 @@ class ApplyReport:
 
 
 # -- the writer port ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class WriteItem:
-    """One record to write: create/update fields (update with ``Id``), or ``{"Id": id}`` to delete."""
-    change_id: str
-    record: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    change_id: str
-    success: bool
-    id: str | None = None
-    error_code: str | None = None
-    message: str | None = None
-
-
-class Writer(Protocol):
-    """Sends one request. Results are keyed by change_id; a request that was
-    refused as a whole raises reconcile's SalesforceError; one whose outcome is
-    unknown raises OutcomeUnknown."""
-    batch_size: int
-
-    def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any: ...
-
-    def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]: ...
-
-
-def records_payload(action: Action, items: Sequence[WriteItem]) -> list[Any]:
-    """What the journal's ``send`` event holds, whatever the writer: the records sent
-    for a create or update, the ids for a delete. Settling an unanswered request reads it."""
-    if action is Action.DELETE:
-        return [item.record["Id"] for item in items]
-    return [dict(item.record) for item in items]
-
-
-class CollectionsWriter:
-    """sObject Collections: up to ``collection_size`` records a request, allOrNone=false."""
-
-    def __init__(self, sf: Any, config: Config):
-        self.sf = sf
-        self.batch_size = config.collection_size
-
-    def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
-        return records_payload(action, items)
-
-    def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]:
-        payload = self.payload(action, sobject, items)
-        if action is Action.CREATE:
-            saved = self.sf.create(sobject, payload)
-        elif action is Action.UPDATE:
-            saved = self.sf.update(sobject, payload)
-        else:
-            saved = self.sf.delete(payload)
-        if len(saved) != len(items):
-            raise OutcomeUnknown(f"Salesforce answered {len(saved)} results for {len(items)} "
-                                 f"{sobject} records; the outcome is unknown")
-        out = []
-        for item, result in zip(items, saved):  # collections answer in request order
-            expected = item.record.get("Id")
-            if expected and result.id and result.id[:15] != str(expected)[:15]:
-                raise OutcomeUnknown(f"Salesforce answered for record {result.id} where "
-                                     f"{expected} was sent; the outcome is unknown")
-            out.append(_item_result(item.change_id, result))
-        return out
-
-
-def _item_result(change_id: str, result: SaveResult) -> ItemResult:
-    if result.success:
-        return ItemResult(change_id, True, id=result.id)
-    error = result.errors[0] if result.errors else None
-    message = "; ".join(e.message for e in result.errors) or None
-    return ItemResult(change_id, False, id=result.id,
-                      error_code=error.status_code if error else "UNKNOWN_ERROR", message=message)
-
-
-# -- the plan, as apply reads it ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Change:
-    change_id: str
-    action: Action
-    sobject: str
-    record_id: str | None
-    ref: str | None
-    email: str
-    fields: Mapping[str, Mapping[str, Any]]   # F -> {before, after}
-
-    def before(self, name: str) -> Any:
-        return self.fields[name].get("before")
-
-    def after(self, name: str) -> Any:
-        return self.fields[name].get("after")
-
-    def refs(self) -> list[str]:
-        return [ref for spec in self.fields.values() if (ref := pointed_ref(spec.get("after")))]
-
-
-def _changes(doc: Mapping[str, Any]) -> list[_Change]:
-    return [_Change(change_id=c["change_id"], action=Action(c["action"]), sobject=str(c["sobject"]),
-                    record_id=c.get("record_id"), ref=c.get("ref"),
-                    email=(c.get("email") or "").strip().lower(), fields=c.get("fields") or {})
-            for c in doc.get("changes", ())]
-
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
@@ -299,7 +195,7 @@ def _pid_alive(pid: Any) -> bool:
 
 # -- the entry point --------------------------------------------------------------------------
 
-def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: Any, config: Config, *,
+def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: OrgWriter, config: Config, *,
                skip_drifted: bool = False,
                progress: Callable[[int, int], None] | None = None,
                now: Callable[[], str] = _utc_now,
@@ -325,10 +221,7 @@ def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: Any, config: Config, 
             return report_from_result(json.loads(result_path.read_text(encoding="utf-8")))
         if plan_sha256 is None and (plan_dir / "plan.json").exists():
             plan_sha256 = sha256((plan_dir / "plan.json").read_bytes()).hexdigest()
-        bulk = None
-        if writer is None and hasattr(sf, "bulk_ingest"):
-            from reconcile.bulkwriter import BulkWriter  # it builds on this module's types
-            bulk = BulkWriter(sf, config)
+        bulk = BulkWriter(sf, config) if writer is None and isinstance(sf, BulkIngest) else None
         run = _Run(doc, plan_dir, sf, config, skip_drifted=skip_drifted, progress=progress,
                    now=now, plan_sha256=plan_sha256, sleep=sleep,
                    writer=writer or CollectionsWriter(sf, config), jitter=jitter, bulk_writer=bulk)
@@ -360,7 +253,7 @@ class _Stop(Exception):
 
 
 class _Run:
-    def __init__(self, doc: Mapping[str, Any], plan_dir: Path, sf: Any, config: Config, *,
+    def __init__(self, doc: Mapping[str, Any], plan_dir: Path, sf: OrgWriter, config: Config, *,
                  skip_drifted: bool, progress: Callable[[int, int], None] | None,
                  now: Callable[[], str], plan_sha256: str | None, sleep: Callable[[float], None],
                  writer: Writer, jitter: Callable[[], float], bulk_writer: Writer | None = None):
@@ -377,7 +270,7 @@ class _Run:
         self.writer = writer
         self.bulk_writer = bulk_writer
         self.jitter = jitter
-        self.changes = _changes(doc)
+        self.changes = [change_from_dict(c) for c in doc.get("changes", ())]
         self.by_id = {c.change_id: c for c in self.changes}
         self.by_ref = {c.ref: c for c in self.changes if c.ref}
         self.prior_ids = set((doc.get("prior_state") or {}).keys())
@@ -386,6 +279,7 @@ class _Run:
         self.own_calls = 0
         self.base_calls = getattr(sf, "calls", None)
         self.pending_by_group: dict[tuple[Action, str], int] = defaultdict(int)
+        self.key_of: Callable[[Change], str] = lambda change: create_key(change, config)
         if progress is not None and hasattr(sf, "bulk_progress"):
             sf.bulk_progress = self._tick_bulk   # records done while a Bulk job runs
 
@@ -401,7 +295,7 @@ class _Run:
         self.journal.calls = self._calls()
         self.state.fold(self.journal.append(event, **fields))
 
-    def _pending(self) -> list[_Change]:
+    def _pending(self) -> list[Change]:
         return [c for c in self.changes if not self.state.is_final(c.change_id)]
 
     def _tick(self) -> None:
@@ -419,16 +313,6 @@ class _Run:
             done = len(self.changes) - sum(self.pending_by_group.values())
             self.progress(min(done + processed, len(self.changes)), len(self.changes))
 
-    def _key_field(self, sobject: str) -> str:
-        return self.config.account_name_field if sobject == SObject.ACCOUNT else self.config.email_field
-
-    def _key_value(self, change: _Change) -> str:
-        key = self._key_field(change.sobject)
-        if change.sobject != SObject.ACCOUNT and change.email:
-            return change.email
-        value = change.fields.get(key, {}).get("after")
-        return str(value or "").strip()
-
     def _retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict]:
         rows: dict[str, dict] = {}
         wanted = ["Id", *[f for f in fields if f != "Id"]]
@@ -444,7 +328,7 @@ class _Run:
         values = sorted({v for v in values if v})
         if not values:
             return {}
-        key = self._key_field(sobject)
+        key = self.config.account_name_field if sobject == SObject.ACCOUNT else self.config.email_field
         self.own_calls += 1
         found: dict[str, list[str]] = defaultdict(list)
         known = {i[:15] for i in self.prior_ids} | {i[:15] for i in self.state.ids.values()}
@@ -497,49 +381,17 @@ class _Run:
             sobject = send["sobject"]
             change_ids = list(send["change_ids"])
             payload = send.get("payload") or []
-            results = []
             if action is Action.CREATE:
                 changes = [self.by_id[c] for c in change_ids]
-                found = self._find_by_key(sobject, [self._key_value(c).lower() for c in changes])
-                for change in changes:
-                    ids = found.get(self._key_value(change).lower(), [])
-                    if ids:
-                        record_id = ids.pop(0)
-                        results.append({"change_id": change.change_id, "status": "applied",
-                                        "id": record_id, "ref": change.ref,
-                                        "message": f"created by request {number} (settled: the "
-                                                   f"record {record_id} exists)"})
-                    else:
-                        results.append({"change_id": change.change_id, "status": "pending",
-                                        "message": f"request {number} did not create it"})
+                found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
+                results = settle.settle_creates(number, changes, found, self.key_of)
             elif action is Action.UPDATE:
-                sent = {rec["Id"]: rec for rec in payload}
                 fields = sorted({f for rec in payload for f in rec if f != "Id"})
-                rows = self._retrieve(sobject, list(sent), fields)
-                for change_id, record in zip(change_ids, payload):
-                    change = self.by_id[change_id]
-                    row = rows.get(record["Id"])
-                    names = [f for f in record if f != "Id"]
-                    if row is not None and all(_same(f, row.get(f), record[f]) for f in names):
-                        results.append({"change_id": change_id, "status": "applied",
-                                        "message": f"written by request {number} (settled)"})
-                    elif row is not None and all(_same(f, row.get(f), change.before(f)) for f in names):
-                        results.append({"change_id": change_id, "status": "pending",
-                                        "message": f"request {number} did not write it"})
-                    else:
-                        drift = {f: {"planned": change.before(f),
-                                     "current": row.get(f) if row else None} for f in names}
-                        results.append({"change_id": change_id, "status": "drifted", "fields": drift,
-                                        "message": "the record was deleted" if row is None else
-                                        f"holds neither the planned nor the original values "
-                                        f"after request {number}, whose answer was lost"})
+                rows = self._retrieve(sobject, list(dict.fromkeys(rec["Id"] for rec in payload)), fields)
+                results = settle.settle_updates(number, [self.by_id[c] for c in change_ids], payload, rows)
             else:
                 rows = self._retrieve(sobject, list(payload), ["Id"])
-                for change_id, record_id in zip(change_ids, payload):
-                    gone = record_id not in rows
-                    results.append({"change_id": change_id, "status": "applied" if gone else "pending",
-                                    "message": f"deleted by request {number} (settled)" if gone
-                                    else f"request {number} did not delete it"})
+                results = settle.settle_deletes(number, change_ids, payload, rows)
             self._log("settle", request=number, action=str(action), sobject=sobject, results=results)
             self._tick()
 
@@ -549,55 +401,26 @@ class _Run:
         pending = self._pending()
         if not pending:
             return
-        current: dict[str, dict[str, Any]] = {}
-        drifted: list[dict[str, Any]] = []
-        skipped: list[dict[str, Any]] = []
-
-        by_sobject: dict[str, list[_Change]] = defaultdict(list)
-        creates: dict[str, list[_Change]] = defaultdict(list)
-        for change in pending:
-            (creates if change.action is Action.CREATE else by_sobject)[change.sobject].append(change)
-
-        for sobject, changes in by_sobject.items():
-            ids = list(dict.fromkeys(c.record_id for c in changes if c.record_id))
-            fields = sorted({f for c in changes for f in c.fields})
-            rows = self._retrieve(sobject, ids, fields)
-            for change in changes:
-                row = rows.get(change.record_id or "")
-                if row is None:
-                    if change.action is Action.DELETE:
-                        skipped.append({"change_id": change.change_id, "message": ALREADY_DELETED})
-                    else:
-                        drifted.append({"change_id": change.change_id,
-                                        "message": f"the {change.sobject} {change.record_id} has been deleted",
-                                        "fields": {f: {"planned": change.before(f), "current": None}
-                                                   for f in change.fields}})
-                    continue
-                values = {f: row.get(f) for f in change.fields}
-                current[change.change_id] = values
-                if change.action is Action.UPDATE and all(
-                        _same(f, values[f], self._resolved(change.after(f))) for f in change.fields):
-                    skipped.append({"change_id": change.change_id, "message": ALREADY_DONE})
-                    continue
-                differ = {f: {"planned": change.before(f), "current": values[f]}
-                          for f in change.fields if not _same(f, values[f], change.before(f))}
-                if differ:
-                    drifted.append({"change_id": change.change_id, "fields": differ,
-                                    "message": f"changed in Salesforce since the plan: {', '.join(differ)}"})
-
-        self._check_accounts_in_use(by_sobject.get(SObject.ACCOUNT, []), by_sobject.get(SObject.CONTACT, []),
-                                    current, drifted)
-
-        for sobject, changes in creates.items():
-            found = self._find_by_key(sobject, [self._key_value(c).lower() for c in changes])
-            for change in changes:
-                ids = found.get(self._key_value(change).lower())
-                if ids:
-                    what = "this name" if sobject == SObject.ACCOUNT else "this e-mail"
-                    article = "an" if sobject[0] in "AEIOU" else "a"
-                    drifted.append({"change_id": change.change_id,
-                                    "message": f"{article} {sobject} with {what} now exists: {', '.join(ids)}",
-                                    "fields": {"Id": {"planned": None, "current": ", ".join(ids)}}})
+        compared = drift.Compared()
+        for step in read_steps(pending, self.config):
+            changes = [self.by_id[c] for c in step.change_ids]
+            sobject = str(step.sobject)
+            if step.kind is StepKind.REREAD:
+                ids = list(dict.fromkeys(c.record_id for c in changes if c.record_id))
+                rows = self._retrieve(sobject, ids, step.fields)
+                drift.compare_records(changes, rows, self._resolved, compared)
+            elif step.kind is StepKind.COUNT_CONTACTS:
+                deletes = drift.account_deletes_to_count(changes, compared.current)
+                if deletes:
+                    self.own_calls += 1
+                    counts = self.sf.count_contacts_by_account([str(c.record_id) for c in deletes])
+                    contacts = [c for c in pending
+                                if c.sobject == SObject.CONTACT and c.action is not Action.CREATE]
+                    drift.accounts_in_use(deletes, contacts, compared, counts)
+            elif step.kind is StepKind.FIND_NEW:
+                found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
+                drift.new_duplicates(sobject, changes, found, self.key_of, compared)
+        current, drifted, skipped = compared.current, compared.drifted, compared.skipped
 
         if drifted and not self.skip_drifted:
             self._log("drift", checked=[c.change_id for c in pending], current=current,
@@ -613,32 +436,6 @@ class _Run:
                   drifted=drifted, skipped=skipped, final=bool(drifted))
         self._mark_dependents()
         self._tick()
-
-    def _check_accounts_in_use(self, accounts: list[_Change], contacts: list[_Change],
-                               current: Mapping[str, Any], drifted: list[dict[str, Any]]) -> None:
-        """An Account delete is drift when a Contact the plan does not delete points at it:
-        deleting an Account takes its Contacts with it."""
-        deletes = [c for c in accounts if c.action is Action.DELETE and c.change_id in current]
-        if not deletes:
-            return
-        refused = {d["change_id"] for d in drifted}
-        going: dict[str, int] = defaultdict(int)  # account id -> Contacts this run deletes
-        for contact in contacts:
-            if contact.action is Action.DELETE and contact.change_id not in refused:
-                account = (current.get(contact.change_id) or {}).get("AccountId")
-                if account:
-                    going[str(account)[:15]] += 1
-        self.own_calls += 1
-        counts = {str(k)[:15]: v for k, v in
-                  self.sf.count_contacts_by_account([c.record_id for c in deletes]).items()}
-        for change in deletes:
-            key = str(change.record_id)[:15]
-            others = counts.get(key, 0) - going.get(key, 0)
-            if others > 0:
-                drifted.append({"change_id": change.change_id,
-                                "message": f"{others} Contact(s) that this plan does not delete point at "
-                                           f"the Account {change.record_id}; deleting it would delete them too",
-                                "fields": {"Contacts": {"planned": 0, "current": others}}})
 
     def _resolved(self, value: Any) -> Any:
         ref = pointed_ref(value)
@@ -666,31 +463,23 @@ class _Run:
 
     # 3. the writes
 
-    def _groups(self) -> list[tuple[Action, str]]:
-        order: dict[tuple[Action, str], None] = {}
-        pending = self._pending()
-        for action, rank in ((Action.CREATE, (lambda s: s != SObject.ACCOUNT)),
-                             (Action.UPDATE, (lambda s: 0)),
-                             (Action.DELETE, (lambda s: s == SObject.ACCOUNT))):
-            sobjects = list(dict.fromkeys(c.sobject for c in pending if c.action is action))
-            for sobject in sorted(sobjects, key=lambda s: (rank(s), sobjects.index(s))):
-                order[(action, sobject)] = None
-        return list(order)
-
     def _write(self) -> None:
-        groups = self._groups()
+        """Run the write steps of the changes still pending, in ``reconcile.steps``' order."""
+        steps = write_steps(self._pending(), self.config)
         self.pending_by_group.clear()
         for change in self._pending():
             self.pending_by_group[(change.action, change.sobject)] += 1
-        for action, sobject in groups:
+        for step in steps:
+            action, sobject = Action(str(step.action)), str(step.sobject)
             if action is Action.CREATE:
                 self._mark_dependents()
-            changes = [c for c in self._pending() if c.action is action and c.sobject == sobject]
+            changes = [c for c in (self.by_id[i] for i in step.change_ids)
+                       if not self.state.is_final(c.change_id)]
             self.pending_by_group[(action, sobject)] = len(changes)
             items = [self._item(c) for c in changes]
             self._write_group(action, sobject, items)
 
-    def _item(self, change: _Change) -> WriteItem:
+    def _item(self, change: Change) -> WriteItem:
         if change.action is Action.DELETE:
             return WriteItem(change.change_id, {"Id": change.record_id})
         record: dict[str, Any] = {}
@@ -700,22 +489,19 @@ class _Run:
             record[name] = self._resolved(change.after(name))
         return WriteItem(change.change_id, record)
 
-    def _writer_for(self, sobject: str, count: int) -> Writer:
-        """Bulk API 2.0 for a group above ``bulk_threshold``; sObject Collections otherwise.
-        Leads always go through Collections: only there can ``Sforce-Auto-Assign: FALSE``
-        keep assignment rules from moving owners."""
-        if (self.bulk_writer is not None and count > self.config.bulk_threshold
-                and sobject != SObject.LEAD.value):
-            return self.bulk_writer
-        return self.writer
+    def _writer_for(self, sobject: str, count: int) -> tuple[Via, Writer]:
+        """The writer for the path ``reconcile.steps`` chooses (Collections when this
+        connection cannot run Bulk jobs)."""
+        if write_path(sobject, count, self.config) is Via.BULK and self.bulk_writer is not None:
+            return Via.BULK, self.bulk_writer
+        return Via.COLLECTIONS, self.writer
 
     def _requests_needed(self) -> int:
         needed = 0
         for (_action, sobject), n in self.pending_by_group.items():
             if n > 0:
-                writer = self._writer_for(sobject, n)
-                per_request = BULK_CALLS_PER_JOB if writer is self.bulk_writer else 1
-                needed += math.ceil(n / max(1, writer.batch_size)) * per_request
+                via, writer = self._writer_for(sobject, n)
+                needed += write_requests(via, n, self.config, size=writer.batch_size)
         return needed
 
     def _write_group(self, action: Action, sobject: str, items: list[WriteItem]) -> None:
@@ -723,7 +509,7 @@ class _Run:
         round_no = 0
         while queue:
             retry: list[WriteItem] = []
-            writer = self._writer_for(sobject, len(queue))
+            _via, writer = self._writer_for(sobject, len(queue))
             for chunk in _chunks(queue, writer.batch_size):
                 retry.extend(self._request(action, sobject, list(chunk), writer))
             queue = retry
@@ -801,15 +587,15 @@ class _Run:
 
     # 4-5. results
 
-    def _result(self, change: _Change) -> ChangeResult:
+    def _result(self, change: Change) -> ChangeResult:
         state = self.state
         status = state.status_of(change.change_id)
         error_code, message = state.errors.get(change.change_id, (None, None))
         replaced = state.replaced.get(change.change_id, {})
         record_id = change.record_id or state.ids.get(change.change_id)
-        fields = {f: {"before": spec.get("before"),
+        fields = {f: {"before": spec.before,
                       "replaced": replaced.get(f) if change.action is not Action.CREATE else None,
-                      "after": self._resolved(spec.get("after"))}
+                      "after": self._resolved(spec.after)}
                   for f, spec in change.fields.items()}
         return ChangeResult(change_id=change.change_id, action=str(change.action),
                             sobject=change.sobject, record_id=record_id, status=status,

@@ -218,12 +218,13 @@ def show(
     from reconcile.render.text import render_show
 
     def body() -> int:
-        loaded = wf.load(_context(), plan)
+        ctx = _context()
+        loaded = wf.load(ctx, plan)
         if as_json:
             _emit_json(loaded.doc)
             return 0
         _paged(lambda console: (console.print(f"State: {loaded.state}", markup=False),
-                                render_show(loaded.doc, console, full=full)))
+                                render_show(loaded.doc, console, ctx.config, full=full)))
         return 0
 
     _run(body, as_json)

@@ -255,6 +255,31 @@ class Change:
     rows: tuple[RowRef, ...]
     email: str = ""                # the person's (normalised) e-mail; for creates, the drift check key
 
+    def before(self, name: str) -> Any:
+        return self.fields[name].before
+
+    def after(self, name: str) -> Any:
+        return self.fields[name].after
+
+    def refs(self) -> list[str]:
+        """The refs of records this plan creates that this change's values point at."""
+        return [ref for spec in self.fields.values() if (ref := pointed_ref(spec.after))]
+
+
+def change_from_dict(data: Mapping[str, Any]) -> Change:
+    """A ``Change`` from a plan document's change (``fields``: {F: {before, after}})."""
+    rows = tuple(RowRef(**{k: r[k] for k in _ROW_KEYS if k in r}) for r in data.get("rows") or ())
+    return Change(change_id=str(data["change_id"]), action=Action(data["action"]),
+                  sobject=SObject(data["sobject"]), record_id=data.get("record_id"),
+                  ref=data.get("ref"),
+                  fields={name: FieldChange(before=(spec or {}).get("before"), after=(spec or {}).get("after"))
+                          for name, spec in (data.get("fields") or {}).items()},
+                  reasons=tuple(data.get("reasons") or ()), rows=rows,
+                  email=(data.get("email") or "").strip().lower())
+
+
+_ROW_KEYS = ("file", "line", "outcome", "source_id", "observed_at")
+
 
 @dataclass(frozen=True)
 class RecordStamp:

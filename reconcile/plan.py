@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import re
 from enum import Enum
 from functools import lru_cache
@@ -20,9 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
+from reconcile.config import Config
 from reconcile.errors import IntegrityError
 from reconcile.model import Action, Change, OrgInfo, PlanBody, PlanKind
+from reconcile.steps import build_steps
 
 FORMAT_VERSION = 1
 KNOWN_VERSIONS = (1,)
@@ -162,7 +162,7 @@ def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str,
         "notes": list(body.notes),
         "summary": summarize(changes, len(body.skipped), len(body.review), len(body.unchanged)),
         "transitions": transitions(changes),
-        "estimated_api_calls": estimate_api_calls(body.changes, config),
+        "estimated_api_calls": estimate_api_calls(body.changes, config, instance_url=org.instance_url),
     }
     doc["by_action"], doc["by_reason"] = tallies(changes, [*doc["skipped"], *doc["review"]])
     doc["plan_id"] = compute_plan_id(doc)
@@ -181,45 +181,12 @@ def compute_plan_id(doc: Mapping[str, Any]) -> str:
 
 
 
-def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config) -> int:
-    """The requests ``apply`` will send: re-reads for the drift check, then writes.
-
-    One request checks the org's identity. Re-reads: ``ceil(records / retrieve_size)``
-    per sobject for updates and deletes; for creates, the queries that check no
-    record with those addresses (or Account names) has appeared: ``IN (…)`` batches
-    as long as a request URL allows, or a Bulk API 2.0 query above
-    ``bulk_query_threshold``. Writes: ``ceil(records / collection_size)`` per action
-    and sobject, or Bulk API 2.0 jobs for a group above ``bulk_threshold`` (Leads
-    never: see apply). Bulk polling can take more requests on a busy org."""
-    reread: dict[str, set[str]] = {}
-    created: dict[str, list[str]] = {}
-    writes: dict[tuple[str, str], int] = {}
-    for change in changes:
-        get = change.get if isinstance(change, Mapping) else lambda key: getattr(change, key)
-        action, sobject, record_id = str(get("action")), str(get("sobject")), get("record_id")
-        if action == Action.CREATE:
-            fields = get("fields") or {}
-            name = fields.get(config.account_name_field) if sobject == "Account" else None
-            key = (plain(name).get("after") if name is not None else None) or get("email") or ""
-            created.setdefault(sobject, []).append(str(key))
-        elif record_id:
-            reread.setdefault(sobject, set()).add(record_id)
-        writes[(action, sobject)] = writes.get((action, sobject), 0) + 1
-    calls = 1  # apply first checks that it is connected to the plan's org
-    calls += sum(math.ceil(len(ids) / config.retrieve_size) for ids in reread.values())
-    for keys in created.values():
-        if len(set(keys)) > config.bulk_query_threshold:
-            calls += BULK_QUERY_CALLS
-        else:  # a quoted literal and a comma per key, in a URL with room for the query around it
-            calls += max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - 500)))
-    for (action, sobject), n in writes.items():
-        if n > config.bulk_threshold and sobject != "Lead":   # apply's choice: see apply._writer_for
-            calls += math.ceil(n / config.bulk_job_size) * BULK_CALLS_PER_JOB
-        else:
-            calls += math.ceil(n / config.collection_size)
-    if writes.get((Action.DELETE.value, "Account")):
-        calls += 1  # apply counts the Contacts still pointing at each Account it deletes
-    return calls
+def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config, *,
+                       instance_url: str | None = None) -> int:
+    """The requests ``apply`` will send: the sum of the plan's apply steps (see
+    ``reconcile.steps``; ``instance_url``: the org's, for the exact count of the queries
+    that look for a create's key). Bulk polling can take more requests on a busy org."""
+    return sum(step.requests for step in build_steps(changes, config, instance_url=instance_url))
 
 
 # -- reading a plan back ------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 from reconcile.model import (Action, Change, FieldChange, PlanBody, RowRef, SObject, Skipped,
                              SkipReason, pointed_ref)
 from reconcile.rules import same_value
+from reconcile.steps import write_rank
 
 
 
@@ -107,9 +108,10 @@ def build_rollback(parent: dict[str, Any], result: dict[str, Any],
             continue
         changes.append(info["change"])
 
-    order = {Action.UPDATE: 0, Action.DELETE: 1}
+    # The document lists changes in write order (reconcile.steps decides it), Contacts
+    # before Leads within an action, then by e-mail: the same undo makes the same plan.
     kind = {SObject.CONTACT: 0, SObject.LEAD: 1, SObject.ACCOUNT: 2}
-    changes.sort(key=lambda c: (order[c.action], kind[c.sobject], c.email, c.record_id or ""))
+    changes.sort(key=lambda c: (write_rank(c.action, c.sobject), kind[c.sobject], c.email, c.record_id or ""))
     prior = {rid: {"sobject": _sobject_of(result, rid), "fields": rec}
              for rid, rec in sorted(current.items()) if rec is not None}
     return PlanBody(prior_state=prior, changes=tuple(changes), duplicates=(), skipped=tuple(skipped),

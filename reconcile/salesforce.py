@@ -41,7 +41,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
-from urllib.parse import quote_plus, urlparse
+from urllib.parse import urlparse
 
 import jwt
 import requests
@@ -54,6 +54,9 @@ from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, O
                               PermissionDenied, ReconcileError, SalesforceError, SessionExpired,
                               TransientError)
 from reconcile.model import ApiUsage, OrgInfo, RecordError, SaveResult
+from reconcile.soql import SOQL_MAX_CHARS as _SOQL_MAX_CHARS
+from reconcile.soql import (COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, encode_q, in_batches,
+                            in_query_head, soql_quote)
 
 __all__ = ["connect", "sign_in", "SignIn", "Salesforce", "SalesforceReader", "BulkOutcome", "soql_quote",
            "parse_limit_info"]
@@ -67,7 +70,7 @@ ALL_VARS = tuple(dict.fromkeys(TOKEN_VARS + LOGIN_VARS + OAUTH_VARS))
 
 # The org's identity, and whether it is production (one row).
 ORG_QUERY = "SELECT Id, Name, IsSandbox, OrganizationType FROM Organization LIMIT 1"
-SOQL_MAX_CHARS = 100_000          # MALFORMED_QUERY above this
+SOQL_MAX_CHARS = _SOQL_MAX_CHARS   # MALFORMED_QUERY above this
 TIMEOUT = (15.0, 300.0)           # connect, read (seconds); the org's own limit is 10 minutes
 MAX_BACKOFF = 30.0                # seconds; no single wait is longer
 TRANSIENT_STATUS = {502, 503, 504}
@@ -85,16 +88,6 @@ _BULK_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 
 
 # -- connecting -----------------------------------------------------------------------
-
-# Characters RFC 3986 allows as they are in a query string. Leaving the quotes, commas
-# and at-signs of an ``Email IN ('a@x.com', …)`` list unescaped fits about a third more
-# addresses into each request URL than percent-encoding them would.
-_QUERY_SAFE = "'@,()*"
-
-
-def _encode_q(soql: str) -> str:
-    return quote_plus(soql, safe=_QUERY_SAFE)
-
 
 # -- signing in ----------------------------------------------------------------------------
 #
@@ -477,24 +470,6 @@ def _auth_reason(exc: SalesforceAuthenticationFailed) -> str:
 
 # -- SOQL helpers ----------------------------------------------------------------------
 
-_ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t",
-            "\b": "\\b", "\f": "\\f"}
-
-
-def soql_quote(value: str) -> str:
-    """A SOQL string literal, quoted and escaped (backslash escapes for the reserved
-    and named characters, a ``\\u`` escape with four hex digits for any other control character)."""
-    out = []
-    for ch in value:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "'" + "".join(out) + "'"
-
-
 def parse_limit_info(header: str | None) -> ApiUsage | None:
     """``api-usage=10018/100000; api-bursts=1/750`` → ``ApiUsage(10018, 100000)``."""
     match = _LIMIT_INFO.search(header or "")
@@ -594,7 +569,7 @@ class Salesforce:
         https://help.salesforce.com/s/articleView?id=sf.remoteaccess_using_userinfo_endpoint.htm)."""
         prefix = urlparse(self.base_url).path
         answer = _json(self._request("POST", "composite/", json={"allOrNone": False, "compositeRequest": [
-            {"method": "GET", "referenceId": "organization", "url": f"{prefix}query/?q=" + _encode_q(ORG_QUERY)},
+            {"method": "GET", "referenceId": "organization", "url": f"{prefix}query/?q=" + encode_q(ORG_QUERY)},
             {"method": "GET", "referenceId": "limits", "url": f"{prefix}limits/"}]}))
         parts = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
         rows = ((parts.get("organization") or {}).get("body") or {}).get("records") or []
@@ -622,7 +597,7 @@ class Salesforce:
         subrequests = [{"method": "GET", "url": f"{prefix}sobjects/{_name(s)}/describe/",
                         "referenceId": f"describe{i}"} for i, s in enumerate(sobjects)]
         subrequests.append({"method": "GET", "referenceId": "organization",
-                            "url": f"{prefix}query/?q=" + _encode_q(ORG_QUERY)})
+                            "url": f"{prefix}query/?q=" + encode_q(ORG_QUERY)})
         answer = _json(self._request("POST", "composite/",
                                      json={"allOrNone": False, "compositeRequest": subrequests}))
         by_ref = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
@@ -653,7 +628,7 @@ class Salesforce:
         Bulk API 2.0 query instead (``WHERE field != null``) and keeps the rows whose
         ``field`` equals a value, trimmed and case-insensitively: the same records
         (in another order; string values as the org returns them)."""
-        head = f"SELECT {', '.join(_name(f) for f in fields)} FROM {_name(sobject)} WHERE {_name(field)} IN ("
+        head = in_query_head(_name(sobject), _name(field), [_name(f) for f in fields])
         unique = _unique(values)
         if len(unique) > self._config.bulk_query_threshold:
             return self._query_in_bulk(sobject, field, unique, fields)
@@ -804,8 +779,7 @@ class Salesforce:
         """Contacts per Account id (0 for an Account without any)."""
         ids = _unique(account_ids)
         counts = dict.fromkeys(ids, 0)
-        head = "SELECT AccountId, COUNT(Id) cnt FROM Contact WHERE AccountId IN ("
-        for soql in self._in_queries(head, ") GROUP BY AccountId", ids):
+        for soql in self._in_queries(COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ids):
             for row in self._query_pages(soql):
                 counts[row["AccountId"]] = int(row["cnt"])
         return counts
@@ -887,30 +861,16 @@ class Salesforce:
         """SOQL statements ``head + 'v1','v2',… + tail``, each as long as fits both
         ``config.max_query_url`` bytes of request URL and SOQL's 100,000 characters."""
         url_budget = self._config.max_query_url - len(self.base_url + "query/?q=")
-        fixed_url = len(_encode_q(head)) + len(_encode_q(tail))
-        fixed_chars = len(head) + len(tail)
-        batch: list[str] = []
-        url_len, chars = fixed_url, fixed_chars
-        for value in values:
-            literal = soql_quote(value)
-            more_url = len(_encode_q(literal)) + (1 if batch else 0)
-            more_chars = len(literal) + (1 if batch else 0)
-            if batch and (url_len + more_url > url_budget or chars + more_chars > SOQL_MAX_CHARS):
+        try:
+            for batch in in_batches(head, tail, values, url_budget, SOQL_MAX_CHARS):
                 yield head + ",".join(batch) + tail
-                batch, url_len, chars = [], fixed_url, fixed_chars
-                more_url, more_chars = len(_encode_q(literal)), len(literal)
-            if url_len + more_url > url_budget or chars + more_chars > SOQL_MAX_CHARS:
-                raise MalformedRequest(f"a value is too long for one query ({len(value)} characters): "
-                                       f"{value[:60]!r}…")
-            batch.append(literal)
-            url_len, chars = url_len + more_url, chars + more_chars
-        if batch:
-            yield head + ",".join(batch) + tail
+        except ValueTooLong as exc:
+            raise MalformedRequest(str(exc)) from None
 
     def _query_pages(self, soql: str) -> Iterator[dict]:
         headers = ({"Sforce-Query-Options": f"batchSize={self.query_batch_size}"}
                    if self.query_batch_size else None)
-        page = _json(self._request("GET", "query/", params="q=" + _encode_q(soql), headers=headers))
+        page = _json(self._request("GET", "query/", params="q=" + encode_q(soql), headers=headers))
         while True:
             for record in page.get("records", ()):
                 yield _strip(record)

@@ -6,11 +6,12 @@ can write to the org.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 from reconcile.config import Config
 from reconcile.errors import PreflightError
 from reconcile.model import AccountInfo, OrgInfo, Cupola, OrgRecord, OutcomeKind, OutcomeSet, SObject, Snapshot
+from reconcile.ports import OrgReader
 from reconcile.rules import norm_name
 
 
@@ -82,7 +83,7 @@ def addresses_to_read(outcome_set: OutcomeSet) -> list[str]:
     return sorted(wanted)
 
 
-def take_snapshot(reader: Any, outcome_set: OutcomeSet, config: Config, *,
+def take_snapshot(reader: OrgReader, outcome_set: OutcomeSet, config: Config, *,
                   allow_create: bool, org: OrgInfo | None = None,
                   progress: Callable[[str], None] | None = None) -> Snapshot:
     """Batched reads only: never a request per person."""

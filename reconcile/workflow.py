@@ -1,7 +1,13 @@
-"""One function per command, callable from Python as well as from the CLI.
+"""One function per command, callable from Python as well as from the CLI: the Python API.
 
-Each takes plain arguments, does the work through the layers below, and
-returns data; the CLI only parses and prints.
+Each takes a ``Context`` and plain arguments, does the work through the layers
+below, and returns data; the CLI only parses and prints. Errors are
+``reconcile.errors.ReconcileError`` subclasses with a one-line message.
+
+    ctx = Context(Config())
+    planned = plan(ctx, [Path("outcomes.csv")])        # PlanResult
+    approve(ctx, planned.doc["plan_id"], by="Jane Admin")
+    report = apply(ctx, planned.doc["plan_id"])        # ApplyReport
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from reconcile import __version__
 from reconcile import archive as ar
@@ -20,6 +26,10 @@ from reconcile.config import Config
 from reconcile.errors import IntegrityError, ReconcileError, StateError, UsageError
 from reconcile.fsutil import refuse_links
 from reconcile.model import PlanKind, PlanState
+from reconcile.ports import OrgConnection
+
+if TYPE_CHECKING:
+    from reconcile.apply import ApplyReport
 
 
 def utc_now() -> str:
@@ -36,7 +46,7 @@ class Context:
     config: Config
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     now: Callable[[], str] = utc_now
-    connect: Callable[..., Any] | None = None
+    connect: Callable[[Config, Mapping[str, str]], OrgConnection] | None = None
     target_org: str | None = None     # --target-org: a Salesforce CLI alias
     say: Callable[[str], None] = lambda _msg: None
 
@@ -44,7 +54,9 @@ class Context:
     def archive(self) -> ar.Archive:
         return ar.Archive(Path(self.config.archive_dir))
 
-    def salesforce(self) -> Any:
+    def salesforce(self) -> OrgConnection:
+        """A connection to the org: ``connect`` when given (tests, the sandbox), else the
+        adapter's sign-in (``salesforce.connect``)."""
         if self.connect is not None:
             return self.connect(self.config, self.env)
         from reconcile.salesforce import connect
@@ -53,12 +65,15 @@ class Context:
 
 @dataclass(frozen=True)
 class Loaded:
+    """A plan read from the archive and checked (version, schema, id): its folder, its
+    document and its state (planned, approved, applying, applied …)."""
     plan_dir: Path
     doc: dict[str, Any]
     state: PlanState
 
 
 def load(ctx: Context, ref: str) -> Loaded:
+    """The plan ``ref`` names (a plan id, a unique prefix of one, or its folder's path)."""
     plan_dir = ctx.archive.resolve(ref)
     refuse_links(plan_dir)   # the archive never follows a symbolic link
     doc = plan_doc.load_plan(plan_dir / ar.PLAN)
@@ -71,6 +86,7 @@ def load(ctx: Context, ref: str) -> Loaded:
 
 @dataclass(frozen=True)
 class PlanResult:
+    """A plan just made and archived: its folder, its document, the API calls it took."""
     plan_dir: Path
     doc: dict[str, Any]
     api_calls: int
@@ -115,7 +131,7 @@ def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
     if (plan_dir / ar.PLAN).is_file():
         return plan_dir  # the same content has the same id: already archived
     # Until plan.json is there the folder is an unfinished save (a crash mid-way): redo it.
-    arch.write(plan_dir, ar.HTML, render_html(doc), overwrite=True)
+    arch.write(plan_dir, ar.HTML, render_html(doc, ctx.config), overwrite=True)
     arch.write(plan_dir, ar.REVIEW, review_csv(doc), overwrite=True)
     arch.write(plan_dir, ar.CHANGES, changes_csv(doc), overwrite=True)
     for name, text in handoff_csvs(doc).items():
@@ -128,7 +144,8 @@ def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
 
 def approve(ctx: Context, ref: str, *, by: str, comment: str = "",
             sign: Path | None = None) -> tuple[Loaded, dict[str, Any]]:
-    """``sign``: the approver's SSH key (else ``[approval] signing_key``, if set)."""
+    """Approve the plan ``ref`` as ``by``; returns the plan (now approved) and the approval
+    record written. ``sign``: the approver's SSH key (else ``[approval] signing_key``, if set)."""
     loaded = load(ctx, ref)
     record = _approve(ctx.archive, loaded.plan_dir, loaded.doc, by=by, comment=comment, now=ctx.now(),
                       config=ctx.config, sign_with=sign)
@@ -138,7 +155,11 @@ def approve(ctx: Context, ref: str, *, by: str, comment: str = "",
 # -- apply --------------------------------------------------------------------------
 
 def apply(ctx: Context, ref: str, *, skip_drifted: bool = False,
-          progress: Callable[[int, int], None] | None = None) -> Any:
+          progress: Callable[[int, int], None] | None = None) -> ApplyReport:
+    """Apply (or resume applying) the approved plan ``ref`` after checking its approval and
+    that the connection is to the plan's org; see ``reconcile.apply``. A plan already
+    applied is reported again, nothing sent. ``progress(done, total)`` is called as
+    changes settle."""
     from reconcile.apply import apply_plan, report_from_result
 
     loaded = load(ctx, ref)
@@ -169,6 +190,9 @@ def apply(ctx: Context, ref: str, *, skip_drifted: bool = False,
 # -- rollback -----------------------------------------------------------------------
 
 def rollback(ctx: Context, ref: str) -> PlanResult:
+    """Make (and archive) the rollback plan of the applied plan ``ref``: it undoes what
+    the apply wrote, where the records still hold what it wrote. Approve and apply it
+    like any plan."""
     from reconcile.rollback import build_rollback, records_to_read
 
     parent = load(ctx, ref)
@@ -223,7 +247,8 @@ def whoami(ctx: Context) -> dict[str, Any]:
 
 
 def log(ctx: Context) -> list[dict[str, Any]]:
-    entries = []
+    """Every archived plan, oldest first: id, kind, parent, state, summary, approval."""
+    entries: list[dict[str, Any]] = []
     arch = ctx.archive
     listed: list[tuple[Path, dict[str, Any]]] = []
     children: dict[str, list[Path]] = {}
@@ -235,9 +260,10 @@ def log(ctx: Context) -> list[dict[str, Any]]:
             continue
         if doc.get("parent_plan_id"):
             children.setdefault(doc["parent_plan_id"], []).append(plan_dir)
-        listed.append((plan_dir, {
+        entry: dict[str, Any] = {
             "plan_id": doc.get("plan_id"), "created_at": doc.get("created_at"), "kind": doc.get("kind"),
-            "parent_plan_id": doc.get("parent_plan_id"), "summary": doc.get("summary", {})}))
+            "parent_plan_id": doc.get("parent_plan_id"), "summary": doc.get("summary", {})}
+        listed.append((plan_dir, entry))
     from reconcile.verify import verify_archive
     for plan_dir, entry in listed:
         approval = ar.read_json(plan_dir / ar.APPROVAL) if (plan_dir / ar.APPROVAL).is_file() else {}

@@ -45,3 +45,63 @@ def test_nothing_below_the_cli_imports_it():
         if path.name in ("cli.py", "__main__.py", "reference.py"):
             continue
         assert "reconcile.cli" not in imported(path), path.name
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """reconcile module -> the reconcile modules it imports (at any depth of the file:
+    an import inside a function still makes a cycle a reader has to untangle)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets.add(node.module)
+                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, …, a], or None (depth-first search)."""
+    state: dict[str, int] = {}      # 1 on the current path, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_find_cycle_finds_one_and_only_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle_inside_the_package():
+    """A package's __init__ importing its own modules is not a cycle worth naming: packages
+    (reconcile, reconcile.render, …) are left out, their modules are checked."""
+    graph = import_graph()
+    packages = {p.parent for p in PACKAGE.rglob("__init__.py")}
+    package_names = {_module_name(p / "__init__.py") for p in packages}
+    graph = {k: v - package_names for k, v in graph.items() if k not in package_names}
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from reconcile import salesforce
-from reconcile.apply import WriteItem
-from reconcile.bulkwriter import NO_RESULT, NOT_PROCESSED, BulkWriter, parse_sf_error
+from reconcile.writers import WriteItem
+from reconcile.writers import NO_RESULT, NOT_PROCESSED, BulkWriter, parse_sf_error
 from reconcile.config import Config
 from reconcile.errors import ApiLimitExceeded, OutcomeUnknown, SalesforceError
 from reconcile.model import Action

@@ -30,6 +30,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from reconcile.chars import escape_invisible
+from reconcile.config import Config
+from reconcile.steps import Step, build_steps
+
 from reconcile.render.digest import CUPOLA_HELP, DECIDED_BY_LABELS, HANDOFF_LABELS, REASON_LABELS, Digest, Group, \
     Transition, digest, field_values
 from reconcile.render.text import ACTION_STYLE, NO_CHANGES, counts, format_value, reference, rows_label, short_id, \
@@ -201,6 +204,7 @@ class PlanPage:
     cupola_help: str
     script: Markup
     csp: str
+    steps: tuple[Step, ...] = ()          # the apply steps (reconcile.steps): what apply sends, in order
 
 
 class _Doc(dict):
@@ -402,8 +406,9 @@ def _groups(doc: Mapping[str, Any], d: Digest) -> tuple[list[dict[str, Any]], in
     return specs, sum(len(s["rows"]) for s in specs)
 
 
-def page_context(doc: Mapping[str, Any]) -> PlanPage:
-    """The template's context for one plan document."""
+def page_context(doc: Mapping[str, Any], config: Config | None = None) -> PlanPage:
+    """The template's context for one plan document; ``config``: the sizes the apply
+    steps are listed with (the defaults when not given)."""
     n = counts(doc)
     d = digest(doc, n)
     specs, total = _groups(doc, d)
@@ -436,6 +441,7 @@ def page_context(doc: Mapping[str, Any]) -> PlanPage:
         cupola_help=CUPOLA_HELP,
         script=Markup(FILTER_SCRIPT),
         csp=_csp_hash(FILTER_SCRIPT),
+        steps=tuple(build_steps(doc, config or Config())),
     )
 
 
@@ -460,8 +466,8 @@ def _printable(value: Any) -> Any:
     return value
 
 
-def render_html(doc: Mapping[str, Any]) -> str:
+def render_html(doc: Mapping[str, Any], config: Config | None = None) -> str:
     """The plan as one self-contained HTML page (``plan.html`` in the archive)."""
-    context = page_context(doc)
+    context = page_context(doc, config)
     template = _environment().get_template(TEMPLATE)
     return template.render(page=context)

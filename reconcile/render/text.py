@@ -17,8 +17,10 @@ from rich.table import Table
 from rich.text import Text
 
 from reconcile.chars import escape_tree
+from reconcile.config import Config
 from reconcile.model import pointed_ref
 from reconcile.render.digest import CUPOLA_HELP, DECIDED_BY_LABELS, REASON_LABELS, Digest, Transition, digest, field_values  # noqa: F401
+from reconcile.steps import Step, build_steps
 
 ACTIONS = ("create", "update", "delete")
 
@@ -402,10 +404,20 @@ def _summary(doc: Mapping[str, Any], console: Console, d: Digest, *, listed: boo
                            f"only the chosen one is written ({parts})."))
 
 
-def render_show(doc: Mapping[str, Any], console: Console, *, full: bool = False) -> None:
+def _steps(steps: Iterable[Step], console: Console) -> None:
+    """The apply steps (``reconcile.steps``): what apply sends, in order."""
+    console.print(Text("Apply steps (what apply sends, in this order):", style="bold"))
+    for number, step in enumerate(steps, start=1):
+        _hanging(console, 2, Text(f"{number}."), step.describe())
+
+
+def render_show(doc: Mapping[str, Any], console: Console, config: Config | None = None, *,
+                full: bool = False) -> None:
     """Print the plan for a terminal (``reconcile show PLAN``): the header, the summary
-    (counts per transition and per reason, with examples), and every change only with
-    ``full`` or for a small plan (``SHOW_ALL_UP_TO``)."""
+    (counts per transition and per reason, with examples), the apply steps, and every
+    change only with ``full`` or for a small plan (``SHOW_ALL_UP_TO``). ``config``: the
+    sizes the apply steps are listed with (the defaults when not given)."""
+    steps = build_steps(doc, config or Config())
     doc = escape_tree(doc)   # an escape sequence or bidi override from the org is shown, not obeyed
     n = counts(doc)
     d = digest(doc, n)
@@ -420,6 +432,7 @@ def render_show(doc: Mapping[str, Any], console: Console, *, full: bool = False)
         _duplicates(doc, console)
         _skipped(doc, console)
         _review(doc, console)
+    _steps(steps, console)
     _tail(doc, console, notes=None if listed else SHOW_NOTES)
     if not listed:
         console.print(Text(f"Every change: reconcile show {short_id(doc.get('plan_id'))} --full, "

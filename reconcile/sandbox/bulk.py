@@ -41,6 +41,15 @@ LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
 INGEST_OPERATIONS = ("insert", "update", "delete")
 FINAL_STATES = ("JobComplete", "Failed", "Aborted")
 NULL = "#N/A"
+# The org's daily Bulk allowances (/limits): batches are shared by Bulk API and Bulk
+# API 2.0, where only ingest jobs use them, one per 10,000 records
+# (https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/datafiles_understanding_bulk2_ingest.htm);
+# query jobs and their result storage have their own
+# (https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/bulk_api_2_limits.htm).
+DAILY_BATCHES = 15_000
+DAILY_QUERY_JOBS = 10_000
+DAILY_QUERY_STORAGE_MB = 1_048_576
+RECORDS_PER_BATCH = 10_000
 
 
 class BulkError(Exception):
@@ -101,6 +110,10 @@ class BulkJobs:
         self.polls_in_progress = polls_in_progress
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        # What /limits reports as used today (the sandbox's day is its lifetime).
+        self.batches_used = 0
+        self.query_jobs_used = 0
+        self.query_storage_mb_used = 0
 
     # -- routing -------------------------------------------------------------
 
@@ -189,6 +202,10 @@ class BulkJobs:
             job = Job(self.store.new_id(JOB_PREFIX), "query", operation, parsed.sobject, version,
                       stamp, delimiter, line_ending, modstamp=stamp, query=text)
             self._run_query(job, parsed)
+            size = len(_csv_bytes(job.columns, job.rows, job.delimiter, job.line_ending))
+            with self._lock:
+                self.query_jobs_used += 1
+                self.query_storage_mb_used += -(-size // (1024 * 1024))
         with self._lock:
             self._jobs[job.id] = job
         info = self.info(job, poll=False)
@@ -292,6 +309,8 @@ class BulkJobs:
             return []
         canonical = [names[h.lower()] for h in header]
         records = [_record(job.object, canonical, row) for row in rows]
+        with self._lock:
+            self.batches_used += max(1, -(-len(rows) // RECORDS_PER_BATCH))
         if job.operation == "insert":
             results, applied = self.store.api_create(
                 [{"attributes": {"type": job.object}, **r} for r in records],

@@ -183,12 +183,20 @@ class OAuth:
                                "or user locked out.")
         token = escape(self.issue())
         server = escape(f"{instance_url}/services/Soap/u/{version}.0/{self.org_id}")
+        metadata = escape(f"{instance_url}/services/Soap/m/{version}.0/{self.org_id}")
         return 200, (
             '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
             'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
             'xmlns="urn:partner.soap.sforce.com"><soapenv:Body><loginResponse><result>'
+            f"<metadataServerUrl>{metadata}</metadataServerUrl>"
             f"<passwordExpired>false</passwordExpired><serverUrl>{server}</serverUrl>"
             f"<sessionId>{token}</sessionId><userId>{self.app.user_id}</userId>"
+            # LoginResult.userInfo (GetUserInfoResult): clients read the org id here
+            f"<userInfo><organizationId>{self.org_id}</organizationId>"
+            f"<userEmail>{escape(self.app.username)}</userEmail>"
+            "<userFullName>Integration User</userFullName>"
+            f"<userId>{self.app.user_id}</userId><userName>{escape(self.app.username)}</userName>"
+            "<userType>Standard</userType></userInfo>"
             "</result></loginResponse></soapenv:Body></soapenv:Envelope>").encode()
 
 

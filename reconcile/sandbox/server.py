@@ -1,6 +1,7 @@
 """The sandbox org's HTTPS server: the Salesforce REST endpoints reconcile
 uses, with Salesforce's response and error shapes, on 127.0.0.1.
 
+Request bodies come with ``Content-Length`` or ``Transfer-Encoding: chunked``.
 Endpoints (``vXX.X`` is any version from 42.0 to 68.0)::
 
     GET    /services/data/                                versions (no auth, not counted)
@@ -13,11 +14,15 @@ Endpoints (``vXX.X`` is any version from 42.0 to 68.0)::
     GET|PATCH|DELETE /services/data/vXX.X/sobjects/<type>/<id>
     POST|PATCH|DELETE /services/data/vXX.X/composite/sobjects   collections
     GET|POST /services/data/vXX.X/composite/sobjects/<type>     retrieve by ids
+    POST   /services/data/vXX.X/composite              up to 25 subrequests (reads and writes,
+                                                       @{ref.field} references, allOrNone)
     POST|GET /services/data/vXX.X/jobs/ingest | jobs/query        Bulk API 2.0 (see bulk.py)
     GET|PATCH|DELETE .../jobs/ingest/<id> | jobs/query/<id>
     PUT    .../jobs/ingest/<id>/batches                           CSV upload
     GET    .../jobs/ingest/<id>/successfulResults | failedResults | unprocessedrecords
     GET    .../jobs/query/<id>/results?maxRecords=&locator=
+    POST   /services/oauth2/token, GET /services/oauth2/userinfo, GET /id/<org>/<user>
+    POST   /services/Soap/u/NN.0                                  sign-in (see oauth.py; not API calls)
     GET|POST /__sandbox/faults, GET /__sandbox/stats, POST /__sandbox/stats/reset,
     GET /__sandbox/snapshot                                      test control (no auth)
 """
@@ -48,10 +53,15 @@ from reconcile.sandbox.store import Store
 
 MIN_VERSION, MAX_VERSION = 42, 68
 MAX_URI_BYTES = 16_384
+MAX_BODY_BYTES = 150 * 1024 * 1024  # Bulk API 2.0's largest upload
 MAX_COLLECTION = 200
+MAX_COMPOSITE = 25
+COMPOSITE_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE")
 MAX_RETRIEVE = 2_000
 DEFAULT_BATCH = 2_000
 _VERSION_RE = re.compile(r"^v(\d{2})\.0$")
+_REFERENCE_ID = re.compile(r"[A-Za-z0-9_]+")
+_REFERENCE = re.compile(r"@\{([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+|\[\d+\])*)\}")
 _SEASONS = ("Spring", "Summer", "Winter")
 
 
@@ -213,6 +223,11 @@ class SandboxServer:
     @property
     def instance_url(self) -> str:
         return f"https://{self.host}:{self.port}"
+
+    @property
+    def identity_url(self) -> str:
+        """The integration user's Identity URL (``/id/<org id>/<user id>``)."""
+        return f"{self.instance_url}/id/{self.store.org_id}/{self.oauth.app.user_id}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -441,37 +456,90 @@ class _Request:
                 raise self.not_allowed("GET,POST")
         raise ApiError(404, *NOT_FOUND)
 
-    # Composite: several subrequests, one API call. The sandbox runs GET subrequests
-    # (describe, query, rows), independently, in order — what reconcile sends.
+    # Composite: up to 25 subrequests, one API call, run in order; a later one may use
+    # an earlier one's answer as ``@{referenceId.field}`` (``.`` for a field, ``[n]``
+    # for a list item) in its url or body. With ``allOrNone`` true a failed subrequest
+    # rolls the whole request back and every other subrequest answers 400
+    # PROCESSING_HALTED; otherwise the others run and only those that reference a
+    # failed one are not run. The top-level answer is 200 either way.
+    # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_composite.htm
+    # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_subrequest_result.htm
     def composite(self) -> Response:
         body = self.json_body()
         subrequests = body.get("compositeRequest") if isinstance(body, dict) else None
         if not isinstance(subrequests, list) or not subrequests:
             raise ApiError(400, "INVALID_INPUT", "compositeRequest is required")
-        if len(subrequests) > 25:
+        if len(subrequests) > MAX_COMPOSITE:
             raise ApiError(400, "INVALID_BATCH_SIZE", "A composite request can have up to 25 subrequests")
-        answers = []
+        for sub in subrequests:   # the whole request is refused before any subrequest runs
+            if not isinstance(sub, dict) or sub.get("method") not in COMPOSITE_METHODS:
+                raise ApiError(400, "INVALID_INPUT", "Each subrequest needs a method: "
+                               + ", ".join(COMPOSITE_METHODS))
+            if not isinstance(sub.get("url"), str) or not sub["url"].startswith("/services/data/"):
+                raise ApiError(400, "INVALID_INPUT", "Each subrequest needs a url under /services/data/")
+            if not isinstance(sub.get("referenceId"), str) or not _REFERENCE_ID.fullmatch(sub["referenceId"]):
+                raise ApiError(400, "INVALID_INPUT", "Each subrequest needs a referenceId of letters, "
+                               "digits and underscores")
+        all_or_none = self.all_or_none(body.get("allOrNone", False))
+        with self.store.lock:
+            before = self.store.to_state() if all_or_none else None
+            answers, applied, failed = self._run_subrequests(subrequests, all_or_none)
+            if all_or_none and failed:
+                self.store.restore(before)  # type: ignore[arg-type]
+                halted = error_body("PROCESSING_HALTED", "The transaction was rolled back since "
+                                    "another operation in the same transaction failed.")
+                answers = [a if a["referenceId"] == failed else
+                           {"body": halted, "httpHeaders": {}, "httpStatusCode": 400,
+                            "referenceId": a["referenceId"]} for a in answers]
+                applied = []
+        ok = sum(1 for a in answers if a["httpStatusCode"] < 300)
+        return Response(200, {"compositeResponse": answers}, write=bool(applied), applied=applied,
+                        summary=f"200 composite {len(answers)} subrequests ok={ok}")
+
+    def _run_subrequests(self, subrequests: list, all_or_none: bool) -> tuple[list, list, str | None]:
+        """(answers, applied writes, referenceId of the first failure when all_or_none)."""
+        answers: list[dict] = []
+        done: dict[str, dict] = {}
+        applied: list = []
         for sub in subrequests:
-            ref = sub.get("referenceId") if isinstance(sub, dict) else None
-            url = sub.get("url") if isinstance(sub, dict) else None
-            if sub.get("method") != "GET" or not isinstance(url, str) or not ref:
-                raise ApiError(400, "INVALID_INPUT", "the sandbox runs composite GET subrequests "
-                                                     "with a url and a referenceId")
-            split = urlsplit(url)
-            parts = [p for p in split.path.split("/") if p][2:]
-            match = _VERSION_RE.match(parts[0]) if parts else None
+            ref = sub["referenceId"]
             try:
-                if not match:
-                    raise ApiError(404, *NOT_FOUND)
-                inner = _Request(self.sb, "GET", parts[0][1:], parts[1:], parse_qs(split.query),
-                                 self.headers, b"").dispatch()
-                status, answer = inner.status, inner.body
+                url = _resolve(sub["url"], done)
+                sub_body = _resolve(sub.get("body"), done)
             except ApiError as err:
-                status, answer = err.status, err.body
-            answers.append({"body": answer, "httpHeaders": {}, "httpStatusCode": status,
-                            "referenceId": ref})
-        return Response(200, {"compositeResponse": answers},
-                        summary=f"composite {len(answers)} subrequests")
+                answer = {"body": err.body, "httpHeaders": {}, "httpStatusCode": err.status, "referenceId": ref}
+            else:
+                answer = self._subrequest(sub["method"], url, sub_body, ref, all_or_none)
+                applied.extend(answer.pop("_applied"))
+            answers.append(answer)
+            done[ref] = answer
+            if all_or_none and answer["httpStatusCode"] >= 400:
+                return answers + [{"body": None, "httpHeaders": {}, "httpStatusCode": 400,
+                                   "referenceId": s["referenceId"]}
+                                  for s in subrequests[len(answers):]], applied, ref
+        return answers, applied, None
+
+    def _subrequest(self, method: str, url: str, body: Any, ref: str, all_or_none: bool) -> dict:
+        split = urlsplit(url)
+        parts = [p for p in split.path.split("/") if p][2:]
+        match = _VERSION_RE.match(parts[0]) if parts else None
+        if isinstance(body, dict) and all_or_none and parts[1:3] == ["composite", "sobjects"]:
+            body = {**body, "allOrNone": True}   # the outer allOrNone governs collections too
+        raw = b"" if body is None else json.dumps(body).encode("utf-8")
+        headers: dict[str, str] = {}
+        applied: list = []
+        try:
+            if not match or parts[1:2] == ["composite"] and len(parts) == 2:
+                raise ApiError(404, *NOT_FOUND)
+            inner = _Request(self.sb, method, parts[0][1:], parts[1:],
+                             parse_qs(split.query, keep_blank_values=True), self.headers, raw).dispatch()
+            status, answer, applied = inner.status, inner.body, inner.applied
+            if status == 201 and isinstance(answer, dict) and answer.get("id") and len(parts) == 3:
+                headers["Location"] = self.url_of(self.sobject(parts[2]), answer["id"])
+        except ApiError as err:
+            status, answer = err.status, err.body
+        return {"body": answer, "httpHeaders": headers, "httpStatusCode": status, "referenceId": ref,
+                "_applied": applied}
 
     # Bulk API 2.0
     def bulk_jobs(self) -> Response:
@@ -486,21 +554,27 @@ class _Request:
 
     # resources
     def resources(self) -> Response:
+        """Resources by version; ``identity`` is the session user's absolute Identity URL
+        (https://developer.salesforce.com/docs/platform/api-rest/guide/dome-discoveryresource.md)."""
         base = f"/services/data/v{self.version}"
         names = ("sobjects", "query", "queryAll", "composite", "limits", "jobs")
-        return Response(200, {name: f"{base}/{name}" for name in names})
+        body = {name: f"{base}/{name}" for name in names}
+        body["identity"] = self.sb.identity_url
+        return Response(200, body)
 
     def limits(self) -> Response:
         used, limit = self.sb.api_used, self.sb.daily_api_limit
 
-        def quota(n: int) -> dict:
-            return {"Max": n, "Remaining": n}
+        def left(n: int, spent: int) -> dict:
+            return {"Max": n, "Remaining": max(n - spent, 0)}
 
+        jobs = self.sb.bulk
         return Response(200, {
-            "DailyApiRequests": {"Max": limit, "Remaining": max(limit - used, 0)},
-            "DailyBulkApiBatches": quota(15000),
-            "DailyBulkV2QueryJobs": quota(10000),
-            "DailyBulkV2QueryFileStorageMB": quota(1048576),
+            "DailyApiRequests": left(limit, used),
+            # shared by Bulk API and Bulk API 2.0; a 2.0 ingest job uses one per 10,000 rows
+            "DailyBulkApiBatches": left(bulk.DAILY_BATCHES, jobs.batches_used),
+            "DailyBulkV2QueryJobs": left(bulk.DAILY_QUERY_JOBS, jobs.query_jobs_used),
+            "DailyBulkV2QueryFileStorageMB": left(bulk.DAILY_QUERY_STORAGE_MB, jobs.query_storage_mb_used),
             "DataStorageMB": {"Max": 1024, "Remaining": 1000},
         })
 
@@ -550,7 +624,7 @@ class _Request:
         if record is None:
             raise ApiError(404, *NOT_FOUND)
         if record["IsDeleted"]:
-            raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted")
+            raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
         if self.method in ("GET", "PATCH"):
             self.precondition(record)
         if self.method == "GET":
@@ -687,6 +761,41 @@ class _Request:
         return Response(200, out, summary=f"200 retrieve {sobject} ids={len(raw_ids)} found={found}")
 
 
+def _resolve(value: Any, done: dict[str, dict]) -> Any:
+    """``value`` with each ``@{referenceId.path}`` replaced by that field of an earlier
+    subrequest's answer body (a string that is one whole reference keeps the value's
+    type). A reference to a failed or unknown subrequest, or to a missing field:
+    ApiError 400 PROCESSING_HALTED — the subrequest is not run."""
+    if isinstance(value, dict):
+        return {k: _resolve(v, done) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, done) for v in value]
+    if not isinstance(value, str) or "@{" not in value:
+        return value
+
+    def lookup(match: re.Match) -> Any:
+        ref, path = match.group(1), match.group(2)
+        answer = done.get(ref)
+        found: Any = answer["body"] if answer and answer["httpStatusCode"] < 300 else None
+        for step in re.findall(r"\.([A-Za-z0-9_]+)|\[(\d+)\]", path):
+            if isinstance(found, dict) and step[0]:
+                found = found.get(step[0])
+            elif isinstance(found, list) and step[1] and int(step[1]) < len(found):
+                found = found[int(step[1])]
+            else:
+                found = None
+        if found is None:
+            raise ApiError(400, "PROCESSING_HALTED",
+                           f"Invalid reference specified. No value for {ref}{path} found in {ref}. "
+                           f"Provided referenceId ({ref}) must be a successful earlier subrequest.")
+        return found
+
+    whole = _REFERENCE.fullmatch(value)
+    if whole:
+        return lookup(whole)
+    return _REFERENCE.sub(lambda m: str(lookup(m)), value)
+
+
 class _HTTPServer(ThreadingHTTPServer):
     """TLS per connection, with the handshake in the connection's own thread."""
 
@@ -741,15 +850,49 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PATCH = do_DELETE = do_PUT = do_GET
 
+    def _read_body(self) -> bytes | None:
+        """The request body: ``Content-Length`` bytes, or a ``Transfer-Encoding:
+        chunked`` body read to its last chunk (RFC 9112 §7.1; Node's fetch streams
+        a Bulk API 2.0 upload that way). None: a body that cannot be read, answered
+        400 and the connection closed (its leftover bytes would corrupt the next
+        request)."""
+        encoding = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in encoding:
+            parts, size = [], 0
+            while True:
+                line = self.rfile.readline(1024)
+                try:
+                    chunk = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    return None
+                if chunk == 0:
+                    break
+                size += chunk
+                if size > MAX_BODY_BYTES:
+                    return None
+                parts.append(self.rfile.read(chunk))
+                self.rfile.readline(1024)          # the CRLF after the chunk
+            while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
+                pass                                # trailer fields, ignored
+            return b"".join(parts)
+        raw = self.headers.get("Content-Length") or "0"
+        if not raw.strip().isdigit() or int(raw) > MAX_BODY_BYTES:
+            return None
+        length = int(raw)
+        return self.rfile.read(length) if length > 0 else b""
+
     def _handle(self) -> None:
         sb = self.sandbox
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+        body = self._read_body()
+        if body is None:
+            self.close_connection = True
+            return self._send(Response(400, error_body("JSON_PARSER_ERROR",
+                                                       "The request body could not be read")))
         split = urlsplit(self.path)
         path = split.path
         if path.startswith("/__sandbox/"):
             return self._control(path, body)
-        if path.startswith(("/services/oauth2/", "/services/Soap/u/")):
+        if path.startswith(("/services/oauth2/", "/services/Soap/u/", "/id/")):
             return self._send(self._sign_in(path, body))
         is_api = path.startswith("/services/data/v")
         if len(self.path.encode("utf-8")) > MAX_URI_BYTES:
@@ -819,11 +962,47 @@ class _Handler(BaseHTTPRequestHandler):
             if scheme.lower() == "bearer" and (token == sb.token or sb.oauth.valid(token)):
                 return Response(200, sb.oauth.userinfo(sb.instance_url))
             return Response(401, None, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if self.command == "GET" and path.rstrip("/") == urlsplit(sb.identity_url).path:
+            return self._identity(sb)
         match = re.fullmatch(r"/services/Soap/u/(\d+)\.0", path.rstrip("/"))
         if self.command == "POST" and match:
             status, xml = sb.oauth.soap_login(int(match.group(1)), body, sb.instance_url)
             return Response(status, csv=xml, content_type="text/xml; charset=utf-8")
         return Response(404, error_body(*NOT_FOUND))
+
+    def _identity(self, sb: SandboxServer) -> Response:
+        """The Identity URL: who the session's user is, with the org's API URLs. The
+        token comes as ``Authorization: Bearer`` or the ``oauth_token`` parameter;
+        ``version`` fills the URLs' ``{version}`` placeholder (``latest``: the newest).
+        https://help.salesforce.com/s/articleView?id=sf.remoteaccess_using_openid.htm"""
+        query = parse_qs(urlsplit(self.path).query)
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() not in ("bearer", "oauth"):
+            token = (query.get("oauth_token") or query.get("access_token") or [""])[-1]
+        token = token.strip()
+        if not token:
+            return Response(403, csv=b"Missing_OAuth_Token", content_type="text/plain")
+        if not (hmac.compare_digest(token.encode(), sb.token.encode()) or sb.oauth.valid(token)):
+            return Response(403, csv=b"Bad_OAuth_Token", content_type="text/plain")
+        version = (query.get("version") or ["{version}"])[-1]
+        if version == "latest":
+            version = f"{MAX_VERSION}.0"
+        app, base = sb.oauth.app, sb.instance_url
+        return Response(200, {
+            "id": sb.identity_url, "asserted_user": True, "user_id": app.user_id,
+            "organization_id": sb.store.org_id, "username": app.username,
+            "nick_name": app.username.split("@")[0], "display_name": "Integration User",
+            "email": app.username, "email_verified": True, "first_name": "Integration",
+            "last_name": "User", "timezone": "GMT", "active": True, "user_type": "STANDARD",
+            "language": "en_US", "locale": "en_US", "utcOffset": 0,
+            "urls": {name: f"{base}/services/data/v{version}/{tail}" for name, tail in (
+                ("rest", ""), ("sobjects", "sobjects/"), ("search", "search/"), ("query", "query/"),
+                ("recent", "recent/"))} | {
+                "enterprise": f"{base}/services/Soap/c/{version}/{sb.store.org_id}",
+                "partner": f"{base}/services/Soap/u/{version}/{sb.store.org_id}",
+                "metadata": f"{base}/services/Soap/m/{version}/{sb.store.org_id}",
+                "profile": f"{base}/{app.user_id}"},
+        })
 
     def _control(self, path: str, body: bytes) -> None:
         sb = self.sandbox

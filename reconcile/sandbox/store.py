@@ -126,6 +126,21 @@ class Store:
                 "deleted": {s: [dict(r) for r in recs.values()] for s, recs in self._deleted.items()},
             }
 
+    def restore(self, state: dict) -> None:
+        """Put the org back as ``to_state()`` gave it (a composite request with
+        ``allOrNone`` rolls every subrequest back this way)."""
+        with self.lock:
+            issued = dict(self._counters)      # ids handed out meanwhile stay used
+            for bucket in (self._active, self._deleted):
+                for records in bucket.values():
+                    records.clear()
+            for by_field in self._index.values():
+                for values in by_field.values():
+                    values.clear()
+            self._load(state)
+            for prefix, n in issued.items():
+                self._counters[prefix] = max(n, self._counters.get(prefix, 0))
+
     def snapshot(self) -> dict:
         """The org as data, to compare before/after: ``{"org": ..., "records":
         {sobject: {id: fields}}, "deleted": {sobject: {id: fields}}}``."""

@@ -1,0 +1,239 @@
+"""The apply steps of a plan: what apply sends, in which order, by which path.
+
+``build_steps(plan, config)`` is pure and the only place that decides the
+order of apply's requests and the write path of each group of changes
+(sObject Collections or a Bulk API 2.0 job). Everything else reads its answer:
+
+- ``plan.estimate_api_calls`` is the sum of the steps' ``requests``;
+- ``reconcile show`` and the HTML page list the steps ("Apply steps");
+- ``apply`` runs the read steps of its pending changes for the drift check and
+  then the write steps, in this order.
+
+The order: check the org's identity; re-read the records that updates and
+deletes touch (one sobject at a time); count the Contacts still pointing at
+Accounts the plan deletes; look for records that appeared with the key of a
+planned create (e-mail, or an Account's Name); then write — Account creates,
+the other creates (they may point at a new Account), updates, deletes
+(Contacts and Leads before Accounts: deleting an Account takes its Contacts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Iterable, Mapping
+
+from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
+from reconcile.model import Action, Change, SObject, change_from_dict
+from reconcile.soql import COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, in_batches, in_query_head
+
+__all__ = ["Step", "StepKind", "Via", "build_steps", "read_steps", "write_steps", "write_groups",
+           "write_rank", "write_path", "batch_size", "write_requests", "create_key", "SOBJECT_WRITE_ORDER"]
+
+#: Accounts are written before the Contacts that need them (and deleted after them).
+SOBJECT_WRITE_ORDER = (SObject.ACCOUNT.value, SObject.CONTACT.value, SObject.LEAD.value)
+# A request URL has room for the query around the IN (…) list: this much is kept for it.
+_URL_ROOM = 500
+
+
+class StepKind(StrEnum):
+    CHECK_ORG = "check org"
+    REREAD = "re-read"
+    COUNT_CONTACTS = "count contacts"
+    FIND_NEW = "find new records"
+    WRITE = "write"
+
+
+class Via(StrEnum):
+    """The API a step uses."""
+    REST = "REST"
+    RETRIEVE = "sObject Collections retrieve"
+    SOQL = "SOQL query"
+    BULK_QUERY = "Bulk API 2.0 query"
+    COLLECTIONS = "sObject Collections"
+    BULK = "Bulk API 2.0"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of apply. ``records``: how many records it reads, looks for or writes;
+    ``batch_size``: records a request (a Bulk job for ``Via.BULK``); ``requests``: the
+    API calls it spends; ``change_ids``: the changes it serves, in plan order;
+    ``fields``: the fields it reads or writes."""
+    kind: StepKind
+    via: Via
+    requests: int
+    sobject: str | None = None
+    action: Action | None = None
+    records: int = 0
+    batch_size: int = 0
+    change_ids: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+
+    def what(self) -> str:
+        """What the step does, in words: ``update 450 Contact record(s)``."""
+        if self.kind is StepKind.CHECK_ORG:
+            return "check that the connection is to the plan's org"
+        if self.kind is StepKind.REREAD:
+            return f"re-read {self.records} {self.sobject} record(s) to check for drift"
+        if self.kind is StepKind.COUNT_CONTACTS:
+            return f"count the Contacts pointing at {self.records} Account(s) to delete"
+        if self.kind is StepKind.FIND_NEW:
+            key = "name" if self.sobject == SObject.ACCOUNT else "e-mail"
+            return f"look for new {self.sobject} records with the {key} of {self.records} create(s)"
+        return f"{self.action} {self.records} {self.sobject} record(s)"
+
+    def size(self) -> str:
+        """``200 a request`` / ``10000 a job``, or "" for a step without batches."""
+        if not self.batch_size:
+            return ""
+        return f"{self.batch_size} a {'job' if self.via is Via.BULK else 'request'}"
+
+    def describe(self) -> str:
+        """One line for a person: ``update 450 Contact record(s) via sObject Collections
+        (200 a request): 3 requests``."""
+        size = f" ({self.size()})" if self.size() else ""
+        return f"{self.what()} via {self.via}{size}: {self.requests} request{'' if self.requests == 1 else 's'}"
+
+
+# -- the write path -----------------------------------------------------------------------
+
+def write_path(sobject: str, count: int, config: Config) -> Via:
+    """Bulk API 2.0 for a group above ``bulk_threshold``; sObject Collections otherwise.
+    Leads always go through Collections: only there can ``Sforce-Auto-Assign: FALSE``
+    keep assignment rules from moving owners."""
+    if count > config.bulk_threshold and sobject != SObject.LEAD.value:
+        return Via.BULK
+    return Via.COLLECTIONS
+
+
+def batch_size(via: Via, config: Config) -> int:
+    """Records a request (Collections) or a job (Bulk)."""
+    return max(1, config.bulk_job_size if via is Via.BULK else config.collection_size)
+
+
+def write_requests(via: Via, count: int, config: Config, *, size: int | None = None) -> int:
+    """API calls to write ``count`` records by ``via``: one a Collections request, or
+    ``BULK_CALLS_PER_JOB`` a Bulk job (create, upload, close, two polls, three result files).
+    ``size``: records a request, when not the configured one."""
+    per_request = BULK_CALLS_PER_JOB if via is Via.BULK else 1
+    return math.ceil(count / max(1, size or batch_size(via, config))) * per_request
+
+
+def create_key(change: Change, config: Config) -> str:
+    """What tells a planned create apart in the org (lower-cased): an Account's Name, a
+    Contact's or Lead's e-mail. The drift check and settling look records up by it."""
+    if change.sobject != SObject.ACCOUNT and change.email:
+        return change.email.lower()
+    name = config.account_name_field if change.sobject == SObject.ACCOUNT else config.email_field
+    spec = change.fields.get(name)
+    return str((spec.after if spec is not None else None) or "").strip().lower()
+
+
+# -- the steps ------------------------------------------------------------------------------
+
+def _as_changes(plan: Mapping[str, Any] | Iterable[Change | Mapping[str, Any]]) -> list[Change]:
+    items = plan.get("changes") or () if isinstance(plan, Mapping) else plan
+    return [c if isinstance(c, Change) else change_from_dict(c) for c in items]
+
+
+def write_rank(action: Action, sobject: str) -> tuple[int, int]:
+    """Where a group of writes goes: creates, updates, deletes; Account creates before
+    the other creates (they may point at a new Account), Account deletes after the
+    others (deleting an Account takes its Contacts with it)."""
+    if action is Action.CREATE:
+        return 0, 0 if sobject == SObject.ACCOUNT else 1
+    if action is Action.DELETE:
+        return 2, 1 if sobject == SObject.ACCOUNT else 0
+    return 1, 0
+
+
+def write_groups(changes: Iterable[Change]) -> list[tuple[Action, str, list[Change]]]:
+    """(action, sobject, changes) in write order; groups of the same rank and the changes
+    inside a group keep plan order."""
+    groups: dict[tuple[Action, str], list[Change]] = {}
+    for change in changes:
+        groups.setdefault((change.action, str(change.sobject)), []).append(change)
+    first_seen = list(groups)
+    ordered = sorted(groups, key=lambda key: (write_rank(*key), first_seen.index(key)))
+    return [(action, sobject, groups[(action, sobject)]) for action, sobject in ordered]
+
+
+def write_steps(changes: Iterable[Change], config: Config) -> list[Step]:
+    """The write steps of ``changes``: one per action and sobject, in write order."""
+    steps = []
+    for action, sobject, group in write_groups(changes):
+        via = write_path(sobject, len(group), config)
+        steps.append(Step(kind=StepKind.WRITE, via=via, sobject=sobject, action=action,
+                          records=len(group), batch_size=batch_size(via, config),
+                          requests=write_requests(via, len(group), config),
+                          change_ids=tuple(c.change_id for c in group),
+                          fields=tuple(sorted({f for c in group for f in c.fields}))))
+    return steps
+
+
+def _find_queries(sobject: str, keys: set[str], config: Config, instance_url: str | None) -> int:
+    """The ``key IN (…)`` queries apply sends for ``keys``: exactly the adapter's batching
+    when the org's instance URL (part of every request URL) is known; otherwise a quoted
+    literal and a comma per key, with room for the rest of the URL kept."""
+    if not instance_url:
+        return max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - _URL_ROOM)))
+    field = config.account_name_field if sobject == SObject.ACCOUNT else config.email_field
+    return _in_queries(in_query_head(sobject, field, ["Id", field]), ")", sorted(k for k in keys if k),
+                       config, instance_url)
+
+
+def _in_queries(head: str, tail: str, values: list[str], config: Config, instance_url: str) -> int:
+    """How many ``head + values + tail`` queries the adapter sends for ``values``."""
+    base = f"{instance_url.rstrip('/')}/services/data/v{config.api_version}/query/?q="
+    try:
+        return sum(1 for _ in in_batches(head, tail, values, config.max_query_url - len(base)))
+    except ValueTooLong:
+        return 0    # the adapter refuses such a value before sending anything
+
+
+def read_steps(changes: Iterable[Change], config: Config, instance_url: str | None = None) -> list[Step]:
+    """The drift check's reads of ``changes``, in the order apply sends them.
+    ``instance_url``: the org's (``https://…``), for the exact count of queries."""
+    changes = list(changes)
+    steps: list[Step] = []
+    rereads: dict[str, list[Change]] = {}
+    creates: dict[str, list[Change]] = {}
+    for change in changes:
+        (creates if change.action is Action.CREATE else rereads).setdefault(str(change.sobject), []).append(change)
+    for sobject, group in rereads.items():
+        ids = list(dict.fromkeys(c.record_id for c in group if c.record_id))
+        size = max(1, config.retrieve_size)
+        steps.append(Step(kind=StepKind.REREAD, via=Via.RETRIEVE, sobject=sobject, records=len(ids),
+                          batch_size=size, requests=math.ceil(len(ids) / size),
+                          change_ids=tuple(c.change_id for c in group),
+                          fields=tuple(sorted({f for c in group for f in c.fields}))))
+    account_deletes = [c for c in rereads.get(SObject.ACCOUNT.value, []) if c.action is Action.DELETE]
+    if account_deletes:
+        ids = list(dict.fromkeys(str(c.record_id) for c in account_deletes))
+        requests = (_in_queries(COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ids, config, instance_url)
+                    if instance_url else 1)
+        steps.append(Step(kind=StepKind.COUNT_CONTACTS, via=Via.SOQL, sobject=SObject.ACCOUNT.value,
+                          records=len(account_deletes), requests=requests,
+                          change_ids=tuple(c.change_id for c in account_deletes)))
+    for sobject, group in creates.items():
+        unique = set(create_key(c, config) for c in group)   # apply asks for each key once
+        if len(unique) > config.bulk_query_threshold:
+            via, requests = Via.BULK_QUERY, BULK_QUERY_CALLS
+        else:
+            via, requests = Via.SOQL, _find_queries(sobject, unique, config, instance_url)
+        steps.append(Step(kind=StepKind.FIND_NEW, via=via, sobject=sobject, records=len(unique),
+                          requests=requests, change_ids=tuple(c.change_id for c in group)))
+    return steps
+
+
+def build_steps(plan: Mapping[str, Any] | Iterable[Change | Mapping[str, Any]], config: Config, *,
+                instance_url: str | None = None) -> list[Step]:
+    """Every step apply takes for ``plan`` (a plan document, or its changes), in order.
+    ``instance_url``: the org's, when ``plan`` is not a document that names it."""
+    changes = _as_changes(plan)
+    if instance_url is None and isinstance(plan, Mapping):
+        instance_url = (plan.get("org") or {}).get("instance_url")
+    return [Step(kind=StepKind.CHECK_ORG, via=Via.REST, requests=1),
+            *read_steps(changes, config, instance_url), *write_steps(changes, config)]

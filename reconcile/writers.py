@@ -1,0 +1,224 @@
+"""The writers apply sends its write steps through, behind one protocol (``Writer``).
+
+``CollectionsWriter`` sends up to ``collection_size`` records a request through
+sObject Collections (allOrNone=false). ``BulkWriter`` sends each chunk as one
+Bulk API 2.0 ingest job (``bulk_job_size`` records a job): for groups larger
+than ``config.bulk_threshold``, where Collections would cost one request per
+200 records. Which writer a group uses is decided by ``reconcile.steps``.
+
+Bulk API 2.0, in detail. A job costs a handful of requests whatever its size
+(create, upload, close, polls, three result files). Bulk results come back in
+no particular order, so they are matched to the changes by id, never by
+position: updates and deletes by ``sf__Id`` (the first 15 characters; a failed
+row's uploaded ``Id`` when ``sf__Id`` is empty), creates by a key column unique
+within the job — the e-mail for Contacts and Leads, the Name for Accounts.
+Every item gets exactly one ``ItemResult``; one missing from every result file
+is failed with ``NO_RESULT``, one left unprocessed (the job stopped early) with
+``NOT_PROCESSED``.
+
+Leads: Bulk API 2.0 has no ``Sforce-Auto-Assign`` header; a job may name an
+``assignmentRuleId`` (we never do). That no assignment rule runs without one is
+UNCONFIRMED (see ``Salesforce.bulk_ingest``), so Lead jobs cannot promise, as
+the collections path does, that owners stay put (``reconcile.steps`` keeps
+Leads on Collections).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence
+
+from reconcile.config import Config
+from reconcile.errors import OutcomeUnknown
+from reconcile.model import Action, SaveResult
+from reconcile.ports import BulkIngest, OrgWriter
+
+__all__ = ["Writer", "WriteItem", "ItemResult", "CollectionsWriter", "BulkWriter", "records_payload",
+           "parse_sf_error", "NO_RESULT", "NOT_PROCESSED"]
+
+NO_RESULT = "NO_RESULT"
+NOT_PROCESSED = "NOT_PROCESSED"
+_OPERATION = {Action.CREATE: "insert", Action.UPDATE: "update", Action.DELETE: "delete"}
+
+
+@dataclass(frozen=True)
+class WriteItem:
+    """One record to write: create/update fields (update with ``Id``), or ``{"Id": id}`` to delete."""
+    change_id: str
+    record: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    change_id: str
+    success: bool
+    id: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+
+
+class Writer(Protocol):
+    """Sends one request. Results are keyed by change_id; a request that was
+    refused as a whole raises reconcile's SalesforceError; one whose outcome is
+    unknown raises OutcomeUnknown."""
+    batch_size: int
+
+    def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any: ...
+
+    def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]: ...
+
+
+def records_payload(action: Action, items: Sequence[WriteItem]) -> list[Any]:
+    """What the journal's ``send`` event holds, whatever the writer: the records sent
+    for a create or update, the ids for a delete. Settling an unanswered request reads it."""
+    if action is Action.DELETE:
+        return [item.record["Id"] for item in items]
+    return [dict(item.record) for item in items]
+
+
+class CollectionsWriter:
+    """sObject Collections: up to ``collection_size`` records a request, allOrNone=false."""
+
+    def __init__(self, sf: OrgWriter, config: Config):
+        self.sf = sf
+        self.batch_size = config.collection_size
+
+    def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
+        return records_payload(action, items)
+
+    def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]:
+        payload = self.payload(action, sobject, items)
+        if action is Action.CREATE:
+            saved = self.sf.create(sobject, payload)
+        elif action is Action.UPDATE:
+            saved = self.sf.update(sobject, payload)
+        else:
+            saved = self.sf.delete(payload)
+        if len(saved) != len(items):
+            raise OutcomeUnknown(f"Salesforce answered {len(saved)} results for {len(items)} "
+                                 f"{sobject} records; the outcome is unknown")
+        out = []
+        for item, result in zip(items, saved):  # collections answer in request order
+            expected = item.record.get("Id")
+            if expected and result.id and result.id[:15] != str(expected)[:15]:
+                raise OutcomeUnknown(f"Salesforce answered for record {result.id} where "
+                                     f"{expected} was sent; the outcome is unknown")
+            out.append(_item_result(item.change_id, result))
+        return out
+
+
+def _item_result(change_id: str, result: SaveResult) -> ItemResult:
+    if result.success:
+        return ItemResult(change_id, True, id=result.id)
+    error = result.errors[0] if result.errors else None
+    message = "; ".join(e.message for e in result.errors) or None
+    return ItemResult(change_id, False, id=result.id,
+                      error_code=error.status_code if error else "UNKNOWN_ERROR", message=message)
+
+
+
+def parse_sf_error(text: str | None) -> tuple[str, str]:
+    """``CODE:message:field1,field2 --`` → (CODE, message)."""
+    text = (text or "").strip()
+    if text.endswith("--"):
+        text = text[:-2].rstrip()
+    code, sep, rest = text.partition(":")
+    if not sep:
+        return (code or "UNKNOWN_ERROR"), ""
+    message, sep, fields = rest.rpartition(":")
+    if not sep or " " in fields.strip():
+        message = rest                    # no trailing field list
+    return code.strip() or "UNKNOWN_ERROR", message.strip()
+
+
+class BulkWriter:
+    """Bulk API 2.0 ingest: ``batch_size`` (``config.bulk_job_size``) records a job."""
+
+    def __init__(self, sf: BulkIngest, config: Config):
+        self.sf = sf
+        self.config = config
+        self.batch_size = config.bulk_job_size
+
+    def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
+        return records_payload(action, items)
+
+    def key_field(self, sobject: str) -> str:
+        return self.config.account_name_field if sobject == "Account" else self.config.email_field
+
+    def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]:
+        action = Action(action)
+        keys = self._keys(action, sobject, items)          # item key -> change_id
+        records = ([{"Id": item.record["Id"]} for item in items] if action is Action.DELETE
+                   else [dict(item.record) for item in items])
+        outcome = self.sf.bulk_ingest(_OPERATION[action], sobject, records)
+        answers: dict[str, ItemResult] = {}
+
+        def claim(row: Mapping[str, Any], what: str) -> str:
+            """The change a result row answers (each answered once)."""
+            key = self._row_key(action, sobject, row)
+            change_id = keys.get(key) if key is not None else None
+            if change_id is None:
+                raise OutcomeUnknown(f"bulk job {outcome.job_id}: a {what} row matches no record "
+                                     f"that was sent ({key!r}); the outcome is unknown")
+            if change_id in answers:
+                raise OutcomeUnknown(f"bulk job {outcome.job_id}: two result rows for {key!r}; "
+                                     "the outcome is unknown")
+            return change_id
+
+        for row in outcome.successful:
+            change_id = claim(row, "successful")
+            answers[change_id] = ItemResult(change_id, True, id=row.get("sf__Id"))
+        for row in outcome.failed:
+            code, message = parse_sf_error(row.get("sf__Error"))
+            change_id = claim(row, "failed")
+            answers[change_id] = ItemResult(change_id, False, id=row.get("sf__Id") or None,
+                                            error_code=code, message=message or None)
+        for row in outcome.unprocessed:
+            change_id = claim(row, "unprocessed")
+            answers[change_id] = ItemResult(
+                change_id, False, error_code=NOT_PROCESSED,
+                message=f"bulk job {outcome.job_id} ended {outcome.state} before this record "
+                        "was processed")
+        out = []
+        for item in items:
+            answer = answers.get(item.change_id)
+            if answer is None:
+                answer = ItemResult(item.change_id, False, error_code=NO_RESULT,
+                                    message=f"bulk job {outcome.job_id} returned no result for "
+                                            "this record")
+            out.append(answer)
+        return out
+
+    # -- matching ------------------------------------------------------------------
+
+    def _keys(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> dict[str, str]:
+        keys: dict[str, str] = {}
+        for item in items:
+            if action is Action.CREATE:
+                field = self.key_field(sobject)
+                value = item.record.get(field)
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError(f"bulk create {sobject} {item.change_id}: no {field} to "
+                                     "match its result by")
+                key = _fold(value)
+            else:
+                record_id = item.record.get("Id")
+                if not isinstance(record_id, str) or len(record_id) < 15:
+                    raise ValueError(f"bulk {action} {sobject} {item.change_id}: no record Id")
+                key = record_id[:15]
+            if key in keys:
+                raise ValueError(f"bulk {action} {sobject}: {keys[key]} and {item.change_id} "
+                                 f"share {key!r}; a job's results could not tell them apart")
+            keys[key] = item.change_id
+        return keys
+
+    def _row_key(self, action: Action, sobject: str, row: Mapping[str, Any]) -> str | None:
+        if action is Action.CREATE:
+            value = row.get(self.key_field(sobject))
+            return _fold(value) if isinstance(value, str) else None
+        record_id = row.get("sf__Id") or row.get("Id")
+        return record_id[:15] if isinstance(record_id, str) and len(record_id) >= 15 else None
+
+
+def _fold(value: str) -> str:
+    return value.strip().casefold()

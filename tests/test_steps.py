@@ -1,0 +1,158 @@
+"""The apply steps (``reconcile.steps``): one source for the order, the write path and
+the request count that ``show``, the HTML page, the estimate and apply all use."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from reconcile.apply import apply_plan
+from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
+from reconcile.model import Action, Change, FieldChange, SObject
+from reconcile.plan import estimate_api_calls
+from reconcile.render.html import render_html
+from reconcile.render.text import render_show
+from reconcile.steps import StepKind, Via, build_steps
+
+from test_apply_e2e import CONFIG, NOW, make_plan, plan_dir_for, seed_people, writes_per_record
+
+
+def _change(action: Action, sobject: SObject, key: str, **fields: object) -> Change:
+    return Change(change_id=f"{sobject}:{key}", action=action, sobject=sobject,
+                  record_id=None if action is Action.CREATE else key,
+                  ref=f"{sobject}:{key}" if action is Action.CREATE else None,
+                  fields={f: FieldChange(None, v) for f, v in fields.items()}, reasons=(), rows=(),
+                  email=f"{key}@example.com" if sobject is not SObject.ACCOUNT else "")
+
+
+def test_steps_come_in_apply_order_whatever_the_plan_order():
+    changes = [_change(Action.DELETE, SObject.ACCOUNT, "001A"),
+               _change(Action.UPDATE, SObject.LEAD, "00QA", Status="Inactive"),
+               _change(Action.DELETE, SObject.CONTACT, "003D"),
+               _change(Action.CREATE, SObject.CONTACT, "new", AccountId="@{Account:acme}"),
+               _change(Action.CREATE, SObject.ACCOUNT, "acme", Name="Acme"),
+               _change(Action.UPDATE, SObject.CONTACT, "003U", Title="CTO")]
+    steps = build_steps(changes, Config())
+    assert [(s.kind, s.sobject, s.action) for s in steps] == [
+        (StepKind.CHECK_ORG, None, None),
+        (StepKind.REREAD, "Account", None), (StepKind.REREAD, "Lead", None),
+        (StepKind.REREAD, "Contact", None),
+        (StepKind.COUNT_CONTACTS, "Account", None),
+        (StepKind.FIND_NEW, "Contact", None), (StepKind.FIND_NEW, "Account", None),
+        # the Account before the Contact that points at it; Contacts deleted before Accounts
+        (StepKind.WRITE, "Account", Action.CREATE), (StepKind.WRITE, "Contact", Action.CREATE),
+        (StepKind.WRITE, "Lead", Action.UPDATE), (StepKind.WRITE, "Contact", Action.UPDATE),
+        (StepKind.WRITE, "Contact", Action.DELETE), (StepKind.WRITE, "Account", Action.DELETE)]
+    assert estimate_api_calls(changes, Config()) == sum(s.requests for s in steps) == 13
+
+
+def test_a_group_above_the_threshold_is_one_bulk_step_but_leads_stay_on_collections():
+    config = Config(bulk_threshold=100, bulk_job_size=1000)
+    contacts = [_change(Action.UPDATE, SObject.CONTACT, f"003{i}", Title="x") for i in range(2500)]
+    leads = [_change(Action.UPDATE, SObject.LEAD, f"00Q{i}", Status="x") for i in range(2500)]
+    writes = [s for s in build_steps(contacts + leads, config) if s.kind is StepKind.WRITE]
+    assert [(s.sobject, s.via, s.batch_size, s.requests) for s in writes] == [
+        ("Contact", Via.BULK, 1000, 3 * BULK_CALLS_PER_JOB), ("Lead", Via.COLLECTIONS, 200, 13)]
+    assert writes[0].change_ids == tuple(c.change_id for c in contacts)
+    assert writes[0].fields == ("Title",)
+
+
+def test_show_and_the_page_list_the_same_steps(sb):
+    contact_ids, lead_ids = seed_people(sb, 3, 2, tag="s")
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "CTO") for cid in contact_ids]
+                    + [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids])
+    console = Console(record=True, width=200, color_system=None)
+    render_show(doc, console, CONFIG)
+    shown = console.export_text()
+    page = render_html(doc, CONFIG)
+    steps = build_steps(doc, CONFIG)
+    assert "Apply steps" in shown and ">Apply steps<" in page
+    for number, step in enumerate(steps, start=1):
+        assert f"{number}. {step.describe()}" in shown
+        assert f"<td>{number}</td><td>{step.what()}</td><td>{step.via}</td>" in page.replace("&#39;", "'")
+    assert shown.index("update 3 Contact record(s)") < shown.index("update 2 Lead record(s)")
+
+
+# -- the estimate is what apply spends ---------------------------------------------------------
+
+def _apply_counting(sb, doc, config, tmp_path: Path):
+    """What workflow.apply does: check the org on a fresh connection, then apply. Returns
+    the report and the requests the sandbox org answered."""
+    from reconcile.salesforce import connect
+    sf = connect(config, env=sb.env, sleep=lambda s: None)   # no waiting between Bulk polls
+    sb.stats.reset()
+    sf.org_info()
+    report = apply_plan(doc, plan_dir_for(tmp_path, doc), sf, config, sleep=lambda s: None,
+                        now=lambda: NOW, calls_before=0)
+    return report, sb.stats.requests
+
+
+def test_the_estimate_is_what_apply_spends_on_a_small_plan(sb, tmp_path):
+    """Every kind of step once: re-reads, the Contact count of an Account to delete, the
+    queries for new records with a create's key, and Collections writes of each action."""
+    contact_ids, lead_ids = seed_people(sb, 3, 2, tag="e")
+    [old_account] = sb.store.insert_many("Account", [{"Name": "Old Corp"}])
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "CTO") for cid in contact_ids[:2]]
+                    + [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids],
+                    creates=[("Account", "acme corp", {"Name": "Acme Corp"}),
+                             ("Contact", "ann@acme.com", {"LastName": "Ann", "Email": "ann@acme.com",
+                                                          "AccountId": "@{Account:acme corp}"})],
+                    deletes=[contact_ids[2], old_account])
+    estimate = sum(step.requests for step in build_steps(doc, CONFIG))
+    report, answered = _apply_counting(sb, doc, CONFIG, tmp_path)
+    assert report.status == "applied", report.results
+    assert {s.kind for s in build_steps(doc, CONFIG)} == set(StepKind)
+    assert estimate == report.api_calls == answered == 13
+    assert all(n == 1 for n in writes_per_record(sb).values())
+
+
+@pytest.mark.parametrize("config, contacts, leads, creates", [
+    # several Bulk jobs for updates, creates and deletes, and a Bulk query for the creates' keys
+    (replace(CONFIG, bulk_threshold=20, bulk_job_size=30, bulk_query_threshold=40), 50, 30, 45),
+    # the default sizes: 4,500 Contact updates in one Bulk job, the Leads on Collections
+    (CONFIG, 4500, 30, 0),
+], ids=["small-thresholds", "4500-default"])
+def test_the_estimate_is_what_apply_spends_on_a_plan_with_bulk_jobs(sb, tmp_path, config, contacts,
+                                                                    leads, creates):
+    contact_ids, lead_ids = seed_people(sb, contacts, leads, tag="b")
+    deletes = contact_ids[:25] if creates else []
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "Director") for cid in contact_ids[len(deletes):]]
+                    + [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids],
+                    creates=[("Contact", f"n{i}@example.org", {"LastName": f"N{i}", "Email": f"n{i}@example.org"})
+                             for i in range(creates)],
+                    deletes=deletes)
+    steps = build_steps(doc, config)
+    assert any(s.via is Via.BULK for s in steps)
+    if creates:
+        assert any(s.via is Via.BULK_QUERY and s.requests == BULK_QUERY_CALLS for s in steps)
+    estimate = estimate_api_calls(doc["changes"], config, instance_url=doc["org"]["instance_url"])
+    report, answered = _apply_counting(sb, doc, config, tmp_path)
+    assert report.status == "applied"
+    jobs = [p for m, p, _ in sb.stats.log if m == "POST" and p.endswith("/jobs/ingest")]
+    assert len(jobs) == sum(s.requests // BULK_CALLS_PER_JOB for s in steps if s.via is Via.BULK)
+    assert estimate == report.api_calls == answered
+    print(f"\n{len(doc['changes'])} changes: estimated {estimate} API calls, apply spent {answered}")
+
+
+def test_the_queries_for_new_records_are_counted_as_the_adapter_batches_them(sb, tmp_path):
+    """Names with characters a URL percent-encodes (ü is six characters, & three) fill a
+    request URL faster than their length says: the count follows the adapter's own batching."""
+    names = [f"Müller & Söhne Ärztehaus Überlingen {i:04d}" for i in range(1000)]
+    doc = make_plan(sb, creates=[("Account", name.lower(), {"Name": name}) for name in names])
+    [find] = [s for s in build_steps(doc, CONFIG) if s.kind is StepKind.FIND_NEW]
+    by_length = estimate_api_calls(doc["changes"], CONFIG) - estimate_api_calls(doc["changes"], CONFIG,
+                                                                                instance_url=doc["org"]["instance_url"])
+    assert find.requests == 5 and by_length == -2     # their length alone would say 3
+    report, answered = _apply_counting(sb, doc, CONFIG, tmp_path)
+    assert report.status == "applied"
+    assert sum(s.requests for s in build_steps(doc, CONFIG)) == report.api_calls == answered
+
+
+@pytest.fixture
+def sb():
+    from reconcile.sandbox import SandboxServer
+    with SandboxServer(seed="empty") as server:
+        yield server
