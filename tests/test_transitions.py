@@ -88,3 +88,13 @@ def test_plan_writes_changes_csv_into_the_archive(cli, tmp_path):
     rows = list(csv.DictReader(io.StringIO((folder / "changes.csv").read_text(encoding="utf-8"))))
     assert len(rows) == sum(len(c["fields"]) for c in doc["changes"]) > 0
     assert doc["transitions"] == transitions(doc["changes"])
+
+
+def test_a_plan_written_before_transitions_is_counted_on_the_fly():
+    from reconcile.render.digest import plan_transitions
+
+    doc = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    assert "transitions" not in doc   # the sample plan predates them
+    assert plan_transitions(doc) == transitions(doc["changes"])
+    doc["transitions"] = []
+    assert plan_transitions(doc) == []   # what a plan records is what its views show

@@ -128,7 +128,9 @@ def _grouped(items: Sequence[Mapping[str, Any]], key: str, labels: Mapping[str, 
 def plan_transitions(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The plan's ``transitions``, or counted from its changes (older plans)."""
     recorded = doc.get("transitions")
-    return list(recorded) if recorded is not None else count_transitions(doc.get("changes") or [])
+    if recorded is not None:
+        return list(recorded)
+    return list(count_transitions(doc.get("changes") or []))
 
 
 def digest(doc: Mapping[str, Any], counts: Mapping[str, int]) -> Digest:

@@ -413,7 +413,7 @@ def page_context(doc: Mapping[str, Any], config: Config | None = None) -> PlanPa
     d = digest(doc, n)
     specs, total = _groups(doc, d)
     shown = budget([len(s["rows"]) for s in specs], PAGE_ROWS)
-    groups = tuple(ListGroup(**{**s, "rows": tuple(s["rows"][:k])}) for s, k in zip(specs, shown))
+    groups = tuple(ListGroup(**{**s, "rows": tuple(s["rows"][:k])}) for s, k in zip(specs, shown, strict=True))
     sid = short_id(doc.get("plan_id"))
     kind = doc.get("kind") or "apply"
     rest = d.transitions[SUMMARY_TRANSITIONS:]

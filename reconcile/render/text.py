@@ -19,7 +19,7 @@ from rich.text import Text
 from reconcile.chars import escape_tree
 from reconcile.config import Config
 from reconcile.model import pointed_ref
-from reconcile.render.digest import CUPOLA_HELP, DECIDED_BY_LABELS, REASON_LABELS, Digest, Transition, digest, field_values  # noqa: F401
+from reconcile.render.digest import REASON_LABELS, Digest, Transition, digest, field_values
 from reconcile.steps import Step, build_steps
 
 ACTIONS = ("create", "update", "delete")
@@ -395,8 +395,9 @@ def _summary(doc: Mapping[str, Any], console: Console, d: Digest, *, listed: boo
             words = (f"{i.get('email') or '?'} ({record_label(i)})" if i.get("record_id") else i.get("email") or "?"
                      for i in g.items[:3])
             console.print(Text(f"           {examples_line(words)}", style="dim"))
-        if groups is d.review and d.mentions_cupola:
-            _hanging(console, 2, "", Text(CUPOLA_HELP, style="dim"))
+        if groups is d.review and d.mentions_cupola:   # the page says it at length (CUPOLA_HELP)
+            console.print(Text("  CUPOLA: e-mail and title changes are written only when cupola_status is active.",
+                               style="dim"))
         console.print()
     if d.duplicates:
         parts = ", ".join(f"{g.count:,} by {g.code}" for g in d.duplicates)
@@ -432,6 +433,8 @@ def render_show(doc: Mapping[str, Any], console: Console, config: Config | None 
         _duplicates(doc, console)
         _skipped(doc, console)
         _review(doc, console)
+    if not listed:
+        console.print()
     _steps(steps, console)
     _tail(doc, console, notes=None if listed else SHOW_NOTES)
     if not listed:
