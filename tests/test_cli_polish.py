@@ -164,3 +164,22 @@ def test_apply_progress_counts_records_a_bulk_job_has_processed():
     run._tick_bulk(4)
     run._tick_bulk(9)   # never past the total
     assert calls == [(8, 10), (10, 10)]
+
+
+def test_long_output_goes_through_the_pager_on_a_terminal(monkeypatch):
+    import io
+    import pydoc
+
+    from rich.console import Console
+
+    from reconcile import cli
+
+    paged: list[str] = []
+    monkeypatch.setattr(pydoc, "pager", paged.append)
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=screen, force_terminal=True, width=80, height=10,
+                                                 highlight=False))
+    cli._paged(lambda console: console.print("\n".join(f"line {i}" for i in range(30))))
+    assert len(paged) == 1 and "line 29" in paged[0] and screen.getvalue() == ""
+    cli._paged(lambda console: console.print("short"))   # fits the screen: printed as it is
+    assert len(paged) == 1 and "short" in screen.getvalue()
