@@ -239,7 +239,8 @@ def _paged(write: Callable[[Console], Any]) -> None:
         write(out)
     text = captured.get()
     if text.count("\n") < out.size.height:
-        sys.stdout.write(text)
+        out.file.write(text)
+        out.file.flush()
         return
     with out.pager(styles=True):
         out.print(Text.from_ansi(text), end="")
