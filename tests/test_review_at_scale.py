@@ -152,3 +152,30 @@ def test_the_filter_finds_a_record_among_ten_thousand(big):
     assert "1 matching row on this page" in dom
     assert '<details class="group kind-review" id="list-review-EMAIL_TAKEN" open="">' in dom
     assert dom[dom.index('id="records"'):].count("<tr><td>") == 1   # every other record row is hidden
+
+
+def test_a_page_of_100000_changes_stays_a_few_megabytes():
+    """No plan makes the page grow past ``PAGE_ROWS`` record rows: 100,000 changes (e-mail
+    changes with their own values, status flips) and 5,000 review items."""
+    from reconcile.render.html import PAGE_ROWS, render_html
+
+    changes = []
+    for i in range(100_000):
+        rid = f"003{i:015d}"
+        field, before, after = (("Email", f"p{i}@old.example.com", f"p{i}@new.example.com") if i % 4 == 0 else
+                                ("Contact_Status__c", "Active", "Inactive"))
+        changes.append({"change_id": f"Contact:{rid}", "action": "update", "sobject": "Contact", "record_id": rid,
+                        "ref": None, "email": f"p{i}@old.example.com", "reasons": [f"outcome → {field} = {after}"],
+                        "rows": [{"file": "outcomes.csv", "line": i + 2, "outcome": "inactive"}],
+                        "fields": {field: {"before": before, "after": after}}})
+    review = [{"email": f"r{i}@example.com", "reason": "EMAIL_TAKEN", "detail": "held by another record",
+               "sobject": "Contact", "record_id": f"003R{i:014d}", "rows": []} for i in range(5_000)]
+    doc = {"plan_id": "f" * 64, "kind": "apply", "changes": changes, "review": review,
+           "org": {"instance_url": "https://example.my.salesforce.com", "is_sandbox": False}}
+    page = render_html(doc)
+    assert len(page.encode("utf-8")) < 5_000_000
+    records = page[page.index('id="records"'):]
+    assert records.count("<tr><td>") == PAGE_ROWS
+    assert f"This page shows {PAGE_ROWS:,} of the 105,000 rows" in page
+    assert '<a href="#list-t1">75,000</a>' in page and '<a href="#list-t2">25,000</a>' in page
+    assert "PRODUCTION org" in page[:page.index('id="summary"')]
