@@ -21,7 +21,7 @@ REASON_LABELS: dict[str, str] = {
     "NOT_FOUND": "No Contact or Lead has this e-mail",
     "CONVERTED_LEAD": "Converted Lead: Salesforce does not allow updating it",
     "EDITED_SINCE_APPLY": "Edited by someone since the apply: left alone",
-    "RECORD_GONE": "The record no longer exists",
+    "RECORD_GONE": "The record is deleted or not visible to this user",
     "ACCOUNT_IN_USE": "Other Contacts point at this Account: kept",
     "HUMAN_REVIEW_REASON_UPDATE_ON_INACTIVE": "Update requested, but CUPOLA says the person is inactive",
     "HUMAN_REVIEW_REASON_ACTIVE_NEW_CONTACT": "Update requested, but the person has no CUPOLA row",
@@ -37,7 +37,8 @@ REASON_HELP: dict[str, str] = {
     "NOT_FOUND": "No Contact or Lead holds the address. Check the address in the input; nothing is created.",
     "CONVERTED_LEAD": "Salesforce refuses updates to a converted Lead; the Contact it became is processed instead.",
     "EDITED_SINCE_APPLY": "Someone changed the field after the apply; the rollback leaves their edit alone.",
-    "RECORD_GONE": "The record was deleted since the apply; nothing to undo.",
+    "RECORD_GONE": "The record was deleted since the apply, or this user cannot see it (the API does not "
+                   "say which); nothing is undone.",
     "ACCOUNT_IN_USE": "Other Contacts now point at an Account the apply created; it is kept.",
     "HUMAN_REVIEW_REASON_UPDATE_ON_INACTIVE": "An e-mail or title change for a person whose CUPOLA row is inactive. "
                                               "Decide by hand: update the record, or correct the input.",

@@ -299,6 +299,12 @@ def _tail(doc: Mapping[str, Any], console: Console, *, notes: int | None = None)
             by_file[row.get("file", "")] = by_file.get(row.get("file", ""), 0) + 1
         parts = ", ".join(f"{count:,} in output_document_{name}.csv" for name, count in sorted(by_file.items()))
         console.print(Text(f"Hand-off to Marketing: {parts}."))
+    checked = doc.get("preflight") or {}
+    if "duplicate_rules" in checked:
+        rules = checked["duplicate_rules"]
+        listed = ("unknown (this user may not read DuplicateRule)" if rules is None else
+                  ", ".join(f"{r.get('label')} ({r.get('sobject')})" for r in rules) or "none")
+        _hanging(console, 0, "Duplicate rules active in the org:", listed)
     all_notes = doc.get("notes") or []
     for note in all_notes[:notes]:
         _hanging(console, 0, "Note:", note)

@@ -635,7 +635,8 @@ class _Request:
             if not isinstance(body, dict):
                 raise ApiError(400, "JSON_PARSER_ERROR", "Expected a JSON object")
             results, applied = self.store.api_update(
-                [{**body, "Id": record_id}], default_type=sobject, hook=self.sb.faults.row_error)
+                [{**body, "Id": record_id}], default_type=sobject, hook=self.sb.faults.row_error,
+                allow_duplicates=self.allow_duplicates(), version=self.version)
             return self.single_result(results[0], applied, sobject, ok_status=204)
         if self.method == "DELETE":
             results, applied = self.store.api_delete(
@@ -662,7 +663,8 @@ class _Request:
         if not isinstance(body, dict):
             raise ApiError(400, "JSON_PARSER_ERROR", "Expected a JSON object")
         results, applied = self.store.api_create(
-            [body], default_type=sobject, allow_duplicates=self.allow_duplicates())
+            [body], default_type=sobject, allow_duplicates=self.allow_duplicates(),
+            version=self.version)
         return self.single_result(results[0], applied, sobject, ok_status=201)
 
     def single_result(self, result: dict, applied: list, sobject: str, ok_status: int) -> Response:
@@ -671,7 +673,9 @@ class _Request:
         if result["success"]:
             body = result if ok_status == 201 else None
             return Response(ok_status, body, summary=f"{ok_status} {summary}", **common)
-        errors = [{"message": e["message"], "errorCode": e["statusCode"], "fields": e["fields"]}
+        # a DUPLICATES_DETECTED error keeps its duplicateResult (REST shapes it like SOAP's DuplicateError)
+        errors = [{"message": e["message"], "errorCode": e["statusCode"], "fields": e["fields"],
+                   **({"duplicateResult": e["duplicateResult"]} if "duplicateResult" in e else {})}
                   for e in result["errors"]]
         return Response(400, errors, summary=f"400 {summary}", **common)
 
@@ -700,7 +704,8 @@ class _Request:
     def collection_create(self) -> Response:
         records, all_or_none = self.collection_records()
         results, applied = self.store.api_create(records, all_or_none=all_or_none,
-                                                 allow_duplicates=self.allow_duplicates())
+                                                 allow_duplicates=self.allow_duplicates(),
+                                                 version=self.version)
         leads = any(isinstance(r, dict) and isinstance(r.get("attributes"), dict)
                     and str(r["attributes"].get("type", "")).lower() == "lead" for r in records)
         return self.collection_result("create", results, applied, leads)
@@ -708,7 +713,9 @@ class _Request:
     def collection_update(self) -> Response:
         records, all_or_none = self.collection_records()
         results, applied = self.store.api_update(records, all_or_none=all_or_none,
-                                                 hook=self.sb.faults.row_error)
+                                                 hook=self.sb.faults.row_error,
+                                                 allow_duplicates=self.allow_duplicates(),
+                                                 version=self.version)
         leads = any(isinstance(r, dict) and str(r.get("id", r.get("Id")) or "").startswith("00Q")
                     for r in records)
         return self.collection_result("update", results, applied, leads)
