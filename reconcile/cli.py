@@ -349,7 +349,7 @@ def whoami(as_json: bool = JsonOpt) -> None:
 
 @app.command(cls=Command)
 def log(as_json: bool = JsonOpt) -> None:
-    """The archive's history: every plan with its time, kind, parent, state, counts and approver."""
+    """The archive's history as a table: every plan with its time, kind, state, counts, approver, and whether its files pass verify."""
     def body() -> int:
         entries = wf.log(_context())
         if as_json:
