@@ -65,7 +65,8 @@ class _usage_errors:
         if isinstance(exc, _ClickUsageError):
             where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "reconcile"  # type: ignore[attr-defined]
             message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
-            err.print(f"error: {message} (see `{where} --help`)", markup=False)
+            if message:   # empty: a bare group name, whose help is already printed
+                err.print(f"error: {message} (see `{where} --help`)", markup=False)
             raise typer.Exit(EX_USAGE) from None
         return False
 
