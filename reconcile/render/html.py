@@ -173,7 +173,8 @@ class ListGroup:
     code: str = field(metadata={"help": "reason code, field or file (searchable)"})
     count: int = field(metadata={"help": "rows in the group (the plan's number)"})
     rows: tuple[RecordRow, ...] = field(metadata={"help": "the rows on the page (at most count)"})
-    values: bool = field(metadata={"help": "before/after columns shown (values differ per row)"})
+    values: str = field(metadata={"help": "value columns: 'pair' (before, after: values differ per row), "
+                                           "'fields' (a created or deleted record's fields) or ''"})
     common: tuple[str, ...] = field(metadata={"help": "reasons every change of the group shares"})
     elsewhere: str = field(metadata={"help": "the file holding every row"})
 
@@ -344,7 +345,7 @@ def _groups(doc: Mapping[str, Any], d: Digest) -> tuple[list[dict[str, Any]], in
     for t in d.transitions:
         changes = members[t.key]
         common = _common_reasons(changes)
-        values = t.various or t.action != "update"
+        values = "pair" if t.various else ("fields" if t.action != "update" else "")
         if t.action == "update":
             title = f"{t.field}: " + ("a different value each" if t.various else
                                        f"{_display(t.before)} → {_display(t.after)}")
@@ -354,10 +355,8 @@ def _groups(doc: Mapping[str, Any], d: Digest) -> tuple[list[dict[str, Any]], in
         rows = []
         for c in changes:
             before, after = field_values(c, t.field)
-            if t.action == "create":
-                before, after = "", _record_fields(c)
-            elif t.action == "delete":
-                before, after = _record_fields(c), ""
+            if t.action != "update":   # the fields the record is created with, or had when deleted
+                before, after = None, _record_fields(c)
             elif values:
                 before, after = _display(before), _display(after)
             else:
@@ -375,7 +374,7 @@ def _groups(doc: Mapping[str, Any], d: Digest) -> tuple[list[dict[str, Any]], in
                               rows_label(i.get("rows") or [])) for i in g.items]
             specs.append({"key": f"list-{kind}-{g.code}", "kind": kind,
                           "title": f"For review · {g.label}" if kind == "review" else g.label, "code": g.code,
-                          "count": g.count, "rows": rows, "values": False, "common": (), "elsewhere": elsewhere})
+                          "count": g.count, "rows": rows, "values": "", "common": (), "elsewhere": elsewhere})
     for g in d.duplicates:
         rows = []
         for group in g.items:
@@ -387,21 +386,21 @@ def _groups(doc: Mapping[str, Any], d: Digest) -> tuple[list[dict[str, Any]], in
                                   f"{chosen.get('SystemModstamp')}; left untouched: {others}", ""))
         specs.append({"key": f"list-duplicates-{g.code}", "kind": "duplicate",
                       "title": f"Duplicate groups · decided by {g.code} ({g.label})", "code": g.code,
-                      "count": g.count, "rows": rows, "values": False, "common": (), "elsewhere": "plan.json"})
+                      "count": g.count, "rows": rows, "values": "", "common": (), "elsewhere": "plan.json"})
     for g in d.handoff:
         rows = [RecordRow(str(h.get("email") or ""), f"Multipub {h.get('multipub_id') or ''}", None, None,
                           (f"new e-mail {h['new_email']}; " if h.get("new_email") else "")
                           + "Contacts " + (", ".join(h.get("contact_ids") or ()) or "none"),
                           str(h.get("source_id") or "")) for h in g.items]
         specs.append({"key": f"list-handoff-{g.code}", "kind": "handoff", "title": f"Hand-off to Marketing · {g.label}",
-                      "code": g.code, "count": g.count, "rows": rows, "values": False, "common": (),
+                      "code": g.code, "count": g.count, "rows": rows, "values": "", "common": (),
                       "elsewhere": HANDOFF_LABELS.get(g.code, g.code).rsplit("(", 1)[-1].rstrip(")")})
     unchanged = doc.get("unchanged") or []
     if unchanged:
         rows = [RecordRow(str(u.get("email") or ""), _record(u), None, None, str(u.get("detail") or ""), "")
                 for u in unchanged]
         specs.append({"key": "list-unchanged", "kind": "unchanged", "title": "Unchanged · already hold the desired values",
-                      "code": "unchanged", "count": len(unchanged), "rows": rows, "values": False, "common": (),
+                      "code": "unchanged", "count": len(unchanged), "rows": rows, "values": "", "common": (),
                       "elsewhere": "plan.json"})
     return specs, sum(len(s["rows"]) for s in specs)
 
