@@ -320,7 +320,7 @@ def _tail(doc: Mapping[str, Any], console: Console, *, notes: int | None = None)
 # -- the summary: counts per transition and per reason, with a few examples -----------------
 
 #: ``show`` lists this many transitions (largest first); the rest are counted in one line.
-SHOW_TRANSITIONS = 10
+SHOW_TRANSITIONS = 8
 #: ``show`` lists every change below the summary when the plan has at most this many items
 #: (changes, skipped, review, duplicate groups): a small plan reads whole.
 SHOW_ALL_UP_TO = 30
