@@ -191,8 +191,9 @@ def plan(
         changes = len(doc["changes"])
         if as_json:
             _emit_json({"plan_id": doc["plan_id"], "path": str(result.plan_dir / "plan.json"),
-                        "html": str(result.plan_dir / "plan.html"), "state": "planned",
-                        "summary": doc["summary"], "estimated_api_calls": doc["estimated_api_calls"],
+                        "html": str(result.plan_dir / "plan.html"), "changes_csv": str(result.plan_dir / "changes.csv"),
+                        "state": "planned", "summary": doc["summary"], "transitions": doc.get("transitions"),
+                        "by_reason": doc.get("by_reason"), "estimated_api_calls": doc["estimated_api_calls"],
                         "api_calls": result.api_calls, "org": doc["org"]})
         else:
             out.print(summary_line(doc), markup=False)

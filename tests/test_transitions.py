@@ -83,11 +83,14 @@ def test_plan_writes_changes_csv_into_the_archive(cli, tmp_path):
 
     result = cli("plan", str(OUTCOMES_FILE), "--json")
     assert result.exit_code == 0, result.stderr
-    folder = Path(json.loads(result.stdout)["path"]).parent
+    printed = json.loads(result.stdout)
+    folder = Path(printed["path"]).parent
+    assert Path(printed["changes_csv"]) == folder / "changes.csv"
     doc = json.loads((folder / "plan.json").read_text(encoding="utf-8"))
     rows = list(csv.DictReader(io.StringIO((folder / "changes.csv").read_text(encoding="utf-8"))))
     assert len(rows) == sum(len(c["fields"]) for c in doc["changes"]) > 0
-    assert doc["transitions"] == transitions(doc["changes"])
+    assert doc["transitions"] == transitions(doc["changes"]) == printed["transitions"]
+    assert printed["by_reason"] == doc["by_reason"]
 
 
 def test_a_plan_written_before_transitions_is_counted_on_the_fly():
