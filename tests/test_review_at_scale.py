@@ -105,7 +105,8 @@ def test_show_fits_two_screens_and_shows_the_counts(big):
     assert shown.exit_code == 0 and len(lines) <= 80, len(lines)
     text = shown.stdout
     assert "Plan: 0 to create, 8700 to update, 0 to delete; 625 skipped, 650 for review" in text
-    assert re.search(r"5,200 +~ update +Contact +Contact_Status__c +\"Active\" → \"Inactive\"", text)
+    assert re.search(r"5,200 +~ update +Contact +Contact_Status__c +\"Active\" → \"Inactive\" *\n +e\.g\. p000000@scale", text)
+    assert re.search(r"1,000 +~ update +Contact +Email +\(a different value each\) *\n +e\.g\. \"p000028@scale", text)
     assert re.search(r"250 +HUMAN_REVIEW_REASON_UPDATE_ON_INACTIVE", text)
     assert "250 by LastModifiedDate" in text
     assert f"reconcile show {doc['plan_id'][:12]} --full" in text
