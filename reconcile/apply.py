@@ -54,8 +54,9 @@ from reconcile.journal import Journal, JournalState
 from reconcile.model import (Action, Change, ChangeStatus, PlanKind, PlanState, SObject, change_from_dict,
                              pointed_ref)
 from reconcile.ports import BulkIngest, OrgWriter
-from reconcile.steps import Step, StepKind, Via, create_key, read_steps, write_path, write_requests, write_steps
-from reconcile.writers import BulkWriter, CollectionsWriter, WriteItem, Writer
+from reconcile.steps import (Step, StepKind, Via, bulk_jobs, bulk_row_bytes, create_key, planned_record, read_steps,
+                             write_path, write_rank, write_requests, write_steps)
+from reconcile.writers import BulkWriter, CollectionsWriter, ItemResult, StartedJob, WriteItem, Writer
 
 __all__ = ["apply_plan", "report_from_result", "ApplyReport", "ChangeResult",
            "TRANSIENT_ITEM_CODES", "DEPENDENCY_FAILED"]
@@ -258,6 +259,10 @@ def report_from_result(data: Mapping[str, Any]) -> ApplyReport:
                        drifted=tuple(r for r in results if r.status is ChangeStatus.DRIFTED),
                        created=data.get("created") or {}, counts=data.get("counts") or {},
                        warnings=tuple(data.get("warnings") or ()))
+
+
+def _raise(error: BaseException) -> Any:
+    raise error
 
 
 class _Stop(Exception):
@@ -520,23 +525,108 @@ class _Run:
     # 3. the writes
 
     def _write(self) -> None:
-        """Run the write steps of the changes still pending, in ``reconcile.steps``' order."""
+        """Run the write steps of the changes still pending, in ``reconcile.steps``' order.
+
+        A Bulk job's group with Collections groups of the same rank after it (Contact and
+        Lead updates, say: neither waits for the other) is sent first and waited for last:
+        the org runs the job while the Collections requests go out. Each request still
+        has its own ``send`` and ``result`` events; only the job's are apart."""
         steps = write_steps(self._pending(), self.config)
         self.pending_by_group.clear()
         for change in self._pending():
             self.pending_by_group[(change.action, change.sobject)] += 1
-        for step in steps:
-            if step.kind is StepKind.REREAD:
-                self._recheck(step)
+        at = 0
+        while at < len(steps):
+            step = steps[at]
+            alongside = self._alongside(steps, at)
+            if not alongside:
+                self._run_step(step)
+                at += 1
                 continue
-            action, sobject = Action(str(step.action)), str(step.sobject)
-            if action is Action.CREATE:
-                self._mark_dependents()
-            changes = [c for c in (self.by_id[i] for i in step.change_ids)
-                       if not self.state.is_final(c.change_id)]
-            self.pending_by_group[(action, sobject)] = len(changes)
-            items = [self._item(c) for c in changes]
-            self._write_group(action, sobject, items)
+            action, sobject, items = self._group(step)
+            started = self._start_job(action, sobject, items)
+            try:
+                for other in alongside:
+                    self._run_step(other)
+            except Exception:   # a stop, drift, a refusal: the job is waited for and journalled
+                if started is not None:
+                    try:
+                        self._finish_job(*started)
+                    except (SalesforceError, _Stop):
+                        pass     # left open in the journal: the next run settles it
+                raise
+            retry = self._finish_job(*started) if started is not None else items
+            if retry:
+                self._write_group(action, sobject, retry)
+            at += 1 + len(alongside)
+
+    def _run_step(self, step: Step) -> None:
+        if step.kind is StepKind.REREAD:
+            self._recheck(step)
+            return
+        action, sobject, items = self._group(step)
+        self._write_group(action, sobject, items)
+
+    def _group(self, step: Step) -> tuple[Action, str, list[WriteItem]]:
+        """A write step's action, sobject and the items still pending."""
+        action, sobject = Action(str(step.action)), str(step.sobject)
+        if action is Action.CREATE:
+            self._mark_dependents()
+        changes = [c for c in (self.by_id[i] for i in step.change_ids)
+                   if not self.state.is_final(c.change_id)]
+        self.pending_by_group[(action, sobject)] = len(changes)
+        return action, sobject, [self._item(c) for c in changes]
+
+    def _alongside(self, steps: Sequence[Step], at: int) -> list[Step]:
+        """The steps to run while the Bulk job of ``steps[at]`` runs: the Collections write
+        steps of the same write rank right after it, each with the re-read step before it.
+        Empty unless ``steps[at]`` is one Bulk job this connection can start and leave."""
+        step = steps[at]
+        if step.kind is not StepKind.WRITE or step.via is not Via.BULK:
+            return []
+        writer = self.bulk_writer
+        if not isinstance(writer, BulkWriter) or not writer.can_start:
+            return []
+        action, sobject = Action(str(step.action)), str(step.sobject)
+        pending = [c for c in step.change_ids if not self.state.is_final(c)]
+        if self._writer_for(sobject, len(pending))[0] is not Via.BULK:
+            return []
+        if len(bulk_jobs([bulk_row_bytes(planned_record(self.by_id[c])) for c in pending], self.config)) != 1:
+            return []
+        rank = write_rank(action, sobject)
+        out: list[Step] = []
+        nxt = at + 1
+        while nxt < len(steps):
+            reread = steps[nxt] if steps[nxt].kind is StepKind.REREAD else None
+            write = steps[nxt + 1] if reread is not None and nxt + 1 < len(steps) else steps[nxt]
+            if (write.kind is not StepKind.WRITE or write.via is not Via.COLLECTIONS
+                    or write_rank(Action(str(write.action)), str(write.sobject)) != rank):
+                break
+            out.extend([s for s in (reread, write) if s is not None])
+            nxt += 2 if reread is not None else 1
+        return out
+
+    def _start_job(self, action: Action, sobject: str, items: list[WriteItem],
+                   ) -> tuple[int, Action, str, list[WriteItem], StartedJob] | None:
+        """Send the group's one Bulk job without waiting for it (None: nothing was left open;
+        what needs sending again is then sent with the group's retries)."""
+        if not items:
+            return None
+        writer = self.bulk_writer
+        assert isinstance(writer, BulkWriter)
+        number = self._begin(action, sobject, items, writer)
+        try:
+            return number, action, sobject, items, writer.start(action, sobject, items)
+        except SalesforceError as err:
+            retry = self._answered(number, action, sobject, items, lambda: _raise(err))
+            self._write_group(action, sobject, retry)
+            return None
+
+    def _finish_job(self, number: int, action: Action, sobject: str, items: list[WriteItem],
+                    started: StartedJob) -> list[WriteItem]:
+        writer = self.bulk_writer
+        assert isinstance(writer, BulkWriter)
+        return self._answered(number, action, sobject, items, lambda: writer.finish(started))
 
     def _item(self, change: Change) -> WriteItem:
         if change.action is Action.DELETE:
@@ -593,6 +683,11 @@ class _Run:
     def _request(self, action: Action, sobject: str, chunk: list[WriteItem],
                  writer: Writer) -> list[WriteItem]:
         """Send one request (a collections call or a Bulk job); return the items to retry."""
+        number = self._begin(action, sobject, chunk, writer)
+        return self._answered(number, action, sobject, chunk, lambda: writer.write(action, sobject, chunk))
+
+    def _begin(self, action: Action, sobject: str, chunk: list[WriteItem], writer: Writer) -> int:
+        """Journal request ``number``'s ``send`` (after the budget check); its number."""
         number = self.state.requests + 1
         self._budget_check(number)
         change_ids = [item.change_id for item in chunk]
@@ -601,8 +696,14 @@ class _Run:
         self.own_calls += 1
         if hasattr(writer, "on_job"):   # a Bulk job: journal its id as soon as it exists
             writer.on_job = lambda job_id: self._log("job", request=number, job_id=job_id)
+        return number
+
+    def _answered(self, number: int, action: Action, sobject: str, chunk: list[WriteItem],
+                  call: Callable[[], list[ItemResult]]) -> list[WriteItem]:
+        """Journal request ``number``'s answer (``call()``); return the items to retry."""
+        change_ids = [item.change_id for item in chunk]
         try:
-            answers = writer.write(action, sobject, chunk)
+            answers = call()
         except OutcomeUnknown as err:
             return self._settle_unknown(number, action, sobject, chunk, err)
         except SalesforceError as err:

@@ -501,6 +501,15 @@ def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+@dataclass(frozen=True)
+class BulkStarted:
+    """An ingest job that was uploaded and closed (``job_id`` None: nothing to send)."""
+    job_id: str | None
+    action: str
+    sobject: str
+    records: Sequence[Mapping[str, Any]]
+
+
 def poll_delays(config: Config) -> Iterator[float]:
     """The waits before each status poll of a Bulk job: the project's backoff (exponential,
     capped), starting short — ``bulk_poll_seconds`` (a small job is often done by the first
@@ -811,11 +820,18 @@ class Salesforce:
         opt-in AssignmentRuleHeader) is UNCONFIRMED: a Lead job cannot promise
         what the collections path does (owners unchanged).
         """
+        return self.bulk_ingest_finish(self.bulk_ingest_start(action, sobject, records, on_job=on_job))
+
+    def bulk_ingest_start(self, action: str, sobject: str, records: Sequence[Mapping[str, Any]], *,
+                          on_job: Callable[[str], None] | None = None) -> BulkStarted:
+        """``bulk_ingest``'s first half: open the job, upload, close (the job then runs on
+        the org's side); ``bulk_ingest_finish`` waits for it and reads its results. In
+        between the caller may send other requests (apply writes the Leads meanwhile)."""
         if action not in BULK_OPERATIONS:
             raise ValueError(f"bulk ingest action must be one of {', '.join(BULK_OPERATIONS)}, "
                              f"not {action!r}")
         if not records:
-            return BulkOutcome(job_id=None, state="JobComplete")
+            return BulkStarted(None, action, sobject, records)
         body = _ingest_csv(action, sobject, records)
         job_id = self._bulk_upload(action, sobject, body, on_job)
         try:
@@ -823,6 +839,13 @@ class Salesforce:
         except OutcomeUnknown as err:
             raise OutcomeUnknown(f"bulk {action} job {job_id} ({len(records)} {sobject} "
                                  f"records): {err.message}", code=err.code, status=err.status) from None
+        return BulkStarted(job_id, action, sobject, records)
+
+    def bulk_ingest_finish(self, started: BulkStarted) -> BulkOutcome:
+        """Wait for a job ``bulk_ingest_start`` closed; its outcome (see ``bulk_ingest``)."""
+        action, sobject, records, job_id = started.action, started.sobject, started.records, started.job_id
+        if job_id is None:
+            return BulkOutcome(job_id=None, state="JobComplete")
         try:
             info = self._bulk_wait("ingest", job_id)
             state = str(info.get("state"))

@@ -229,9 +229,15 @@ def write_steps(changes: Iterable[Change], config: Config, *, collections_only: 
     update or delete group but the first write step is read again just before it is
     written (a ``REREAD`` step with its ``action``): the drift check's read happened before
     the groups ahead of it were written, and an edit landing meanwhile must not be
-    overwritten. The first group needs none: the drift check read it just now."""
+    overwritten. The first group needs none: the drift check read it just now.
+
+    Groups of one rank do not depend on each other; a Bulk group goes first among them,
+    so that apply can leave its job running while it writes the others."""
+    ranked = [(action, sobject, group, write_path(sobject, len(group), config, collections_only=collections_only))
+              for action, sobject, group in write_groups(changes)]
+    ranked.sort(key=lambda g: (write_rank(g[0], g[1]), g[3] is not Via.BULK))   # stable: plan order
     steps = []
-    for number, (action, sobject, group) in enumerate(write_groups(changes)):
+    for number, (action, sobject, group, via) in enumerate(ranked):
         if number and action is not Action.CREATE:
             ids = list(dict.fromkeys(c.record_id for c in group if c.record_id))
             size = max(1, config.retrieve_size)
@@ -239,7 +245,6 @@ def write_steps(changes: Iterable[Change], config: Config, *, collections_only: 
                               records=len(ids), batch_size=size, requests=math.ceil(len(ids) / size),
                               change_ids=tuple(c.change_id for c in group),
                               fields=tuple(sorted({f for c in group for f in c.fields}))))
-        via = write_path(sobject, len(group), config, collections_only=collections_only)
         jobs = bulk_jobs([bulk_row_bytes(planned_record(c)) for c in group], config) if via is Via.BULK else None
         steps.append(Step(kind=StepKind.WRITE, via=via, sobject=sobject, action=action,
                           records=len(group), batch_size=max(jobs) if jobs else batch_size(via, config),

@@ -149,6 +149,16 @@ def parse_sf_error(text: str | None) -> tuple[str, str]:
     return code.strip() or "UNKNOWN_ERROR", message.strip()
 
 
+@dataclass(frozen=True)
+class StartedJob:
+    """A Bulk job ``BulkWriter.start`` sent and ``finish`` has yet to wait for."""
+    action: Action
+    sobject: str
+    items: tuple[WriteItem, ...]
+    keys: Mapping[str, str]
+    started: Any
+
+
 class BulkWriter:
     """Bulk API 2.0 ingest: as few jobs as ``config.bulk_job_size`` records and
     ``config.bulk_job_bytes`` of CSV a job allow, of even sizes (``steps.bulk_jobs``)."""
@@ -172,13 +182,40 @@ class BulkWriter:
     def key_field(self, sobject: str) -> str:
         return self.config.account_name_field if sobject == "Account" else self.config.email_field
 
+    @property
+    def can_start(self) -> bool:
+        """Whether a job can be started now and finished later (``start``/``finish``)."""
+        return hasattr(self.sf, "bulk_ingest_start") and hasattr(self.sf, "bulk_ingest_finish")
+
     def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]:
         action = Action(action)
-        keys = self._keys(action, sobject, items)          # item key -> change_id
-        records = ([{"Id": item.record["Id"]} for item in items] if action is Action.DELETE
-                   else [dict(item.record) for item in items])
+        keys = self._keys(action, sobject, items)
         extra = {"on_job": self.on_job} if self.on_job is not None else {}
-        outcome = self.sf.bulk_ingest(_OPERATION[action], sobject, records, **extra)
+        outcome = self.sf.bulk_ingest(_OPERATION[action], sobject, self._records(action, items), **extra)
+        return self._answers(action, sobject, items, keys, outcome)
+
+    def start(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> StartedJob:
+        """Send one job (open, upload, close) without waiting for it: apply sends other
+        groups' requests meanwhile, then calls ``finish``."""
+        action = Action(action)
+        keys = self._keys(action, sobject, items)
+        extra = {"on_job": self.on_job} if self.on_job is not None else {}
+        started = self.sf.bulk_ingest_start(_OPERATION[action], sobject,  # type: ignore[attr-defined]
+                                            self._records(action, items), **extra)
+        return StartedJob(action, sobject, tuple(items), keys, started)
+
+    def finish(self, job: StartedJob) -> list[ItemResult]:
+        """Wait for a job ``start`` sent; one ``ItemResult`` per item, as ``write``."""
+        outcome = self.sf.bulk_ingest_finish(job.started)  # type: ignore[attr-defined]
+        return self._answers(job.action, job.sobject, job.items, job.keys, outcome)
+
+    @staticmethod
+    def _records(action: Action, items: Sequence[WriteItem]) -> list[dict[str, Any]]:
+        return ([{"Id": item.record["Id"]} for item in items] if action is Action.DELETE
+                else [dict(item.record) for item in items])
+
+    def _answers(self, action: Action, sobject: str, items: Sequence[WriteItem], keys: Mapping[str, str],
+                 outcome: Any) -> list[ItemResult]:
         answers: dict[str, ItemResult] = {}
 
         def claim(row: Mapping[str, Any], what: str) -> str:

@@ -186,3 +186,30 @@ def sb():
     from reconcile.sandbox import SandboxServer
     with SandboxServer(seed="empty") as server:
         yield server
+
+
+def test_a_bulk_job_runs_while_the_same_rank_collections_groups_are_written(sb, tmp_path):
+    """Contact updates (one Bulk job) and Lead updates (Collections) do not wait for each
+    other (the same write rank): the job is closed first, the Lead requests go out while
+    the org runs it, and only then is it polled. The estimate stays what apply spends, and
+    every record is written once."""
+    config = replace(CONFIG, bulk_threshold=20)
+    contact_ids, lead_ids = seed_people(sb, 40, 450, tag="par")
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "Director") for cid in contact_ids]
+                    + [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids])
+    steps = build_steps(doc, config)
+    # the Leads come first in the plan; the Bulk group goes first in its rank all the same
+    doc["changes"].sort(key=lambda c: c["sobject"] != "Lead")
+    steps = build_steps(doc, config)
+    assert [(s.sobject, s.via) for s in steps if s.kind is StepKind.WRITE] == [
+        ("Contact", Via.BULK), ("Lead", Via.COLLECTIONS)]
+    estimate = estimate_api_calls(doc["changes"], config, instance_url=doc["org"]["instance_url"])
+    report, answered = _apply_counting(sb, doc, config, tmp_path)
+    assert report.status == "applied" and estimate == report.api_calls == answered
+    log = [(m, p) for m, p, _ in sb.stats.log]
+    close = next(i for i, (m, p) in enumerate(log) if m == "PATCH" and "/jobs/ingest/" in p)
+    polls = [i for i, (m, p) in enumerate(log) if m == "GET" and "/jobs/ingest/" in p]
+    lead_writes = [i for i, (m, p) in enumerate(log) if m == "PATCH" and p.endswith("/composite/sobjects")]
+    assert len(lead_writes) == 3
+    assert close < min(lead_writes) and max(lead_writes) < min(polls)
+    assert all(n == 1 for n in writes_per_record(sb).values())
