@@ -8,16 +8,18 @@ already checked it against its approval). One run:
 2. replays ``journal.jsonl`` and settles every request an earlier run sent
    without seeing the answer, by reading the org (``reconcile.settle`` decides
    from what was read);
-3. runs the read steps of the pending changes (``reconcile.steps``): re-reads
-   every record they touch and compares the fields they change with the plan's
-   ``before`` values (``reconcile.drift``). By default any drift means nothing
-   is written (``DriftError``); ``skip_drifted`` writes the rest;
-4. runs the write steps, in the order and by the path (sObject Collections or
-   a Bulk API 2.0 job, ``reconcile.writers``) that ``reconcile.steps`` decides,
-   each request framed by a ``send`` and a ``result`` journal event fsynced to
-   disk; each update or delete group after the first is read again just before
-   its write (a record changed meanwhile is drift, never overwritten). A write
-   whose answer leaves its outcome open (``OutcomeUnknown``: a 5xx, a dropped
+3. runs the steps of the pending changes (``reconcile.steps``), one group of
+   writes (one action on one sobject) after another: the group's read steps
+   (the records it touches re-read, or records with a create's key looked
+   for), its drift check against the plan's ``before`` values
+   (``reconcile.drift``), its write. Each group is read once, just before it
+   is written. By default drift stops the run before the drifted group
+   (``DriftError``): it and the later groups are not written, the earlier ones
+   stay written; ``skip_drifted`` records the drifted changes and writes the rest;
+4. writes by the path (sObject Collections or a Bulk API 2.0 job,
+   ``reconcile.writers``) that ``reconcile.steps`` decides, each request framed
+   by a ``send`` and a ``result`` journal event fsynced to disk. A write whose
+   answer leaves its outcome open (``OutcomeUnknown``: a 5xx, a dropped
    connection) is never re-sent as it was: it is settled at once, as in 2, and
    only what the org shows was not written is sent again;
 5. when nothing is pending any more, writes ``apply.json`` once.
@@ -54,8 +56,8 @@ from reconcile.journal import Journal, JournalState
 from reconcile.model import (Action, Change, ChangeStatus, PlanKind, PlanState, SObject, change_from_dict,
                              pointed_ref)
 from reconcile.ports import BulkIngest, OrgWriter
-from reconcile.steps import (Step, StepKind, Via, bulk_jobs, bulk_row_bytes, create_key, planned_record, read_steps,
-                             write_path, write_rank, write_requests, write_steps)
+from reconcile.steps import (Step, StepKind, Via, apply_steps, bulk_jobs, bulk_row_bytes, create_key, planned_record,
+                             write_path, write_rank, write_requests)
 from reconcile.writers import BulkWriter, CollectionsWriter, ItemResult, StartedJob, WriteItem, Writer
 
 __all__ = ["apply_plan", "report_from_result", "ApplyReport", "ChangeResult",
@@ -216,7 +218,7 @@ def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: OrgWriter, config: Co
                calls_before: int | None = None) -> ApplyReport:
     """Apply (or resume applying) ``doc``; see the module docstring.
 
-    Raises ``DriftError`` (drift, nothing written), ``LockedError``, or the
+    Raises ``DriftError`` (drift: the run stopped before the drifted group), ``LockedError``, or the
     ``SalesforceError`` that stopped the run (``ApiLimitExceeded``,
     ``SessionExpired``, ``TransientError``, ``OutcomeUnknown`` …). Every error
     raised after the lock was taken carries the run's ``ApplyReport`` as
@@ -299,6 +301,9 @@ class _Run:
         self.own_calls = 0
         self.base_calls = getattr(sf, "calls", None)
         self.pending_by_group: dict[tuple[Action, str], int] = defaultdict(int)
+        self.reads_left: dict[tuple[Action, str], int] = defaultdict(int)   # read requests per group
+        self._group_now: tuple[Action, str] | None = None   # the group _groups is at, and what
+        self._compared = drift.Compared()                   # its reads found
         self.key_of: Callable[[Change], str] = lambda change: create_key(change, config)
         if progress is not None and hasattr(sf, "bulk_progress"):
             sf.bulk_progress = self._tick_bulk   # records done while a Bulk job runs
@@ -373,8 +378,7 @@ class _Run:
         try:
             try:
                 self._settle()
-                self._check()
-                self._write()
+                self._groups()
             except (DriftError, _Stop):
                 raise
             except SalesforceError as err:   # a read (settle, drift check) was refused
@@ -430,157 +434,84 @@ class _Run:
             results = settle.settle_deletes(number, change_ids, payload, rows)
         self._log("settle", request=number, action=str(action), sobject=sobject, results=results)
 
-    # 2. the drift check
+    # 2-3. each group of writes: read it, check it, write it
 
-    def _check(self) -> None:
+    def _groups(self) -> None:
+        """Run the steps of the changes still pending (``reconcile.steps.apply_steps``), one
+        group of writes after another: the group's reads, its drift check, its write. The
+        records a group touches are read just before it is written, so an edit landing while
+        an earlier group was written is seen; ``replaced`` is what that read saw."""
         pending = self._pending()
         if not pending:
             return
-        compared = drift.Compared()
-        for step in read_steps(pending, self.config):
-            changes = [self.by_id[c] for c in step.change_ids]
-            sobject = str(step.sobject)
-            if step.kind is StepKind.REREAD:
-                self._reread(sobject, changes, step.fields, compared)
-            elif step.kind is StepKind.COUNT_CONTACTS:
-                deletes = drift.account_deletes_to_count(changes, compared.current)
-                if deletes:
-                    self.own_calls += 1
-                    counts = self.sf.count_contacts_by_account([str(c.record_id) for c in deletes])
-                    contacts = [c for c in pending
-                                if c.sobject == SObject.CONTACT and c.action is not Action.CREATE]
-                    drift.accounts_in_use(deletes, contacts, compared, counts)
-            elif step.kind is StepKind.FIND_NEW:
-                found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
-                drift.new_duplicates(sobject, changes, found, self.key_of, compared)
-        current, drifted, skipped = compared.current, compared.drifted, compared.skipped
-
-        if drifted and not self.skip_drifted:
-            self._log("drift", checked=[c.change_id for c in pending], current=current,
-                      drifted=drifted, skipped=skipped, final=False, refused=True)
-            self._log("refused", drifted=len(drifted))
-            report = self._report(stop_reason="drift")
-            error = DriftError(
-                f"{len(drifted)} record(s) changed in Salesforce since the plan was made, so nothing "
-                f"was written; apply with --skip-drifted to write the other changes, or make a new plan")
-            error.report = report  # type: ignore[attr-defined]
-            raise error
-        self._log("drift", checked=[c.change_id for c in pending], current=current,
-                  drifted=drifted, skipped=skipped, final=bool(drifted))
-        self._mark_dependents()
-        self._tick()
-
-    def _reread(self, sobject: str, changes: Sequence[Change], fields: Sequence[str],
-                compared: drift.Compared) -> None:
-        """Read the records ``changes`` touch and compare them with the plan. The values read
-        (``current``) are what a write replaces; each keeps the record's ``SystemModstamp``
-        too, so that settling a lost answer can tell a record someone else touched since."""
-        ids = list(dict.fromkeys(c.record_id for c in changes if c.record_id))
-        rows = self._retrieve(sobject, ids, [*fields, settle.STAMP])
-        drift.compare_records(changes, rows, self._resolved, compared)
-        for change in changes:
-            if change.change_id in compared.current:
-                compared.current[change.change_id][settle.STAMP] = rows[str(change.record_id)].get(settle.STAMP)
-
-    def _recheck(self, step: Step) -> None:
-        """Read a group again just before it is written (``steps.write_steps``): a record
-        changed since the drift check is drift now, and is not written (whatever
-        ``skip_drifted`` says: the other groups may already be written); one that already
-        holds the planned values is skipped; the values read are what the write replaces."""
-        changes = [c for c in (self.by_id[i] for i in step.change_ids) if not self.state.is_final(c.change_id)]
-        if not changes:
-            return
-        compared = drift.Compared()
-        self._reread(str(step.sobject), changes, step.fields, compared)
-        for item in compared.drifted:
-            item["message"] = f"{item['message']} (while this apply ran: not overwritten)"
-        self._log("drift", checked=[c.change_id for c in changes], current=compared.current,
-                  drifted=compared.drifted, skipped=compared.skipped, final=True, group=True)
-        self._tick()
-
-    def _resolved(self, value: Any) -> Any:
-        ref = pointed_ref(value)
-        return self.state.created.get(ref, value) if ref else value
-
-    def _mark_dependents(self) -> bool:
-        """Fail pending changes that point at a create which did not happen. True if any."""
-        marks = []
-        for change in self._pending():
-            for ref in change.refs():
-                if ref in self.state.created:
-                    continue
-                target = self.by_ref.get(ref)
-                status = self.state.status_of(target.change_id) if target else None
-                if target is None or status in (ChangeStatus.FAILED, ChangeStatus.DRIFTED,
-                                                ChangeStatus.SKIPPED, ChangeStatus.APPLIED):
-                    why = "is not in the plan" if target is None else f"was not created ({status})"
-                    marks.append({"change_id": change.change_id, "status": "failed",
-                                  "error_code": DEPENDENCY_FAILED,
-                                  "message": f"not written: it needs {ref}, which {why}"})
-                    break
-        if marks:
-            self._log("mark", results=marks)
-        return bool(marks)
-
-    # 3. the writes
-
-    def _write(self) -> None:
-        """Run the write steps of the changes still pending, in ``reconcile.steps``' order.
-
-        A Bulk job's group with Collections groups of the same rank after it (Contact and
-        Lead updates, say: neither waits for the other) is sent first and waited for last:
-        the org runs the job while the Collections requests go out. Each request still
-        has its own ``send`` and ``result`` events; only the job's are apart."""
-        steps = write_steps(self._pending(), self.config)
+        steps = apply_steps(pending, self.config)
         self.pending_by_group.clear()
-        for change in self._pending():
+        self.reads_left.clear()
+        for change in pending:
             self.pending_by_group[(change.action, change.sobject)] += 1
+        for step in steps:
+            if step.kind is not StepKind.WRITE:
+                self.reads_left[(Action(str(step.action)), str(step.sobject))] += step.requests
+        self._group_now: tuple[Action, str] | None = None
+        self._compared = drift.Compared()
         at = 0
         while at < len(steps):
-            step = steps[at]
             alongside = self._alongside(steps, at)
             if not alongside:
-                self._run_step(step)
+                self._run_step(steps[at])
                 at += 1
                 continue
-            action, sobject, items = self._group(step)
-            started = self._start_job(action, sobject, items)
+            # A Bulk job whose rank has Collections groups after it (Contact and Lead updates:
+            # neither waits for the other): the job is closed, the other groups are read,
+            # checked and written while the org runs it, and it is waited for last. Each
+            # request keeps its own send and result events.
+            started = self._run_step(steps[at], start=True)
             try:
                 for other in alongside:
                     self._run_step(other)
-            except Exception:   # a stop, drift, a refusal: the job is waited for and journalled
+            except Exception:   # a stop, drift, a refusal: the job is still waited for and journalled
                 if started is not None:
                     try:
                         self._finish_job(*started)
                     except (SalesforceError, _Stop):
                         pass     # left open in the journal: the next run settles it
                 raise
-            retry = self._finish_job(*started) if started is not None else items
-            if retry:
-                self._write_group(action, sobject, retry)
+            if started is not None:
+                retry = self._finish_job(*started)
+                if retry:
+                    self._write_group(started[1], started[2], retry)
             at += 1 + len(alongside)
 
-    def _run_step(self, step: Step) -> None:
-        if step.kind is StepKind.REREAD:
-            self._recheck(step)
-            return
-        action, sobject, items = self._group(step)
-        self._write_group(action, sobject, items)
-
-    def _group(self, step: Step) -> tuple[Action, str, list[WriteItem]]:
-        """A write step's action, sobject and the items still pending."""
+    def _run_step(self, step: Step, *, start: bool = False,
+                  ) -> tuple[int, Action, str, list[WriteItem], StartedJob] | None:
+        """One step of ``_groups``: a read of the current group, or its drift check and
+        write. ``start``: send the write (one Bulk job) without waiting for it."""
         action, sobject = Action(str(step.action)), str(step.sobject)
-        if action is Action.CREATE:
-            self._mark_dependents()
+        if (action, sobject) != self._group_now:     # a new group: what it needs may have failed
+            self._group_now, self._compared = (action, sobject), drift.Compared()
+            self._mark_dependents(self.by_id[i] for i in step.change_ids)
+        group, compared = self._group_now, self._compared
         changes = [c for c in (self.by_id[i] for i in step.change_ids)
                    if not self.state.is_final(c.change_id)]
-        self.pending_by_group[(action, sobject)] = len(changes)
-        return action, sobject, [self._item(c) for c in changes]
+        if step.kind is not StepKind.WRITE:
+            if changes:
+                self._budget_check()
+                self._read(step, changes, compared)
+            self.reads_left[group] -= step.requests
+            return None
+        self._check_group(step, changes, compared)
+        changes = [c for c in changes if not self.state.is_final(c.change_id)]
+        self.pending_by_group[group] = len(changes)
+        items = [self._item(c) for c in changes]
+        if start:
+            return self._start_job(action, sobject, items)
+        self._write_group(action, sobject, items)
+        return None
 
     def _alongside(self, steps: Sequence[Step], at: int) -> list[Step]:
-        """The steps to run while the Bulk job of ``steps[at]`` runs: the Collections write
-        steps of the same write rank right after it, each with the re-read step before it.
-        Empty unless ``steps[at]`` is one Bulk job this connection can start and leave."""
+        """The steps to run while the Bulk job of ``steps[at]`` runs: the groups of the same
+        write rank right after it that are written through Collections, each with its read
+        steps. Empty unless ``steps[at]`` is one Bulk job this connection can start and leave."""
         step = steps[at]
         if step.kind is not StepKind.WRITE or step.via is not Via.BULK:
             return []
@@ -588,28 +519,32 @@ class _Run:
         if not isinstance(writer, BulkWriter) or not writer.can_start:
             return []
         action, sobject = Action(str(step.action)), str(step.sobject)
-        pending = [c for c in step.change_ids if not self.state.is_final(c)]
+        pending = [self.by_id[c] for c in step.change_ids if not self.state.is_final(c)]
         if self._writer_for(sobject, len(pending))[0] is not Via.BULK:
             return []
-        if len(bulk_jobs([bulk_row_bytes(planned_record(self.by_id[c])) for c in pending], self.config)) != 1:
+        if len(bulk_jobs([bulk_row_bytes(planned_record(c)) for c in pending], self.config)) != 1:
             return []
         rank = write_rank(action, sobject)
         out: list[Step] = []
         nxt = at + 1
         while nxt < len(steps):
-            reread = steps[nxt] if steps[nxt].kind is StepKind.REREAD else None
-            write = steps[nxt + 1] if reread is not None and nxt + 1 < len(steps) else steps[nxt]
-            if (write.kind is not StepKind.WRITE or write.via is not Via.COLLECTIONS
+            end = nxt
+            while end < len(steps) and steps[end].kind is not StepKind.WRITE:
+                end += 1        # the group's reads, then its write
+            if end == len(steps):
+                break
+            write = steps[end]
+            if (write.via is not Via.COLLECTIONS
                     or write_rank(Action(str(write.action)), str(write.sobject)) != rank):
                 break
-            out.extend([s for s in (reread, write) if s is not None])
-            nxt += 2 if reread is not None else 1
+            out.extend(steps[nxt:end + 1])
+            nxt = end + 1
         return out
 
     def _start_job(self, action: Action, sobject: str, items: list[WriteItem],
                    ) -> tuple[int, Action, str, list[WriteItem], StartedJob] | None:
-        """Send the group's one Bulk job without waiting for it (None: nothing was left open;
-        what needs sending again is then sent with the group's retries)."""
+        """Send the group's one Bulk job without waiting for it (None: nothing is left
+        open; what needs sending again was sent with the group's retries)."""
         if not items:
             return None
         writer = self.bulk_writer
@@ -627,6 +562,92 @@ class _Run:
         writer = self.bulk_writer
         assert isinstance(writer, BulkWriter)
         return self._answered(number, action, sobject, items, lambda: writer.finish(started))
+
+    def _read(self, step: Step, changes: list[Change], compared: drift.Compared) -> None:
+        """One read step of a group; what it finds goes into ``compared``."""
+        sobject = str(step.sobject)
+        if step.kind is StepKind.REREAD:
+            self._reread(sobject, changes, step.fields, compared)
+        elif step.kind is StepKind.COUNT_CONTACTS:
+            # Sent after the Contact deletes were written: every Contact still pointing
+            # at one of these Accounts would be deleted with it.
+            deletes = drift.account_deletes_to_count(changes, compared.current)
+            if deletes:
+                self.own_calls += 1
+                counts = self.sf.count_contacts_by_account([str(c.record_id) for c in deletes])
+                drift.accounts_in_use(deletes, compared, counts)
+        elif step.kind is StepKind.FIND_NEW:
+            found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
+            drift.new_duplicates(sobject, changes, found, self.key_of, compared)
+
+    def _reread(self, sobject: str, changes: Sequence[Change], fields: Sequence[str],
+                compared: drift.Compared) -> None:
+        """Read the records ``changes`` touch and compare them with the plan. The values read
+        (``current``) are what a write replaces; each keeps the record's ``SystemModstamp``
+        too, so that settling a lost answer can tell a record someone else touched since."""
+        ids = list(dict.fromkeys(c.record_id for c in changes if c.record_id))
+        rows = self._retrieve(sobject, ids, [*fields, settle.STAMP])
+        drift.compare_records(changes, rows, self._resolved, compared)
+        for change in changes:
+            if change.change_id in compared.current:
+                compared.current[change.change_id][settle.STAMP] = rows[str(change.record_id)].get(settle.STAMP)
+
+    def _check_group(self, step: Step, changes: list[Change], compared: drift.Compared) -> None:
+        """The drift check of one group, on what its reads found just now. By default any
+        drift stops the run before this group: nothing of it or of a later group is
+        written (``DriftError``), the groups written before stay written. ``skip_drifted``
+        records the drifted changes as drifted and writes the rest. A record that already
+        holds the planned values is skipped."""
+        if not changes:
+            return
+        checked = [c.change_id for c in changes]
+        if compared.drifted and not self.skip_drifted:
+            self._log("drift", checked=checked, current=compared.current, drifted=compared.drifted,
+                      skipped=compared.skipped, final=False, refused=True)
+            self._log("refused", drifted=len(compared.drifted), action=str(step.action),
+                      sobject=str(step.sobject))
+            error = DriftError(self._drift_message(step, len(compared.drifted)))
+            error.report = self._report(stop_reason="drift")  # type: ignore[attr-defined]
+            raise error
+        self._log("drift", checked=checked, current=compared.current, drifted=compared.drifted,
+                  skipped=compared.skipped, final=bool(compared.drifted))
+        self._tick()
+
+    def _drift_message(self, step: Step, drifted: int) -> str:
+        written = sum(1 for c in self.changes if self.state.status_of(c.change_id) is ChangeStatus.APPLIED)
+        done = (f"the {written} change(s) written before it stay written (this plan stays 'applying' "
+                f"until an apply finishes it)" if written else "nothing was written")
+        return (f"{drifted} record(s) changed in Salesforce since the plan was made (read just before "
+                f"the {step.sobject} {step.action} group), so that group and the ones after it were not "
+                f"written; {done}. To continue: `reconcile apply {self.plan_id[:12]} --skip-drifted` "
+                f"writes the other changes and records the drifted ones, or make a new plan")
+
+    def _resolved(self, value: Any) -> Any:
+        ref = pointed_ref(value)
+        return self.state.created.get(ref, value) if ref else value
+
+    def _mark_dependents(self, changes: Iterable[Change]) -> bool:
+        """Fail those of ``changes`` still pending that point at a create which did not
+        happen. True if any."""
+        marks = []
+        for change in changes:
+            if self.state.is_final(change.change_id):
+                continue
+            for ref in change.refs():
+                if ref in self.state.created:
+                    continue
+                target = self.by_ref.get(ref)
+                status = self.state.status_of(target.change_id) if target else None
+                if target is None or status in (ChangeStatus.FAILED, ChangeStatus.DRIFTED,
+                                                ChangeStatus.SKIPPED, ChangeStatus.APPLIED):
+                    why = "is not in the plan" if target is None else f"was not created ({status})"
+                    marks.append({"change_id": change.change_id, "status": "failed",
+                                  "error_code": DEPENDENCY_FAILED,
+                                  "message": f"not written: it needs {ref}, which {why}"})
+                    break
+        if marks:
+            self._log("mark", results=marks)
+        return bool(marks)
 
     def _item(self, change: Change) -> WriteItem:
         if change.action is Action.DELETE:
@@ -646,7 +667,9 @@ class _Run:
         return Via.COLLECTIONS, self.writer
 
     def _requests_needed(self) -> int:
-        needed = 0
+        """The requests the steps still to run need: the reads of the groups not yet read
+        and the writes of the changes still pending."""
+        needed = sum(self.reads_left.values())
         for (action, sobject), n in self.pending_by_group.items():
             if n > 0:
                 via, writer = self._writer_for(sobject, n)
@@ -667,7 +690,10 @@ class _Run:
                 round_no += 1
                 self.sleep(delay)
 
-    def _budget_check(self, number: int) -> None:
+    def _budget_check(self, number: int | None = None) -> None:
+        """Stop before the next request (write request ``number``, or a group's read) when
+        the requests still needed would pass the configured share of the org's daily API
+        requests."""
         usage = getattr(self.sf, "usage", None)
         if not usage or not usage.total:
             return
