@@ -452,8 +452,7 @@ class _Run:
         for step in steps:
             if step.kind is not StepKind.WRITE:
                 self.reads_left[(Action(str(step.action)), str(step.sobject))] += step.requests
-        self._group_now: tuple[Action, str] | None = None
-        self._compared = drift.Compared()
+        self._group_now, self._compared = None, drift.Compared()
         at = 0
         while at < len(steps):
             alongside = self._alongside(steps, at)
