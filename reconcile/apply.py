@@ -468,12 +468,14 @@ class _Run:
             try:
                 for other in alongside:
                     self._run_step(other)
-            except Exception:   # a stop, drift, a refusal: the job is still waited for and journalled
+            except Exception as stop:   # a stop, drift, a refusal: the job is still waited for
                 if started is not None:
                     try:
                         self._finish_job(*started)
                     except (SalesforceError, _Stop):
                         pass     # left open in the journal: the next run settles it
+                    if isinstance(stop, DriftError):   # its report was made before the job's results
+                        stop.report = self._report(stop_reason="drift")  # type: ignore[attr-defined]
                 raise
             if started is not None:
                 retry = self._finish_job(*started)

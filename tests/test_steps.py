@@ -250,3 +250,30 @@ def test_a_bulk_job_runs_while_the_same_rank_collections_groups_are_written(sb, 
     assert len(lead_writes) == 3
     assert close < min(lead_writes) and max(lead_writes) < min(polls)
     assert all(n == 1 for n in writes_per_record(sb).values())
+
+
+def test_drift_found_while_a_bulk_job_runs_still_waits_for_the_job_and_journals_it(sb, tmp_path):
+    """The Lead group, read while the Contact job runs, has drifted: the run stops before
+    writing it, but the Contact job it left running is waited for and its results go into
+    the journal first (the Contacts are applied, not left for the next run to settle); a
+    run with --skip-drifted then writes the other Leads and nothing twice."""
+    from reconcile.errors import DriftError
+    from reconcile.salesforce import connect
+    config = replace(CONFIG, bulk_threshold=20)
+    contact_ids, lead_ids = seed_people(sb, 30, 5, tag="drj")
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "Director") for cid in contact_ids]
+                    + [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids])
+    sb.store.edit(lead_ids[0], {"Status": "Closed - Converted"})
+    sb.stats.reset()
+    sf = connect(config, env=sb.env, sleep=lambda s: None)
+    with pytest.raises(DriftError) as stopped:
+        apply_plan(doc, plan_dir_for(tmp_path, doc), sf, config, sleep=lambda s: None, now=lambda: NOW)
+    results = {r.change_id: r for r in stopped.value.report.results}
+    assert all(str(results[f"Contact:{cid}"].status) == "applied" for cid in contact_ids)
+    assert all(sb.store.get(cid)["Title"] == "Director" for cid in contact_ids)
+    assert all(sb.store.get(lid)["Status"] != "Inactive" for lid in lead_ids)
+    report = apply_plan(doc, plan_dir_for(tmp_path, doc), connect(config, env=sb.env, sleep=lambda s: None),
+                        config, skip_drifted=True, sleep=lambda s: None, now=lambda: NOW)
+    assert report.finished and sb.store.get(lead_ids[0])["Status"] == "Closed - Converted"
+    assert all(sb.store.get(lid)["Status"] == "Inactive" for lid in lead_ids[1:])
+    assert all(n == 1 for n in writes_per_record(sb).values())
