@@ -34,7 +34,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from reconcile.errors import IntegrityError, PlanNotFound
 from reconcile.fsutil import folder_identity, read_bytes, write_atomic
@@ -76,6 +76,46 @@ def sha256_hex(data: bytes) -> str:
 def record_bytes(record: dict[str, Any]) -> bytes:
     """Canonical bytes of an approval or result record."""
     return (json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+# record_bytes' form, for records written a piece at a time
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+_ITEMS_AT_A_TIME = 2_000
+
+
+def _record_chunks(record: Mapping[str, Any], key: str, items: Iterable[Any]) -> Iterator[bytes]:
+    """``record_bytes({**record, key: list(items)})`` in pieces, ``items`` encoded a few
+    thousand at a time (never the whole list, nor its text, at once)."""
+    yield b"{"
+    for i, name in enumerate(sorted([*record, key])):
+        yield (("," if i else "") + _ENCODER.encode(name) + ":").encode("utf-8")
+        if name != key:
+            yield _ENCODER.encode(record[name]).encode("utf-8")
+            continue
+        yield b"["
+        batch: list[Any] = []
+        first = True
+        for item in items:
+            batch.append(item)
+            if len(batch) == _ITEMS_AT_A_TIME:
+                yield (("" if first else ",") + _ENCODER.encode(batch)[1:-1]).encode("utf-8")
+                first, batch = False, []
+        if batch:
+            yield (("" if first else ",") + _ENCODER.encode(batch)[1:-1]).encode("utf-8")
+        yield b"]"
+    yield b"}\n"
+
+
+def sealed_chunks(record: Mapping[str, Any], key: str, items: Callable[[], Iterable[Any]]) -> Iterator[bytes]:
+    """``record_bytes(seal({**record, key: list(items())}))`` in pieces: ``items()`` is
+    called twice (once for the digest, once to write), so a large list of results is
+    never held as dicts nor as text."""
+    if key in record or "sha256" in record:
+        raise ValueError(f"sealed_chunks: {key!r} and 'sha256' are written by it")
+    digest = hashlib.sha256()
+    for chunk in _record_chunks(record, key, items()):
+        digest.update(chunk)
+    yield from _record_chunks({**record, "sha256": digest.hexdigest()}, key, items())
 
 
 def seal(record: dict[str, Any]) -> dict[str, Any]:
@@ -156,9 +196,11 @@ class Archive:
                 raise PlanNotFound(f"plan id prefix {ref!r} matches {len(matches)} plans in {self.root}; give more characters")
         raise PlanNotFound(f"no plan {ref!r} in {self.root} (give a plan id, a unique prefix of one, or a path; `reconcile log` lists them)")
 
-    def write(self, plan_dir: Path, name: str, data: bytes | str, *, overwrite: bool = False) -> Path:
-        """Write one archive file atomically; an existing file is never replaced unless
-        ``overwrite`` (only for a plan's own renderings before its plan.json exists)."""
+    def write(self, plan_dir: Path, name: str, data: bytes | str | Iterable[bytes], *,
+              overwrite: bool = False) -> Path:
+        """Write one archive file atomically (``data`` may come in pieces, written as they
+        come); an existing file is never replaced unless ``overwrite`` (only for a plan's
+        own renderings before its plan.json exists)."""
         raw = data.encode("utf-8") if isinstance(data, str) else data
         plan_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         target = plan_dir / name
