@@ -474,8 +474,8 @@ class _Run:
                         self._finish_job(*started)
                     except (SalesforceError, _Stop):
                         pass     # left open in the journal: the next run settles it
-                    if isinstance(stop, DriftError):   # its report was made before the job's results
-                        stop.report = self._report(stop_reason="drift")  # type: ignore[attr-defined]
+                    if isinstance(stop, DriftError):   # made before the job's results: again
+                        raise self._drift_error(*stop.refused) from None  # type: ignore[attr-defined]
                 raise
             if started is not None:
                 retry = self._finish_job(*started)
@@ -607,12 +607,19 @@ class _Run:
                       skipped=compared.skipped, final=False, refused=True)
             self._log("refused", drifted=len(compared.drifted), action=str(step.action),
                       sobject=str(step.sobject))
-            error = DriftError(self._drift_message(step, len(compared.drifted)))
-            error.report = self._report(stop_reason="drift")  # type: ignore[attr-defined]
-            raise error
+            raise self._drift_error(step, len(compared.drifted))
         self._log("drift", checked=checked, current=compared.current, drifted=compared.drifted,
                   skipped=compared.skipped, final=bool(compared.drifted))
         self._tick()
+
+    def _drift_error(self, step: Step, drifted: int) -> DriftError:
+        """The ``DriftError`` stopping the run before ``step``'s group: its message and
+        report from the journal as it is now (made again once a Bulk job that ran alongside
+        has its results, see ``_groups``)."""
+        error = DriftError(self._drift_message(step, drifted))
+        error.report = self._report(stop_reason="drift")  # type: ignore[attr-defined]
+        error.refused = (step, drifted)  # type: ignore[attr-defined]
+        return error
 
     def _drift_message(self, step: Step, drifted: int) -> str:
         written = sum(1 for c in self.changes if self.state.status_of(c.change_id) is ChangeStatus.APPLIED)

@@ -277,3 +277,23 @@ def test_drift_found_while_a_bulk_job_runs_still_waits_for_the_job_and_journals_
     assert report.finished and sb.store.get(lead_ids[0])["Status"] == "Closed - Converted"
     assert all(sb.store.get(lid)["Status"] == "Inactive" for lid in lead_ids[1:])
     assert all(n == 1 for n in writes_per_record(sb).values())
+
+
+def test_a_drift_message_after_a_bulk_job_ran_alongside_counts_what_the_job_wrote(sb, tmp_path):
+    """The DriftError's one line is made after the Bulk job that ran alongside the drifted
+    group has its results: it says how many changes stay written, not "nothing was
+    written", and agrees with its report."""
+    from reconcile.errors import DriftError
+    from reconcile.salesforce import connect
+    config = replace(CONFIG, bulk_threshold=5)
+    contact_ids, lead_ids = seed_people(sb, 10, 2, tag="dmsg")
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "Director") for cid in contact_ids]
+                    + [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids])
+    sb.store.edit(lead_ids[0], {"Status": "Closed - Converted"})
+    sf = connect(config, env=sb.env, sleep=lambda s: None)
+    with pytest.raises(DriftError) as stopped:
+        apply_plan(doc, plan_dir_for(tmp_path, doc), sf, config, sleep=lambda s: None, now=lambda: NOW)
+    assert stopped.value.report.counts["applied"] == 10
+    assert all(sb.store.get(cid)["Title"] == "Director" for cid in contact_ids)
+    assert "nothing was written" not in str(stopped.value)
+    assert "the 10 change(s) written before it stay written" in str(stopped.value)
