@@ -480,7 +480,7 @@ class _Run:
             if started is not None:
                 retry = self._finish_job(*started)
                 if retry:
-                    self._write_group(started[1], started[2], retry)
+                    self._write_group(started[1], started[2], retry, retried=True)
             at += 1 + len(alongside)
 
     def _run_step(self, step: Step, *, start: bool = False,
@@ -684,10 +684,19 @@ class _Run:
                 needed += write_requests(via, n, self.config, size=writer.batch_size, action=action)
         return needed
 
-    def _write_group(self, action: Action, sobject: str, items: list[WriteItem]) -> None:
+    def _write_group(self, action: Action, sobject: str, items: list[WriteItem], *,
+                     retried: bool = False) -> None:
+        """Write ``items``, then the ones to try again after a backoff, each round of those
+        read again first (``_read_again``). ``retried``: ``items`` are already such retries
+        (a Bulk job's failed rows)."""
         queue = items
         round_no = 0
         while queue:
+            if retried:
+                queue = self._read_again(action, sobject, queue)
+                if not queue:
+                    break
+            retried = True
             retry: list[WriteItem] = []
             _via, writer = self._writer_for(sobject, len(queue))
             for chunk in writer.chunks(action, sobject, queue):
@@ -697,6 +706,33 @@ class _Run:
                 delay = self.config.backoff_seconds * (2 ** round_no) * (0.5 + self.jitter())
                 round_no += 1
                 self.sleep(delay)
+
+    def _read_again(self, action: Action, sobject: str, items: list[WriteItem]) -> list[WriteItem]:
+        """Before items are sent again (a lock, a busy server, a lost answer): read their
+        records again, as the group's read did, and check them against the plan. Only those
+        still as planned are sent; one edited meanwhile is drifted (final: the other changes
+        of its group are written already), one already as planned skipped, a create whose key
+        has appeared drifted. The reads are requests the plan did not count: the budget check
+        counts them."""
+        changes = [self.by_id[item.change_id] for item in items]
+        group = (action, sobject)
+        ids = {c.record_id for c in changes}
+        reads = 1 if action is Action.CREATE else -(-len(ids) // self.config.retrieve_size)
+        self.reads_left[group] += reads
+        self._budget_check()
+        compared = drift.Compared()
+        if action is Action.CREATE:
+            found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
+            drift.new_duplicates(sobject, changes, found, self.key_of, compared)
+        else:
+            self._reread(sobject, changes, sorted({f for c in changes for f in c.fields}), compared)
+        self.reads_left[group] -= reads
+        self._log("drift", checked=[c.change_id for c in changes], current=compared.current,
+                  drifted=compared.drifted, skipped=compared.skipped, final=True)
+        left = [item for item in items if not self.state.is_final(item.change_id)]
+        self.pending_by_group[group] -= len(items) - len(left)
+        self._tick()
+        return left
 
     def _budget_check(self, number: int | None = None) -> None:
         """Stop before the next request (write request ``number``, or a group's read) when

@@ -474,3 +474,32 @@ def test_a_rollback_writes_through_collections_with_the_duplicate_rule_header(sb
     sb.stats.reset()
     apply_plan(forward, plan_dir_for(tmp_path, forward), sf, config, sleep=lambda s: None, now=lambda: NOW)
     assert [path for method, path, _ in sb.stats.log if path.endswith("/jobs/ingest")]   # an apply may use Bulk
+
+
+def test_a_retried_write_reads_the_record_again_and_never_overwrites_an_edit(sb, sf, tmp_path):
+    """A write that failed item-level with UNABLE_TO_LOCK_ROW is sent again after a backoff;
+    the record is read again first: one edited meanwhile is recorded drifted (the edit
+    kept, the value read shown), one still as planned is written with ``replaced`` from
+    that read (the sandbox's item-level UNABLE_TO_LOCK_ROW fault, as test_bulk uses it)."""
+    contact_ids, _ = seed_people(sb, 3, tag="rr")
+    edited, kept = contact_ids[0], contact_ids[1]
+    sb.faults.lock_rows([edited, kept], times=1)
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "CTO") for cid in contact_ids])
+
+    def sleep(seconds: float) -> None:   # someone saves the record during the backoff
+        sb.store.edit(edited, {"Title": "VP Sales (user edit)"})
+
+    plan_dir = plan_dir_for(tmp_path, doc)
+    report = run(doc, plan_dir, sf, sleep=sleep)
+    assert sb.store.get(edited)["Title"] == "VP Sales (user edit)"
+    assert sb.store.get(kept)["Title"] == "CTO" and sb.store.get(contact_ids[2])["Title"] == "CTO"
+    results = {r.change_id: r for r in report.results}
+    lost = results[f"Contact:{edited}"]
+    assert lost.status is ChangeStatus.DRIFTED
+    assert lost.drift["Title"] == {"planned": "Engineer", "current": "VP Sales (user edit)"}
+    saved = json.loads((plan_dir / "apply.json").read_text())
+    by_id = {r["change_id"]: r for r in saved["results"]}
+    assert by_id[f"Contact:{edited}"]["status"] == "drifted"
+    assert by_id[f"Contact:{kept}"]["status"] == "applied"
+    assert by_id[f"Contact:{kept}"]["fields"]["Title"]["replaced"] == "Engineer"
+    assert report.status == "partially applied"
