@@ -351,18 +351,25 @@ class _Run:
 
     def _find_by_key(self, sobject: str, values: Iterable[str]) -> dict[str, list[str]]:
         """key (lower-cased) -> ids of records that hold it and the plan's snapshot did not have."""
+        return {k: sorted(r["Id"] for r in rows) for k, rows in self._find_new(sobject, values).items()}
+
+    def _find_new(self, sobject: str, values: Iterable[str],
+                  fields: Sequence[str] = ()) -> dict[str, list[dict]]:
+        """key (lower-cased) -> the records (``Id``, the key, ``fields``) that hold it and
+        that the plan's snapshot did not have."""
         values = sorted({v for v in values if v})
         if not values:
             return {}
         key = self.config.account_name_field if sobject == SObject.ACCOUNT else self.config.email_field
         self.own_calls += 1
-        found: dict[str, list[str]] = defaultdict(list)
+        found: dict[str, list[dict]] = defaultdict(list)
         known = {i[:15] for i in self.prior_ids} | {i[:15] for i in self.state.ids.values()}
-        for row in self.sf.query_in(sobject, key, values, ["Id", key]):
+        wanted = list(dict.fromkeys(["Id", key, *fields]))
+        for row in self.sf.query_in(sobject, key, values, wanted):
             if str(row.get("Id"))[:15] in known:   # 15- and 18-character ids name the same record
                 continue
-            found[str(row.get(key) or "").strip().lower()].append(row["Id"])
-        return {k: sorted(v) for k, v in found.items()}
+            found[str(row.get(key) or "").strip().lower()].append(row)
+        return {k: sorted(v, key=lambda r: str(r["Id"])) for k, v in found.items()}
 
     # -- the run --
 
@@ -421,8 +428,10 @@ class _Run:
                 settle_job(job_id)
         if action is Action.CREATE:
             changes = [self.by_id[c] for c in change_ids]
-            found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
-            results = settle.settle_creates(number, changes, found, self.key_of)
+            sent = sorted({f for rec in payload for f in rec} | {settle.CREATED})
+            found = self._find_new(sobject, [self.key_of(c) for c in changes], sent)
+            results = settle.settle_creates(number, changes, payload, found, self.key_of,
+                                            sent_at=send.get("at"))
         elif action is Action.UPDATE:
             fields = sorted({f for rec in payload for f in rec if f != "Id"} | {settle.STAMP})
             rows = self._retrieve(sobject, list(dict.fromkeys(rec["Id"] for rec in payload)), fields)

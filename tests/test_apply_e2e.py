@@ -503,3 +503,50 @@ def test_a_retried_write_reads_the_record_again_and_never_overwrites_an_edit(sb,
     assert by_id[f"Contact:{kept}"]["status"] == "applied"
     assert by_id[f"Contact:{kept}"]["fields"]["Title"]["replaced"] == "Engineer"
     assert report.status == "partially applied"
+
+
+def _die_before_the_create_leaves(sb, sf, doc, plan_dir):
+    """The run dies after the journal's ``send`` and before the request leaves."""
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed after the send")
+    sf.create = killed
+    with pytest.raises(KeyboardInterrupt):
+        run(doc, plan_dir, sf)
+    assert sb.store.records("Contact") == []
+
+
+@pytest.mark.parametrize("other", [
+    {"LastName": "Colleague"},                                        # other values
+    {"LastName": "N", "CreatedDate": "2024-05-02T09:00:00.000+0000"},  # made before the send
+])
+def test_settling_a_create_never_claims_a_record_someone_else_made(sb, sf, tmp_path, other):
+    """A create whose request never left is settled by looking for its e-mail: a Contact
+    found there is claimed only if it holds the values sent and was created (CreatedDate,
+    which the org sets on create:
+    https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/system_fields.htm)
+    after the send. Another's record is drifted, neither claimed (a rollback would delete
+    it) nor duplicated."""
+    doc = make_plan(sb, creates=[("Contact", "n@x.com", {"LastName": "N", "Email": "n@x.com",
+                                                         "Contact_Status__c": "Active"})])
+    plan_dir = plan_dir_for(tmp_path, doc)
+    _die_before_the_create_leaves(sb, sf, doc, plan_dir)
+    (colleague,) = sb.store.insert_many("Contact", [{"Email": "N@x.com", "Contact_Status__c": "Active",
+                                                     **other}])
+    report = run(doc, plan_dir, connect(CONFIG, env=sb.env))
+    (result,) = report.results
+    assert result.status is ChangeStatus.DRIFTED and report.created == {}
+    assert colleague in (result.message or "") and "appeared since the plan" in (result.message or "")
+    assert [c["Id"] for c in sb.store.records("Contact")] == [colleague]
+    assert writes_per_record(sb)[colleague] <= 1      # its own insert only
+
+
+def test_settling_a_create_claims_the_record_it_made(sb, sf, tmp_path):
+    """The same settle claims a record holding the values sent, created after the send."""
+    doc = make_plan(sb, creates=[("Contact", "n@x.com", {"LastName": "N", "Email": "n@x.com",
+                                                         "Contact_Status__c": "Active"})])
+    plan_dir = plan_dir_for(tmp_path, doc)
+    _die_before_the_create_leaves(sb, sf, doc, plan_dir)
+    (made,) = sb.store.insert_many("Contact", [{"LastName": "N", "Email": "n@x.com",
+                                                "Contact_Status__c": "Active"}])
+    report = run(doc, plan_dir, connect(CONFIG, env=sb.env))
+    assert report.status == "applied" and report.created == {"Contact:n@x.com": made}
