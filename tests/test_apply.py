@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 import json
 import os
 import stat
@@ -114,7 +115,10 @@ class FakeSalesforce:
                 if fault:
                     out.append(fault)
                     continue
-                record_id = self.insert(sobject, **rec)
+                # CreatedDate: set by the org on create, by its clock (system fields:
+                # https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/system_fields.htm)
+                stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+                record_id = self.insert(sobject, **rec, CreatedDate=stamp)
                 self.writes[record_id] += 1
                 out.append(SaveResult(record_id, True, created=True))
             return out
