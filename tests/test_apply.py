@@ -538,6 +538,22 @@ def test_the_api_share_counts_the_reads_still_to_come(plan_dir):
     assert sf.calls == 4 and sf.usage.used == 80
 
 
+def test_the_api_share_counts_the_read_before_a_retry(plan_dir):
+    """A locked record is read again before it is sent again: with 77 of 100 used and a
+    share of 80 %, the read and the write (2) made 79; the retry's read and write would
+    make 81, so the run stops before that read, not after it."""
+    sf = FakeSalesforce()
+    (contact,) = contacts(sf, 1)
+    doc = make_plan(sf, [update(sf, contact, Title="CTO")])
+    sf.locked[contact] = 1
+    sf.usage = ApiUsage(used=77, total=100)
+    with pytest.raises(ApiLimitExceeded, match="the 2 request") as caught:
+        run(doc, plan_dir, sf)
+    assert sf.calls == 2 and caught.value.report.counts["pending"] == 1
+    sf.usage = ApiUsage(used=0, total=100)
+    assert run(doc, plan_dir, sf).status == "applied" and sf.records[contact]["Title"] == "CTO"
+
+
 def test_an_account_still_holding_a_contact_the_plan_keeps_is_not_deleted(plan_dir):
     """The Contacts of Accounts to delete are counted just before the Account deletes,
     after the plan's Contact deletes: a Contact the plan deletes does not hold its Account
