@@ -63,7 +63,7 @@ def settle_creates(number: int, changes: Sequence[Change], payload: Sequence[Map
     since = _instant(sent_at) if sent_at else None
     unclaimed = {key: list(rows) for key, rows in found.items()}
     results: list[dict[str, Any]] = []
-    for change, sent in zip(changes, payload):
+    for change, sent in zip(changes, payload, strict=True):
         rows = unclaimed.get(key_of(change), [])
         mine = next((r for r in rows if _made_by(r, sent, since)), None)
         if mine is not None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 import json
 import os
 import stat
 from collections import Counter
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ class FakeSalesforce:
                     continue
                 # CreatedDate: set by the org on create, by its clock (system fields:
                 # https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/system_fields.htm)
-                stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+                stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
                 record_id = self.insert(sobject, **rec, CreatedDate=stamp)
                 self.writes[record_id] += 1
                 out.append(SaveResult(record_id, True, created=True))
