@@ -117,7 +117,8 @@ class Outcome:
     """One determination for one person (rows for the same e-mail already merged).
 
     ``email`` is normalised: trimmed and lower-cased. ``new_email`` likewise.
-    Empty optional values are ``""``.
+    Empty optional values are ``""``; a column the outcome does not own
+    (``outcomes.OUTCOMES[kind].payload``) is always ``""``.
     """
     email: str
     kind: OutcomeKind

@@ -17,11 +17,10 @@ from reconcile.model import (
     OutcomeKind, OutcomeSet, OrgRecord, PlanBody, ReviewItem, ReviewReason, RowRef, SkipReason, Skipped,
     Snapshot, SObject, Unchanged, pointer,
 )
-from reconcile.rules import choose_account, choose_record, lead_is_active, norm_email, norm_name
+from reconcile.outcomes import OUTCOMES
+from reconcile.rules import choose_account, choose_record, lead_is_active, norm_name
 
 MULTIPUB_DETAIL = "Skipped (Multipub/Marketing owns this contact)"
-_GATED = (OutcomeKind.EMAIL_CHANGE, OutcomeKind.TITLE_CHANGE, OutcomeKind.REPLACEMENT)
-_MOVES = (OutcomeKind.EMAIL_CHANGE, OutcomeKind.REPLACEMENT)
 
 
 def build_plan(outcome_set: OutcomeSet, snapshot: Snapshot, config: Config, *,
@@ -64,9 +63,9 @@ class _Planner:
                                 | {c.email for c in outcome_set.conflicts})
         self.claims: dict[str, set[str]] = {}
         for o in outcome_set.outcomes:
-            if o.kind in _MOVES and o.new_email and o.new_email != o.email:
+            if OUTCOMES[o.kind].moves_email and o.new_email and o.new_email != o.email:
                 self.claims.setdefault(o.new_email, set()).add(o.email)
-            elif o.kind is OutcomeKind.NEW_CONTACT:
+            elif OUTCOMES[o.kind].creates_contact:
                 self.claims.setdefault(o.email, set()).add(o.email)
 
         self.updates: list[Change] = []
@@ -144,7 +143,7 @@ class _Planner:
     def _person(self, o: Outcome) -> None:
         if o.multipub_id:
             self._handoff(o)
-        if o.kind is OutcomeKind.NEW_CONTACT:
+        if OUTCOMES[o.kind].creates_contact:
             self._new_contact(o)
             return
         contact = self._choose(SObject.CONTACT, o.email)
@@ -170,28 +169,25 @@ class _Planner:
                 self._unchanged(o, target.record, target.unchanged)
         if not pending:
             return
-        if o.kind in _GATED and not self._gate(o, pending):
+        if OUTCOMES[o.kind].gated and not self._gate(o, pending):
             return
-        if o.kind in _MOVES and o.new_email and any(self.config.email_field in t.fields for t in pending):
+        if OUTCOMES[o.kind].moves_email and o.new_email and any(self.config.email_field in t.fields for t in pending):
             pending = self._email_free(o, pending)
         for target in pending:
             self.updates.append(self._update(o, target))
 
     def _handoff(self, o: Outcome) -> None:
+        spec = OUTCOMES[o.kind]
+        if spec.handoff is None or (spec.moves_email and not o.new_email):
+            return
         contact_ids = tuple(sorted(r.id for r in self._find(SObject.CONTACT, o.email)))
-        if o.kind is OutcomeKind.INACTIVE:
-            self.handoff.append(HandoffRow(file="inactive_people", email=o.email, multipub_id=o.multipub_id,
-                                           contact_ids=contact_ids, observed_at=o.observed_at,
-                                           source_id=o.source_id))
-        elif o.kind in _MOVES and o.new_email:
-            self.handoff.append(HandoffRow(file="email_update_requests", email=o.email,
-                                           multipub_id=o.multipub_id, new_email=o.new_email,
-                                           contact_ids=contact_ids, observed_at=o.observed_at,
-                                           source_id=o.source_id))
+        self.handoff.append(HandoffRow(file=spec.handoff, email=o.email, multipub_id=o.multipub_id,
+                                       new_email=o.new_email, contact_ids=contact_ids,
+                                       observed_at=o.observed_at, source_id=o.source_id))
 
     def _not_found_detail(self, o: Outcome) -> str:
         detail = "no Contact or Lead has this e-mail"
-        if o.kind in _MOVES and o.new_email:
+        if OUTCOMES[o.kind].moves_email and o.new_email:
             holders = [r for s in (SObject.CONTACT, SObject.LEAD) for r in self._find(s, o.new_email)]
             if holders:
                 detail += (f"; {o.new_email} is already held by "
@@ -239,10 +235,11 @@ class _Planner:
                 want(c.contact_status_field, c.contact_active,
                      str(current.get(c.contact_status_field) or "").strip() == c.contact_active)
         else:
-            if o.new_email:
-                want(c.email_field, o.new_email, norm_email(current.get(c.email_field)) == o.new_email)
-            if o.new_title:
-                want(c.title_field, o.new_title, str(current.get(c.title_field) or "").strip() == o.new_title)
+            for write in OUTCOMES[o.kind].writes:
+                value = getattr(o, write.column)
+                if value:
+                    name = write.field(c)
+                    want(name, value, write.same(current.get(name)) == value)
         if not t.fields:
             t.unchanged = "; ".join(holds)
             return

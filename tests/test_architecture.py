@@ -6,7 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reconcile"
 HTTP_LIBRARIES = {"simple_salesforce", "requests", "urllib3", "http", "socket", "ssl"}
-PURE_CORE = ["inputs.py", "rules.py", "planner.py", "plan.py", "model.py", "rollback.py"]
+PURE_CORE = ["inputs.py", "outcomes.py", "rules.py", "planner.py", "plan.py", "model.py", "rollback.py"]
 
 
 def imported(path: Path) -> set[str]:
