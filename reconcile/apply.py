@@ -32,7 +32,6 @@ import socket
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -41,6 +40,9 @@ from filelock import FileLock, Timeout
 
 from reconcile.archive import JOURNAL as JOURNAL_NAME, RECORD_FORMAT_VERSION, RESULT, record_bytes, seal
 from reconcile import drift, settle
+from reconcile.backoff import Backoff
+from reconcile.canonical import canonical_bytes
+from reconcile.clock import Clock, utc_now
 from reconcile.config import Config
 from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
                               SalesforceError)
@@ -59,10 +61,6 @@ TRANSIENT_ITEM_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
 # reconcile's own code for a create that needed a record the plan could not create.
 DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # -- results ---------------------------------------------------------------------------
@@ -129,7 +127,7 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 class _ApplyLock:
     """``plans/.apply.lock`` (non-blocking) plus ``.apply.lock.json`` saying who holds it."""
 
-    def __init__(self, root: Path, plan_id: str, now: Callable[[], str]):
+    def __init__(self, root: Path, plan_id: str, now: Clock):
         self.root = root
         self.plan_id = plan_id
         self.now = now
@@ -160,8 +158,7 @@ class _ApplyLock:
                                          f"again to finish it")
             info = {"pid": os.getpid(), "hostname": socket.gethostname(),
                     "plan_id": self.plan_id, "started_at": self.now()}
-            write_atomic(self.info_path, json.dumps(info, sort_keys=True).encode() + b"\n",
-                         overwrite=True)
+            write_atomic(self.info_path, canonical_bytes(info), overwrite=True)
         except BaseException:
             self.lock.release()
             raise
@@ -198,7 +195,7 @@ def _pid_alive(pid: Any) -> bool:
 def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: OrgWriter, config: Config, *,
                skip_drifted: bool = False,
                progress: Callable[[int, int], None] | None = None,
-               now: Callable[[], str] = _utc_now,
+               now: Clock = utc_now,
                plan_sha256: str | None = None,
                sleep: Callable[[float], None] = time.sleep,
                writer: Writer | None = None,
@@ -255,7 +252,7 @@ class _Stop(Exception):
 class _Run:
     def __init__(self, doc: Mapping[str, Any], plan_dir: Path, sf: OrgWriter, config: Config, *,
                  skip_drifted: bool, progress: Callable[[int, int], None] | None,
-                 now: Callable[[], str], plan_sha256: str | None, sleep: Callable[[float], None],
+                 now: Clock, plan_sha256: str | None, sleep: Callable[[float], None],
                  writer: Writer, jitter: Callable[[], float], bulk_writer: Writer | None = None):
         self.doc = doc
         self.plan_id = str(doc["plan_id"])
@@ -506,7 +503,7 @@ class _Run:
                 retry.extend(self._request(action, sobject, list(chunk), writer))
             queue = retry
             if queue:
-                delay = self.config.backoff_seconds * (2 ** round_no) * (0.5 + self.jitter())
+                delay = Backoff(self.config.backoff_seconds).delay(round_no, random=self.jitter)
                 round_no += 1
                 self.sleep(delay)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from reconcile.canonical import canonical_bytes
 from reconcile.errors import IntegrityError, PlanNotFound
 from reconcile.fsutil import read_bytes, write_atomic
 from reconcile.journal import has_sends
@@ -65,7 +66,7 @@ def sha256_hex(data: bytes) -> str:
 
 def record_bytes(record: dict[str, Any]) -> bytes:
     """Canonical bytes of an approval or result record."""
-    return (json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    return canonical_bytes(record)
 
 
 def seal(record: dict[str, Any]) -> dict[str, Any]:

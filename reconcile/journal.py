@@ -59,12 +59,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
+from reconcile.canonical import canonical_json
+from reconcile.clock import Clock
 from reconcile.errors import IntegrityError
 from reconcile.fsutil import append_line, read_bytes
 from reconcile.model import ChangeStatus
@@ -285,7 +285,7 @@ def replay(path: Path) -> JournalState:
 class Journal:
     """Appends events to one plan's journal; each append is durable on return."""
 
-    def __init__(self, path: Path, *, now: Callable[[], str]):
+    def __init__(self, path: Path, *, now: Clock):
         self.path = Path(path)
         self._now = now
         self.calls = 0          # set by the caller: HTTP requests so far in this run
@@ -303,14 +303,10 @@ class Journal:
             # after an apply began no longer matches it (approval.check_bound_to_journal).
             fields["approval_sha256"] = self._approval_sha256()
         record = {"event": event, "at": self._now(), "calls": self.calls, **fields, "prev": self._prev}
-        line = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        line = canonical_json(record)
         append_line(self.path, line)
         self._prev = hashlib.sha256(line.encode("utf-8")).hexdigest()
         return record
-
-    def start(self, run: int, plan_id: str, warnings: list[str]) -> dict[str, Any]:
-        return self.append("start", run=run, pid=os.getpid(), host=socket.gethostname(),
-                           plan_id=plan_id, warnings=warnings)
 
     def _approval_sha256(self) -> str | None:
         try:
@@ -320,6 +316,3 @@ class Journal:
 
     def replay(self) -> JournalState:
         return replay(self.path)
-
-    def events(self) -> Iterator[dict[str, Any]]:
-        yield from read_events(self.path)[0]

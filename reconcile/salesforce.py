@@ -49,6 +49,8 @@ import simple_salesforce
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from reconcile.backoff import MAX_BACKOFF, Backoff
+from reconcile.clock import wall_seconds
 from reconcile.config import Config
 from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, OutcomeUnknown,
                               PermissionDenied, ReconcileError, SalesforceError, SessionExpired,
@@ -72,7 +74,6 @@ ALL_VARS = tuple(dict.fromkeys(TOKEN_VARS + LOGIN_VARS + OAUTH_VARS))
 ORG_QUERY = "SELECT Id, Name, IsSandbox, OrganizationType FROM Organization LIMIT 1"
 SOQL_MAX_CHARS = _SOQL_MAX_CHARS   # MALFORMED_QUERY above this
 TIMEOUT = (15.0, 300.0)           # connect, read (seconds); the org's own limit is 10 minutes
-MAX_BACKOFF = 30.0                # seconds; no single wait is longer
 TRANSIENT_STATUS = {502, 503, 504}
 # A gateway timed out or failed after forwarding: a non-idempotent request may have run.
 AMBIGUOUS_STATUS = {502, 504}
@@ -130,7 +131,6 @@ class SignIn:
     mode: str
     login: Callable[[], tuple[str, str]]
     renewable: bool
-    variables: tuple[str, ...]
 
 
 def connect(config: Config, env: Mapping[str, str] | None = None, *,
@@ -218,7 +218,7 @@ def sign_in(config: Config, env: Mapping[str, str], session: requests.Session, *
                  "set SALESFORCE_DOMAIN to your instance host, e.g. acme.my.salesforce.com")
         instance_url = _instance_url(value["SALESFORCE_DOMAIN"])
         token = value["SALESFORCE_ACCESS_TOKEN"]
-        return SignIn("access token", lambda: (token, instance_url), False, TOKEN_VARS)
+        return SignIn("access token", lambda: (token, instance_url), False)
     if mode == "SALESFORCE_PRIVATE_KEY_FILE":
         names = ("SALESFORCE_CLIENT_ID", "SALESFORCE_USERNAME", "SALESFORCE_PRIVATE_KEY_FILE")
         _require("JWT bearer sign-in", value, names)
@@ -234,7 +234,7 @@ def sign_in(config: Config, env: Mapping[str, str], session: requests.Session, *
         form = {"grant_type": "client_credentials", "client_id": value["SALESFORCE_CLIENT_ID"],
                 "client_secret": value["SALESFORCE_CLIENT_SECRET"]}
         return SignIn("client credentials", lambda: _token_request(session, url, form, "client credentials", names),
-                      True, names)
+                      True)
     # username and password
     if value["SALESFORCE_CLIENT_ID"] or value["SALESFORCE_CLIENT_SECRET"]:
         names = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_USERNAME",
@@ -245,7 +245,7 @@ def sign_in(config: Config, env: Mapping[str, str], session: requests.Session, *
                 "client_secret": value["SALESFORCE_CLIENT_SECRET"], "username": value["SALESFORCE_USERNAME"],
                 "password": value["SALESFORCE_PASSWORD"] + value["SALESFORCE_SECURITY_TOKEN"]}
         return SignIn("username-password (OAuth)",
-                      lambda: _token_request(session, url, form, "username-password", names), True, names)
+                      lambda: _token_request(session, url, form, "username-password", names), True)
     missing = [name for name in LOGIN_VARS if not value[name]]
     if missing:
         raise ConfigError(f"username/password login is half-configured: {', '.join(missing)} "
@@ -302,7 +302,7 @@ def _jwt_sign_in(value: Mapping[str, str], session: requests.Session) -> SignIn:
 
     def login() -> tuple[str, str]:
         claims = {"iss": value["SALESFORCE_CLIENT_ID"], "sub": value["SALESFORCE_USERNAME"],
-                  "aud": _audience(url), "exp": int(time.time()) + JWT_LIFETIME}
+                  "aud": _audience(url), "exp": int(wall_seconds()) + JWT_LIFETIME}
         failure = None
         try:
             assertion = jwt.encode(claims, key, algorithm="RS256")
@@ -314,7 +314,7 @@ def _jwt_sign_in(value: Mapping[str, str], session: requests.Session) -> SignIn:
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
         return _token_request(session, url, form, "JWT bearer", names)
 
-    return SignIn("JWT bearer", login, True, names)
+    return SignIn("JWT bearer", login, True)
 
 
 def _token_request(session: requests.Session, domain_url: str, form: Mapping[str, str],
@@ -387,7 +387,7 @@ def _soap_sign_in(value: Mapping[str, str], session: requests.Session, version: 
             raise failure
         return token, f"https://{instance}"
 
-    return SignIn("username-password (SOAP login)", login, True, LOGIN_VARS)
+    return SignIn("username-password (SOAP login)", login, True)
 
 
 def _cli_sign_in(alias: str, env: Mapping[str, str],
@@ -438,7 +438,7 @@ def _cli_sign_in(alias: str, env: Mapping[str, str],
                               f"`sf org login web --alias {alias}` (or update the CLI) and try again")
         return token, _instance_url(str(shown["instanceUrl"]))
 
-    return SignIn(f"Salesforce CLI ({alias})", login, True, ("SALESFORCE_TARGET_ORG",))
+    return SignIn(f"Salesforce CLI ({alias})", login, True)
 
 
 def _instance_url(domain: str) -> str:
@@ -752,8 +752,11 @@ class Salesforce:
     def _bulk_wait(self, kind: str, job_id: str) -> dict:
         """Poll ``jobs/{kind}/{id}`` until a final state; waits double from
         ``bulk_poll_seconds`` up to ``bulk_poll_max_seconds``."""
-        delay, waited = self._config.bulk_poll_seconds, 0.0
+        policy = Backoff(self._config.bulk_poll_seconds, self._config.bulk_poll_max_seconds)
+        polls, waited = 0, 0.0
         while True:
+            delay = policy.delay(polls)
+            polls += 1
             self._sleep(delay)
             waited += delay
             info = _json(self._request("GET", f"jobs/{kind}/{job_id}"))
@@ -763,7 +766,6 @@ class Salesforce:
             if waited >= self._config.bulk_timeout_seconds:
                 raise TransientError(f"bulk {kind} job {job_id} is still {state} after "
                                      f"{waited:.0f} seconds", code="BULK_JOB_TIMEOUT")
-            delay = min(max(delay, 0.0) * 2, self._config.bulk_poll_max_seconds)
 
     def _bulk_abort(self, job_id: str) -> None:
         try:
@@ -940,11 +942,9 @@ class Salesforce:
             raise failure
 
     def _backoff(self, attempt: int, response: requests.Response | None) -> float:
-        delay = min(MAX_BACKOFF, self._config.backoff_seconds * 2 ** (attempt - 1))
         retry_after = response.headers.get("Retry-After", "") if response is not None else ""
-        if retry_after.isdigit():
-            delay = min(MAX_BACKOFF, max(delay, float(retry_after)))
-        return delay / 2 + self._rng.random() * delay / 2
+        return Backoff(self._config.backoff_seconds, MAX_BACKOFF).delay(
+            attempt - 1, random=self._rng.random, at_least=float(retry_after) if retry_after.isdigit() else 0.0)
 
     def _relogin(self) -> None:
         """Sign in again (the same mode) and use the new session from now on."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -22,6 +21,7 @@ from reconcile import __version__
 from reconcile import archive as ar
 from reconcile import plan as plan_doc
 from reconcile.approval import approve as _approve, check_approval
+from reconcile.clock import Clock, utc_now
 from reconcile.config import Config
 from reconcile.errors import IntegrityError, StateError, UsageError
 from reconcile.fsutil import refuse_links
@@ -32,20 +32,12 @@ if TYPE_CHECKING:
     from reconcile.apply import ApplyReport
 
 
-def utc_now() -> str:
-    """Now, in UTC with milliseconds; ``RECONCILE_NOW`` freezes it (reproducible runs and tests)."""
-    frozen = os.environ.get("RECONCILE_NOW")
-    if frozen:
-        return frozen
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 @dataclass
 class Context:
     """What every command needs: configuration, the environment, a clock, a connector."""
     config: Config
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    now: Callable[[], str] = utc_now
+    now: Clock = utc_now
     connect: Callable[[Config, Mapping[str, str]], OrgConnection] | None = None
     target_org: str | None = None     # --target-org: a Salesforce CLI alias
     say: Callable[[str], None] = lambda _msg: None

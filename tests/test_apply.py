@@ -420,7 +420,7 @@ def test_unable_to_lock_row_is_retried_in_a_later_request_then_applied(plan_dir)
     sleeps: list[float] = []
     doc = make_plan(sf, [update(sf, c, Title="CTO") for c in (c1, c2)])
     report = run(doc, plan_dir, sf, sleep=sleeps.append, config=replace(CONFIG, backoff_seconds=1.0),
-                 jitter=lambda: 0.5)
+                 jitter=lambda: 1.0)  # the top of backoff.Backoff's [wait/2, wait]
     assert report.status == "applied"
     assert [n for m, _, n in sf.log if m == "update"] == [2, 1, 1]
     assert sleeps == [1.0, 2.0]

@@ -105,3 +105,15 @@ def test_no_import_cycle_inside_the_package():
     package_names = {_module_name(p / "__init__.py") for p in packages}
     graph = {k: v - package_names for k, v in graph.items() if k not in package_names}
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def test_one_clock_one_canonical_json():
+    """The time of day is read in clock.py only (durations use time.perf_counter);
+    documents are hashed in one encoding, canonical.py's (the bundled sandbox org,
+    a server of its own, is not counted)."""
+    for path in list(PACKAGE.glob("*.py")) + list(PACKAGE.glob("render/*.py")):
+        source = path.read_text(encoding="utf-8")
+        if path.name != "clock.py":
+            assert "datetime.now" not in source and "time.time(" not in source, path.name
+        if path.name != "canonical.py":
+            assert 'separators=(",", ":")' not in source, path.name
