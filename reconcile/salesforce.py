@@ -8,7 +8,7 @@ simple-salesforce; every REST request then goes through ``Salesforce._request``,
 * keeps the org's daily API usage from the ``Sforce-Limit-Info`` header (``usage``),
 * retries transient failures (502/503/504, ``SERVER_UNAVAILABLE``,
   ``UNABLE_TO_LOCK_ROW``, connection errors) with bounded, jittered
-  exponential backoff,
+  exponential backoff (``reconcile.backoff``, shared with Bulk job polling),
 * never re-sends a create that may already have reached the org: a dropped
   connection or a gateway's 502/504 raises ``OutcomeUnknown`` instead,
 * signs in again once on an expired session (every mode but a pasted access
