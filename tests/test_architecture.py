@@ -117,3 +117,24 @@ def test_one_clock_one_canonical_json():
             assert "datetime.now" not in source and "time.time(" not in source, path.name
         if path.name != "canonical.py":
             assert 'separators=(",", ":")' not in source, path.name
+
+
+def test_every_declared_dependency_is_imported_and_every_import_declared():
+    """pyproject.toml's dependencies are exactly the third-party packages reconcile/
+    imports (decision 0005: pandas and deepdiff were declared and imported nowhere)."""
+    import re
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower().replace("_", "-")
+                for d in project["dependencies"]}
+    modules: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        modules |= top(imported(path))
+    third_party = modules - set(sys.stdlib_module_names) - {"reconcile", "__future__"}
+    dist_of = packages_distributions()
+    used = {dist.lower().replace("_", "-") for m in third_party for dist in dist_of.get(m, [m])}
+    assert used - declared == set(), "imported but not declared"
+    assert declared - used == set(), "declared but imported nowhere"

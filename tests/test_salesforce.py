@@ -317,6 +317,21 @@ def test_soql_quote_round_trips_through_soql_unescaping(value):
     assert read_literal(literal) == (value, len(literal))
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_soql_quote_escapes_as_simple_salesforce_does_and_also_other_control_characters(value):
+    """simple-salesforce's quote_soql_value escapes the named sequences of
+    https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_quotedstringescapes.htm
+    and leaves other control characters raw; soql_quote agrees on the former and
+    writes the latter as the page's \\uXXXX (why soql.py keeps its own)."""
+    from simple_salesforce.format import quote_soql_value
+    named = "\n\r\t\b\f"
+    if any((ord(c) < 0x20 or ord(c) == 0x7F) and c not in named for c in value):
+        assert "\\u00" in salesforce.soql_quote(value)
+    else:
+        assert salesforce.soql_quote(value) == quote_soql_value(value)
+
+
 # -- queries ----------------------------------------------------------------------------------
 
 def test_query_in_finds_addresses_with_quotes_and_backslashes():
