@@ -430,8 +430,8 @@ class _Run:
         ref = pointed_ref(value)
         return self.state.created.get(ref, value) if ref else value
 
-    def _mark_dependents(self) -> bool:
-        """Fail pending changes that point at a create which did not happen. True if any."""
+    def _mark_dependents(self) -> None:
+        """Fail pending changes that point at a create which did not happen."""
         marks = []
         for change in self._pending():
             for ref in change.refs():
@@ -448,7 +448,6 @@ class _Run:
                     break
         if marks:
             self._log("mark", results=marks)
-        return bool(marks)
 
     # 3. the writes
 

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from reconcile.chars import describe, first_invisible, scripts
 from reconcile.errors import InputError
@@ -510,8 +510,9 @@ def _single(email: str, row: _Row) -> Outcome:
         observed_at=v["observed_at"], source_id=v["source_id"], rows=(row.ref,))
 
 
-def _owned(row: _Row) -> dict[str, str]:
-    """The row's values of the outcome's own columns; the rest are not this outcome's."""
+def _owned(row: _Row) -> dict[str, Any]:
+    """``Outcome`` keyword arguments: the row's values of the outcome's own columns, and
+    ``""`` for every other outcome's columns (not this outcome's)."""
     owned = OUTCOMES[row.kind].payload
     return {name: row.values[name] if name in owned else "" for name in PAYLOAD_COLUMNS}
 
