@@ -31,21 +31,22 @@ import random
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from filelock import FileLock, Timeout
 
-from reconcile.archive import JOURNAL as JOURNAL_NAME, RECORD_FORMAT_VERSION, RESULT, record_bytes, seal
 from reconcile import drift, settle
+from reconcile.archive import JOURNAL as JOURNAL_NAME
+from reconcile.archive import RECORD_FORMAT_VERSION, RESULT, record_bytes, seal
 from reconcile.backoff import Backoff
 from reconcile.canonical import canonical_bytes
 from reconcile.clock import Clock, utc_now
 from reconcile.config import Config
-from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
-                              SalesforceError)
+from reconcile.errors import ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown, SalesforceError
 from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
 from reconcile.model import Action, Change, ChangeStatus, PlanState, SObject, change_from_dict, pointed_ref
@@ -135,7 +136,7 @@ class _ApplyLock:
         self.lock = FileLock(str(root / ".apply.lock"), mode=0o600)
         self.warnings: list[str] = []
 
-    def __enter__(self) -> "_ApplyLock":
+    def __enter__(self) -> _ApplyLock:
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             self.lock.acquire(blocking=False)
@@ -307,7 +308,7 @@ class _Run:
         wanted = ["Id", *[f for f in fields if f != "Id"]]
         for chunk in _chunks(list(ids), self.config.retrieve_size):
             self.own_calls += 1
-            for record_id, row in zip(chunk, self.sf.retrieve(sobject, list(chunk), wanted)):
+            for record_id, row in zip(chunk, self.sf.retrieve(sobject, list(chunk), wanted), strict=True):
                 if row is not None:
                     rows[record_id] = row
         return rows

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from reconcile.canonical import canonical_bytes
 from reconcile.errors import IntegrityError, PlanNotFound
@@ -115,7 +116,8 @@ class Archive:
                 return matches[0]
             if len(matches) > 1:
                 raise PlanNotFound(f"plan id prefix {ref!r} matches {len(matches)} plans in {self.root}; give more characters")
-        raise PlanNotFound(f"no plan {ref!r} in {self.root} (give a plan id, a unique prefix of one, or a path; `reconcile log` lists them)")
+        raise PlanNotFound(f"no plan {ref!r} in {self.root} (give a plan id, a unique prefix of one, "
+                           "or a path; `reconcile log` lists them)")
 
     def write(self, plan_dir: Path, name: str, data: bytes | str, *, overwrite: bool = False) -> Path:
         """Write one archive file atomically; an existing file is never replaced unless

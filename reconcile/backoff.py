@@ -17,8 +17,8 @@ ambiguous failures from retryable ones. The formula is the part worth sharing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 # No single wait is longer (seconds), whatever the attempt or Retry-After says.
 MAX_BACKOFF = 30.0

@@ -13,19 +13,23 @@ import resource
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from reconcile import workflow as wf
 from reconcile.config import load_config
 
+if TYPE_CHECKING:
+    from reconcile.sandbox.store import Store
 
-def _people(n: int):
+
+def _people(n: int) -> Iterator[tuple[int, str]]:
     for i in range(n):
         yield i, f"person{i:07d}.o'neil@bench.example.com" if i % 97 == 0 else f"person{i:07d}@bench.example.com"
 
 
-def _seed(store, n: int) -> None:
+def _seed(store: Store, n: int) -> None:
     stamp = "2026-01-01T00:00:00.000+0000"
     contacts, leads = [], []
     for i, email in _people(n):
@@ -107,7 +111,8 @@ def run_benchmark(sizes: list[int], *, say: Callable[[str], None], apply_up_to: 
                    "apply_seconds": None if apply_s is None else round(apply_s, 2),
                    "process_peak_rss_mb": round(_rss_mb(), 1)}
             rows.append(row)
-            per_k = lambda calls: "-" if calls is None else f"{calls * 1000 / n:.1f}"
+            def per_k(calls: int | None, n: int = n) -> str:
+                return "-" if calls is None else f"{calls * 1000 / n:.1f}"
             say(f"{n:>9} {2 * n:>8} {planned.api_calls:>10} {per_k(planned.api_calls):>6} {plan_s:>7.2f} "
                 f"{planner_s:>9.2f} {planner_mb:>10.1f} {apply_calls if apply_calls is not None else '-':>11} "
                 f"{per_k(apply_calls):>6} {apply_s if apply_s is not None else float('nan'):>7.2f}")

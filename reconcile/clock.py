@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 # A clock: returns now as an ISO-8601 UTC string ("2026-11-20T10:00:00.000Z").
 Clock = Callable[[], str]
@@ -26,7 +26,7 @@ def utc_now() -> str:
     frozen = os.environ.get("RECONCILE_NOW")
     if frozen:
         return frozen
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def wall_seconds() -> float:

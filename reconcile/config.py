@@ -166,7 +166,7 @@ def _read_toml(path: Path) -> dict[str, object]:
             if not isinstance(value, type(default)):
                 raise ConfigError(f"{path}: {section}.{key} must be {type(default).__name__}, got {value!r}")
             if name in _PATHS and value:
-                value = str((path.parent / Path(str(value)).expanduser()))
+                value = str(path.parent / Path(str(value)).expanduser())
             out[name] = value
     assert set(out) <= set(known)
     return out

@@ -16,10 +16,11 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from reconcile.chars import describe, first_invisible, scripts
 from reconcile.errors import InputError
@@ -223,7 +224,7 @@ def _csv_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], fro
         if len(rec) > width:
             f.problem(line, None, f"row has {len(rec)} values but the header has {width} columns")
             continue
-        values = dict(zip(names, rec))  # a short row's missing values read as empty
+        values = dict(zip(names, rec, strict=False))  # a short row's missing values read as empty
         if needed_missing:
             kind = values.get("outcome", "").strip().lower()
             for column in needed_missing:
@@ -443,8 +444,8 @@ def _parse_time(text: str) -> datetime | None:
     except ValueError:
         return None
     if value.tzinfo is None:  # no offset given: read as UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _format_time(value: datetime) -> str:
@@ -455,7 +456,7 @@ def _format_time(value: datetime) -> str:
 # -- merging rows into determinations ---------------------------------------------
 
 def _describe(kind: OutcomeKind, payload: tuple[str, ...]) -> str:
-    parts = [f"{name}={value}" for name, value in zip(OUTCOMES[kind].payload, payload) if value]
+    parts = [f"{name}={value}" for name, value in zip(OUTCOMES[kind].payload, payload, strict=True) if value]
     return " ".join([kind.value, *parts])
 
 
@@ -493,7 +494,8 @@ def _merge(rows: list[_Row]) -> tuple[list[Outcome], list[Conflict]]:
             winner = groups[winner_key]
             overridden = [r for r in person if (r.kind, r.payload()) != winner_key]
             notes.append(f"{email}: {_describe(*winner_key)} ({_where(winner)}) has the latest observed_at "
-                         f"and overrides {'; '.join(_describe(r.kind, r.payload()) + ' (' + _where([r]) + ')' for r in overridden)}")
+                         "and overrides " + "; ".join(f"{_describe(r.kind, r.payload())} ({_where([r])})"
+                                                      for r in overridden))
         outcomes.append(_outcome(email, winner, person, overridden, notes))
     return outcomes, conflicts
 
@@ -517,7 +519,8 @@ def _owned(row: _Row) -> dict[str, Any]:
     return {name: row.values[name] if name in owned else "" for name in PAYLOAD_COLUMNS}
 
 
-def _latest_group(groups: dict[tuple[OutcomeKind, tuple[str, ...]], list[_Row]]):
+def _latest_group(groups: dict[tuple[OutcomeKind, tuple[str, ...]], list[_Row]]
+                  ) -> tuple[OutcomeKind, tuple[str, ...]] | None:
     """The determination whose latest row is strictly later than every other row, if any."""
     rows = [r for g in groups.values() for r in g]
     if any(r.observed is None for r in rows):

@@ -7,9 +7,10 @@ that ``plan.py`` can serialise them with ``dataclasses.asdict``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 
 class SObject(StrEnum):

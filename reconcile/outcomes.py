@@ -21,8 +21,9 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from reconcile.config import Config
 from reconcile.model import OutcomeKind

@@ -13,11 +13,12 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from reconcile.canonical import canonical_bytes  # the one way a plan is written (re-exported)
 from reconcile.config import Config

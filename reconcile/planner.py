@@ -13,9 +13,28 @@ from typing import Any
 
 from reconcile.config import Config
 from reconcile.model import (
-    Action, AccountInfo, Change, Conflict, Cupola, DuplicateGroup, FieldChange, HandoffRow, Outcome,
-    OutcomeKind, OutcomeSet, OrgRecord, PlanBody, ReviewItem, ReviewReason, RowRef, SkipReason, Skipped,
-    Snapshot, SObject, Unchanged, pointer,
+    AccountInfo,
+    Action,
+    Change,
+    Conflict,
+    Cupola,
+    DuplicateGroup,
+    FieldChange,
+    HandoffRow,
+    OrgRecord,
+    Outcome,
+    OutcomeKind,
+    OutcomeSet,
+    PlanBody,
+    ReviewItem,
+    ReviewReason,
+    RowRef,
+    Skipped,
+    SkipReason,
+    Snapshot,
+    SObject,
+    Unchanged,
+    pointer,
 )
 from reconcile.outcomes import OUTCOMES
 from reconcile.rules import choose_account, choose_record, lead_is_active, norm_name
@@ -106,7 +125,7 @@ class _Planner:
         for record in self.snapshot.records:
             state[record.id] = {"sobject": str(record.sobject), "fields": dict(record.fields)}
         for account in self.snapshot.accounts:
-            fields = {"Id": account.id, self.config.account_name_field: account.name,
+            fields: dict[str, Any] = {"Id": account.id, self.config.account_name_field: account.name,
                       "LastModifiedDate": account.last_modified, "SystemModstamp": account.system_modstamp}
             if account.contact_count is not None:  # counted only where several share a name
                 fields["contact_count"] = account.contact_count
@@ -286,13 +305,13 @@ class _Planner:
             if self.config.email_field not in target.fields:
                 free.append(target)
                 continue
-            holders = sorted(r.id for r in self._find(SObject(target.record.sobject), o.new_email)
+            held_by = sorted(r.id for r in self._find(SObject(target.record.sobject), o.new_email)
                              if r.id != target.record.id)
-            if holders:
+            if held_by:
                 self.review.append(ReviewItem(
                     email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows,
                     sobject=SObject(target.record.sobject), record_id=target.record.id,
-                    detail=f"{o.new_email} is already held by {target.record.sobject} {', '.join(holders)}; "
+                    detail=f"{o.new_email} is already held by {target.record.sobject} {', '.join(held_by)}; "
                            f"{o.kind} not written to {target.record.id}"))
             else:
                 free.append(target)

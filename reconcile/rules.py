@@ -3,13 +3,14 @@ group is written, which Account a new Contact joins, when a Lead is active."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from reconcile.config import Config
 from reconcile.model import AccountInfo, DecidedBy, DuplicateGroup, OrgRecord, RecordStamp
 
-_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def instant(value: Any) -> datetime:
@@ -23,8 +24,8 @@ def instant(value: Any) -> datetime:
     except ValueError:
         return _NEVER
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def norm_email(value: Any) -> str:

@@ -39,8 +39,9 @@ import random
 import re
 import subprocess
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import jwt
@@ -52,13 +53,20 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 from reconcile.backoff import MAX_BACKOFF, Backoff
 from reconcile.clock import wall_seconds
 from reconcile.config import Config
-from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, OutcomeUnknown,
-                              PermissionDenied, ReconcileError, SalesforceError, SessionExpired,
-                              TransientError)
+from reconcile.errors import (
+    ApiLimitExceeded,
+    ConfigError,
+    MalformedRequest,
+    OutcomeUnknown,
+    PermissionDenied,
+    ReconcileError,
+    SalesforceError,
+    SessionExpired,
+    TransientError,
+)
 from reconcile.model import ApiUsage, OrgInfo, RecordError, SaveResult
+from reconcile.soql import COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, encode_q, in_batches, in_query_head, soql_quote
 from reconcile.soql import SOQL_MAX_CHARS as _SOQL_MAX_CHARS
-from reconcile.soql import (COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, encode_q, in_batches,
-                            in_query_head, soql_quote)
 
 __all__ = ["connect", "sign_in", "SignIn", "Salesforce", "SalesforceReader", "BulkOutcome", "soql_quote",
            "parse_limit_info"]
@@ -939,6 +947,7 @@ class Salesforce:
             if isinstance(failure, TransientError) and attempt > 1:
                 failure = TransientError(f"{failure.message} (gave up after {attempt} attempts)",
                                          code=failure.code, status=failure.status)
+            assert failure is not None  # every path above returned or set it
             raise failure
 
     def _backoff(self, attempt: int, response: requests.Response | None) -> float:
@@ -1017,8 +1026,8 @@ def _csv_rows(response: requests.Response, *, stamps: bool = False) -> list[dict
     for cells in reader:
         if not cells:
             continue
-        row = {}
-        for name, cell in zip(header, cells):
+        row: dict[str, str | None] = {}
+        for name, cell in zip(header, cells, strict=False):  # a short row: its last cells are empty
             if cell == "":
                 row[name] = None
             elif stamps and _BULK_STAMP.match(cell):

@@ -6,15 +6,14 @@ can write to the org.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from reconcile.config import Config
 from reconcile.errors import PreflightError
-from reconcile.model import AccountInfo, OrgInfo, Cupola, OrgRecord, OutcomeSet, SObject, Snapshot
+from reconcile.model import AccountInfo, Cupola, OrgInfo, OrgRecord, OutcomeSet, Snapshot, SObject
 from reconcile.outcomes import OUTCOMES, fields_read, written_fields
 from reconcile.ports import OrgReader
 from reconcile.rules import norm_name
-
 
 PREFLIGHT_OBJECTS = ("Contact", "Lead")
 

@@ -14,7 +14,7 @@ architecture test and ruff's banned-API rule keep in ``salesforce.py``.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from urllib.parse import quote_plus
 
 __all__ = ["SOQL_MAX_CHARS", "QUERY_SAFE", "soql_quote", "encode_q", "in_query_head", "in_batches",

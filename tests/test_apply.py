@@ -16,8 +16,7 @@ from filelock import FileLock
 from reconcile.apply import DEPENDENCY_FAILED, ApplyReport, apply_plan
 from reconcile.archive import check_seal
 from reconcile.config import Config
-from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
-                              SessionExpired, TransientError)
+from reconcile.errors import ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown, SessionExpired, TransientError
 from reconcile.journal import read_events, replay
 from reconcile.model import ApiUsage, ChangeStatus, RecordError, SaveResult
 
@@ -100,7 +99,8 @@ class FakeSalesforce:
     def _item_fault(self, key: str) -> SaveResult | None:
         if self.locked.get(key, 0) > 0:
             self.locked[key] -= 1
-            return SaveResult(None, False, (RecordError("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record"),))
+            return SaveResult(None, False,
+                              (RecordError("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record"),))
         if key in self.invalid:
             code, message = self.invalid[key]
             return SaveResult(None, False, (RecordError(code, message),))

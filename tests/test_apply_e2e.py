@@ -16,17 +16,17 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 
 from reconcile.apply import apply_plan
 from reconcile.config import Config
-from reconcile.errors import (ApiLimitExceeded, DriftError, OutcomeUnknown, SessionExpired,
-                              TransientError)
+from reconcile.errors import ApiLimitExceeded, DriftError, OutcomeUnknown, SessionExpired, TransientError
 from reconcile.journal import replay
 from reconcile.model import ChangeStatus
 

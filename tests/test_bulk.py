@@ -9,13 +9,12 @@ from dataclasses import replace
 import pytest
 
 from reconcile import salesforce
-from reconcile.writers import WriteItem
-from reconcile.writers import NO_RESULT, NOT_PROCESSED, BulkWriter, parse_sf_error
 from reconcile.config import Config
 from reconcile.errors import ApiLimitExceeded, OutcomeUnknown, SalesforceError
 from reconcile.model import Action
 from reconcile.salesforce import BulkOutcome
 from reconcile.sandbox import SandboxServer
+from reconcile.writers import NO_RESULT, NOT_PROCESSED, BulkWriter, WriteItem, parse_sf_error
 
 CONFIG = Config(bulk_poll_seconds=0.0)
 

@@ -8,17 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_scenarios import SCENARIOS, load_scenario, plan_document
 
 from reconcile.config import Config
 from reconcile.errors import IntegrityError
 from reconcile.model import Action, Change, FieldChange, SObject
 from reconcile.plan import (
-    FORMAT_VERSION, canonical_bytes, compute_plan_id, estimate_api_calls, load_plan, plan_schema,
+    FORMAT_VERSION,
+    canonical_bytes,
+    compute_plan_id,
+    estimate_api_calls,
+    load_plan,
+    plan_schema,
     validate,
 )
-
 from reconcile.render.text import summary_line
-from test_scenarios import SCENARIOS, load_scenario, plan_document
 
 OUTLINE = ["format_version", "plan_id", "kind", "parent_plan_id", "created_at", "org", "inputs", "options",
            "prior_state", "changes", "duplicates", "skipped", "review", "unchanged", "summary",
@@ -176,9 +180,10 @@ def test_schema_enums_match_the_model():
 
 def test_a_rollback_document_validates(doc, tmp_path):
     """Rollback plans delete what a plan created: ``after`` is null and the parent is named."""
+    from test_scenarios import CREATED_AT, ORG
+
     from reconcile.model import PlanBody, Skipped, SkipReason
     from reconcile.plan import make_document
-    from test_scenarios import CREATED_AT, ORG
     body = PlanBody(prior_state={"003X": {"sobject": "Contact", "fields": {"Id": "003X"}}},
                     changes=(Change(change_id="Contact:003X", action=Action.DELETE, sobject=SObject.CONTACT,
                                     record_id="003X", ref=None, fields={"Email": FieldChange("a@x.com", None)},

@@ -14,8 +14,16 @@ from hypothesis import strategies as st
 
 from reconcile import salesforce
 from reconcile.config import DEFAULT_API_VERSION, Config
-from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, OutcomeUnknown,
-                              PermissionDenied, SalesforceError, SessionExpired, TransientError)
+from reconcile.errors import (
+    ApiLimitExceeded,
+    ConfigError,
+    MalformedRequest,
+    OutcomeUnknown,
+    PermissionDenied,
+    SalesforceError,
+    SessionExpired,
+    TransientError,
+)
 from reconcile.model import ApiUsage, RecordError, SaveResult
 
 HOST = "example.my.salesforce.com"
@@ -111,7 +119,7 @@ class FakeOrg(requests.adapters.BaseAdapter):
             body = json.loads(request.body) if request.body else None
             if request.method in ("POST", "PATCH") and "records" in body:
                 return _response(request, 200, [
-                    {"id": r.get("Id", "003NEW%012d" % i), "success": True, "errors": []}
+                    {"id": r.get("Id", f"003NEW{i:012d}"), "success": True, "errors": []}
                     if r.get("LastName", "x") else
                     {"success": False, "errors": [{"statusCode": "REQUIRED_FIELD_MISSING",
                                                    "message": "Required fields are missing: [LastName]",
@@ -168,7 +176,7 @@ def make(fake=None, env=None, config=None, sleeps=None):
 
 
 def people(n, domain="example.org"):
-    return [{"Id": "003%015d" % i, "Email": f"person.number{i}@{domain}", "LastName": f"P{i}"}
+    return [{"Id": f"003{i:015d}", "Email": f"person.number{i}@{domain}", "LastName": f"P{i}"}
             for i in range(n)]
 
 
@@ -366,7 +374,7 @@ def test_query_in_packs_each_batch_as_full_as_the_url_limit_allows():
     batches = [in_values(parse_qs(urlparse(r.url).query)["q"][0])[1] for r in fake.sent]
     assert [v for b in batches for v in b] == emails          # all, once, in order
     assert len(batches) > 1
-    for request, following in zip(fake.sent[:-1], batches[1:]):
+    for request, following in zip(fake.sent[:-1], batches[1:], strict=True):
         length = len(request.url)
         assert length <= 2000
         # the next batch's first address would not have fitted
@@ -576,7 +584,7 @@ def test_retries_give_up_with_transient_error():
         sf.describe("Contact")
     assert caught.value.status == 503
     assert sf.calls == 5 and len(sleeps) == 4
-    assert all(d / 2 <= s <= d for s, d in zip(sleeps, [1, 2, 4, 8]))
+    assert all(d / 2 <= s <= d for s, d in zip(sleeps, [1, 2, 4, 8], strict=True))
     assert caught.value.__context__ is None
 
 

@@ -11,7 +11,6 @@ before it renders, the CSVs to every cell.
 
 from reconcile.chars import escape_invisible as printable
 from reconcile.chars import escape_tree as printable_tree
-
 from reconcile.render.csvs import handoff_csvs, review_csv
 from reconcile.render.html import render_html
 from reconcile.render.text import render_show, summary_line

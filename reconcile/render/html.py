@@ -10,17 +10,16 @@ prints cleanly, and a value such as ``<script>`` from the input is only text.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
 from reconcile.chars import escape_invisible
 from reconcile.config import Config
-from reconcile.steps import SOBJECT_WRITE_ORDER, Step, build_steps
-
 from reconcile.render.text import (
     ACTION_STYLE,
     DECIDED_BY_LABELS,
@@ -33,6 +32,7 @@ from reconcile.render.text import (
     short_id,
     summary_line,
 )
+from reconcile.steps import SOBJECT_WRITE_ORDER, Step, build_steps
 
 TEMPLATE = "plan.html.j2"
 

@@ -10,7 +10,8 @@ the same.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -313,7 +314,7 @@ def _tail(doc: Mapping[str, Any], console: Console) -> None:
         console.print(Text(f"Unchanged: {n['unchanged']} record(s) already hold the desired values."))
     handoff = doc.get("handoff") or []
     if handoff:
-        by_file = {}
+        by_file: dict[str, int] = {}
         for row in handoff:
             by_file[row.get("file", "")] = by_file.get(row.get("file", ""), 0) + 1
         parts = ", ".join(f"{count} in output_document_{name}.csv" for name, count in sorted(by_file.items()))

@@ -6,7 +6,6 @@ import shlex
 import signal
 import threading
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,14 +20,15 @@ def _group() -> None:
 @app.command()
 def serve(
     port: int = typer.Option(0, "--port", help="Port on 127.0.0.1 (0: any free port)."),
-    state: Optional[Path] = typer.Option(
+    state: Path | None = typer.Option(
         None, "--state", help="JSON state file: loaded when it exists, else seeded; every "
         "write is saved to it. Without it the org lives in memory."),
     seed: str = typer.Option("demo", "--seed", help="Seed org when there is no state: demo | empty."),
-    session_seconds: Optional[float] = typer.Option(
+    session_seconds: float | None = typer.Option(
         None, "--session-seconds", help="Sessions from the token endpoint or SOAP login expire after this many seconds."),
     production: bool = typer.Option(False, "--production", help="Answer IsSandbox = false: the org says it is production."),
-    no_soap_login: bool = typer.Option(False, "--no-soap-login", help="Refuse SOAP login() (as orgs created since Winter '26 do)."),
+    no_soap_login: bool = typer.Option(
+        False, "--no-soap-login", help="Refuse SOAP login() (as orgs created since Winter '26 do)."),
 ) -> None:
     """Start the sandbox org and print the environment that points reconcile,
     simple-salesforce or curl at it. Ctrl-C stops it."""
