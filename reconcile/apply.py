@@ -49,7 +49,7 @@ from reconcile.config import Config
 from reconcile.errors import ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown, SalesforceError
 from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
-from reconcile.model import Action, Change, ChangeStatus, PlanState, SObject, change_from_dict, pointed_ref
+from reconcile.model import Action, Change, ChangeStatus, PlanKind, PlanState, SObject, change_from_dict, pointed_ref
 from reconcile.ports import BulkIngest, OrgWriter
 from reconcile.steps import StepKind, Via, create_key, read_steps, write_path, write_requests, write_steps
 from reconcile.writers import BulkWriter, CollectionsWriter, WriteItem, Writer
@@ -219,10 +219,16 @@ def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: OrgWriter, config: Co
             return report_from_result(json.loads(result_path.read_text(encoding="utf-8")))
         if plan_sha256 is None and (plan_dir / "plan.json").exists():
             plan_sha256 = sha256((plan_dir / "plan.json").read_bytes()).hexdigest()
-        bulk = BulkWriter(sf, config) if writer is None and isinstance(sf, BulkIngest) else None
+        # A rollback restores a state the org already had: its writes pass duplicate rules
+        # that alert (a Block rule still refuses), and so stay on Collections, the only
+        # path that carries the duplicate rule header (steps.write_path agrees).
+        restores = doc.get("kind") == PlanKind.ROLLBACK.value
+        bulk = (BulkWriter(sf, config) if writer is None and isinstance(sf, BulkIngest) and not restores
+                else None)
         run = _Run(doc, plan_dir, sf, config, skip_drifted=skip_drifted, progress=progress,
                    now=now, plan_sha256=plan_sha256, sleep=sleep,
-                   writer=writer or CollectionsWriter(sf, config), jitter=jitter, bulk_writer=bulk)
+                   writer=writer or CollectionsWriter(sf, config, allow_duplicates=restores),
+                   jitter=jitter, bulk_writer=bulk)
         if calls_before is not None:
             run.base_calls = calls_before
         return run.execute(lock.warnings)

@@ -149,10 +149,16 @@ class Archive:
         (``log`` does), so that the archive is not read once more per plan."""
         if (plan_dir / RESULT).is_file():
             status = read_json(plan_dir / RESULT).get("status")
-            for child in self.children(plan_dir.name) if children is None else children:
-                if (child / RESULT).is_file() and read_json(child / RESULT).get("status") in (
-                        PlanState.APPLIED, PlanState.PARTIALLY_APPLIED):
-                    return PlanState.ROLLED_BACK
+            # A rollback applied in full rolls the plan back; one applied in part (e.g. a
+            # Block duplicate rule refused a restore) leaves it partially rolled back, and
+            # `reconcile rollback` plans what is left. One that restored nothing changes nothing.
+            rolled = {read_json(child / RESULT).get("status")
+                      for child in (self.children(plan_dir.name) if children is None else children)
+                      if (child / RESULT).is_file()}
+            if PlanState.APPLIED in rolled:
+                return PlanState.ROLLED_BACK
+            if PlanState.PARTIALLY_APPLIED in rolled:
+                return PlanState.PARTIALLY_ROLLED_BACK
             return PlanState(status) if status in set(PlanState) else PlanState.FAILED
         if has_sends(plan_dir / JOURNAL):
             return PlanState.APPLYING

@@ -32,6 +32,11 @@ DEFAULT_API_VERSION = "68.0"
 BULK_CALLS_PER_JOB = 8
 # ... and one Bulk API 2.0 query: create, two polls, one page of results.
 BULK_QUERY_CALLS = 4
+# Objects whose writes send ``Sforce-Auto-Assign: FALSE`` (the REST Assignment Rule header
+# applies to Accounts, Cases and Leads; without it the active assignment rules run:
+# https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_autoassign.htm).
+# Bulk API 2.0 has no such header, so apply writes them through Collections only.
+ASSIGNMENT_RULE_SOBJECTS = ("Lead", "Account")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,8 @@ def run_demo(directory: Path, *, say: Callable[[str], None]) -> None:
         wf.approve(ctx, bid, by="demo", comment="undo the demo apply")
         undo = wf.apply(ctx, bid)
         say(f"7. reconcile approve {bid} --by demo; reconcile apply {bid}: {undo.status}, {undo.tally()}")
+        for note in undo.warnings:
+            say(f"   {note}")
 
         checked = wf.verify(ctx)
         say(f"8. reconcile verify: {len(checked)} checks passed; the archive is in {archive}")

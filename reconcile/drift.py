@@ -20,7 +20,9 @@ __all__ = ["Compared", "compare_records", "accounts_in_use", "new_duplicates",
            "ALREADY_DONE", "ALREADY_DELETED"]
 
 ALREADY_DONE = "already holds the planned values"
-ALREADY_DELETED = "already deleted"
+# A retrieve answers null both for a deleted record and for one this user may not see.
+NOT_VISIBLE = "deleted or not visible to this user"
+ALREADY_DELETED = f"already {NOT_VISIBLE}"
 
 
 @dataclass
@@ -43,7 +45,7 @@ def compare_records(changes: Sequence[Change], rows: Mapping[str, Mapping[str, A
                 into.skipped.append({"change_id": change.change_id, "message": ALREADY_DELETED})
             else:
                 into.drifted.append({"change_id": change.change_id,
-                                     "message": f"the {change.sobject} {change.record_id} has been deleted",
+                                     "message": f"the {change.sobject} {change.record_id} is {NOT_VISIBLE}",
                                      "fields": {f: {"planned": change.before(f), "current": None}
                                                 for f in change.fields}})
             continue

@@ -77,6 +77,7 @@ class PlanState(StrEnum):
     PARTIALLY_APPLIED = "partially applied"
     FAILED = "failed"
     ROLLED_BACK = "rolled back"
+    PARTIALLY_ROLLED_BACK = "partially rolled back"   # a rollback plan applied in part
 
 
 class ChangeStatus(StrEnum):

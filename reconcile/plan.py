@@ -65,8 +65,10 @@ def summarize(changes: Iterable[Mapping[str, Any]], skipped: int, review: int, u
 def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str, Any]],
                   options: Mapping[str, Any], created_at: str, tool_version: str,
                   kind: str | PlanKind = PlanKind.APPLY, parent_plan_id: str | None = None,
-                  config: Config) -> dict[str, Any]:
-    """The plan document (SPEC §4), ``plan_id`` included."""
+                  config: Config, preflight: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The plan document (SPEC §4), ``plan_id`` included. ``preflight``: what the
+    preflight read of the org (its active duplicate rules, the Account fields a create
+    writes and requires), recorded when given."""
     changes = plain(body.changes)
     doc: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -89,8 +91,11 @@ def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str,
         "handoff": plain(body.handoff),
         "notes": list(body.notes),
         "summary": summarize(changes, len(body.skipped), len(body.review), len(body.unchanged)),
-        "estimated_api_calls": estimate_api_calls(body.changes, config, instance_url=org.instance_url),
+        "estimated_api_calls": estimate_api_calls(body.changes, config, instance_url=org.instance_url,
+                                                  collections_only=PlanKind(kind) is PlanKind.ROLLBACK),
     }
+    if preflight is not None:
+        doc["preflight"] = plain(dict(preflight))
     doc["plan_id"] = compute_plan_id(doc)
     return doc
 
@@ -102,11 +107,13 @@ def compute_plan_id(doc: Mapping[str, Any]) -> str:
 
 
 def estimate_api_calls(changes: Iterable[Change | Mapping[str, Any]], config: Config, *,
-                       instance_url: str | None = None) -> int:
+                       instance_url: str | None = None, collections_only: bool = False) -> int:
     """The requests ``apply`` will send: the sum of the plan's apply steps (see
     ``reconcile.steps``; ``instance_url``: the org's, for the exact count of the queries
-    that look for a create's key). Bulk polling can take more requests on a busy org."""
-    return sum(step.requests for step in build_steps(changes, config, instance_url=instance_url))
+    that look for a create's key; ``collections_only``: a rollback, whose writes all go
+    through Collections). Bulk polling can take more requests on a busy org."""
+    return sum(step.requests for step in build_steps(changes, config, instance_url=instance_url,
+                                                     collections_only=collections_only))
 
 
 # -- reading a plan back ------------------------------------------------------------

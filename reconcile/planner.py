@@ -300,19 +300,24 @@ class _Planner:
                 email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows,
                 detail=f"{o.kind} to {o.new_email} not written to any record: {'; '.join(why)}"))
             return []
+        # A holder of either type trips the org's duplicate rules (the standard Contact and
+        # Lead rules match across both objects); the person's own records that move to the
+        # address in this plan are not holders.
+        own = {t.record.id for t in pending}
+        held = sorted((str(r.sobject), r.id) for s in (SObject.CONTACT, SObject.LEAD)
+                      for r in self._find(s, o.new_email) if r.id not in own)
         free = []
         for target in pending:
             if self.config.email_field not in target.fields:
                 free.append(target)
                 continue
-            held_by = sorted(r.id for r in self._find(SObject(target.record.sobject), o.new_email)
-                             if r.id != target.record.id)
-            if held_by:
+            if held:
                 self.review.append(ReviewItem(
                     email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows,
                     sobject=SObject(target.record.sobject), record_id=target.record.id,
-                    detail=f"{o.new_email} is already held by {target.record.sobject} {', '.join(held_by)}; "
-                           f"{o.kind} not written to {target.record.id}"))
+                    detail=f"{o.new_email} is already held by "
+                           + ", ".join(f"{s} {i}" for s, i in held)
+                           + f"; {o.kind} not written to {target.record.sobject} {target.record.id}"))
             else:
                 free.append(target)
         return free
@@ -340,6 +345,17 @@ class _Planner:
                                         reason=SkipReason.CREATE_DISABLED,
                                         detail="new_contact is only created with --allow-create"))
             return
+        leads = sorted(r.id for r in self._find(SObject.LEAD, o.email))
+        if leads:
+            # The org's standard Contact duplicate rule matches Leads: the create would be
+            # refused (DUPLICATES_DETECTED), so it is not planned.
+            self.review.append(ReviewItem(
+                email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows, sobject=SObject.LEAD,
+                record_id=leads[0],
+                detail=f"{o.email} is already held by " + ", ".join(f"Lead {i}" for i in leads)
+                       + "; the org's duplicate rules (Contacts match Leads) would refuse a new Contact: "
+                       "convert the Lead, or create the Contact by hand; Contact not created"))
+            return
         others = sorted(self.claims.get(o.email, set()) - {o.email})
         if others:
             self.review.append(ReviewItem(
@@ -361,10 +377,6 @@ class _Planner:
             pending.rows.extend(o.rows)
             account_id = pointer(ref)
             reasons.append(f"no Account named {pending.name!r}: created by this plan ({ref})")
-        leads = self._find(SObject.LEAD, o.email)
-        if leads:
-            reasons.append("a Lead with this e-mail exists and is left as it is: "
-                           + ", ".join(sorted(r.id for r in leads)))
         values = {c.email_field: o.email, "FirstName": o.first_name, "LastName": o.last_name,
                   c.title_field: o.title, "AccountId": account_id, c.contact_status_field: c.contact_active}
         fields = {name: FieldChange(before=None, after=value)

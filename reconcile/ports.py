@@ -14,7 +14,8 @@ __all__ = ["OrgReader", "OrgWriter", "OrgConnection", "BulkIngest"]
 
 
 class OrgReader(Protocol):
-    """Reads. ``retrieve`` answers in ``ids`` order (None for a record that is gone);
+    """Reads. ``retrieve`` answers in ``ids`` order (None for a record that is deleted or
+    not visible to this user);
     ``calls``: the requests this connection has sent."""
 
     @property
@@ -23,6 +24,9 @@ class OrgReader(Protocol):
     def org_info(self) -> OrgInfo: ...
 
     def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]: ...
+
+    # org_and_describe plus the active DuplicateRule rows (None: not readable), one request
+    def preflight_read(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]: ...
 
     def whoami(self) -> dict[str, Any]: ...
 
@@ -39,9 +43,12 @@ class OrgWriter(OrgReader, Protocol):
     A connection may also count its requests (``calls``) and know the org's daily API
     usage (``usage``); apply reads both when they are there."""
 
-    def create(self, sobject: str, records: list[dict]) -> list[SaveResult]: ...
+    # allow_duplicates: send Sforce-Duplicate-Rule-Header allowSave=true (rollback's restores)
+    def create(self, sobject: str, records: list[dict], *,
+               allow_duplicates: bool = False) -> list[SaveResult]: ...
 
-    def update(self, sobject: str, records: list[dict]) -> list[SaveResult]: ...
+    def update(self, sobject: str, records: list[dict], *,
+               allow_duplicates: bool = False) -> list[SaveResult]: ...
 
     def delete(self, ids: list[str]) -> list[SaveResult]: ...
 

@@ -12,6 +12,7 @@ itself reversible.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from reconcile.model import Action, Change, FieldChange, PlanBody, RowRef, Skipped, SkipReason, SObject, pointed_ref
@@ -19,25 +20,39 @@ from reconcile.rules import same_value
 from reconcile.steps import write_rank
 
 
-def records_to_read(result: dict[str, Any]) -> dict[str, dict[str, set[str]]]:
+def restored_records(rollback_results: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """Record ids that earlier rollbacks of the same plan restored (or found already
+    restored): a later rollback leaves them alone and plans only what is left."""
+    done: set[str] = set()
+    for result in rollback_results:
+        for item in result.get("results", []):
+            if item.get("status") in ("applied", "skipped") and item.get("record_id"):
+                done.add(item["record_id"])
+    return frozenset(done)
+
+
+def records_to_read(result: dict[str, Any], done: Collection[str] = frozenset()) -> dict[str, dict[str, set[str]]]:
     """{sobject: {record id: fields}} that the rollback must see as they are today."""
     wanted: dict[str, dict[str, set[str]]] = {}
-    for item in _applied(result):
+    for item in _applied(result, done):
         rid = item.get("record_id")
         if rid:
             wanted.setdefault(item["sobject"], {}).setdefault(rid, set()).update(item.get("fields", {}))
     return wanted
 
 
-def _applied(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in result.get("results", []) if r.get("status") == "applied"]
+def _applied(result: dict[str, Any], done: Collection[str] = frozenset()) -> list[dict[str, Any]]:
+    return [r for r in result.get("results", [])
+            if r.get("status") == "applied" and r.get("record_id") not in done]
 
 
 def build_rollback(parent: dict[str, Any], result: dict[str, Any],
                    current: dict[str, dict[str, Any] | None],
-                   account_contacts: dict[str, int]) -> PlanBody:
+                   account_contacts: dict[str, int], *, done: Collection[str] = frozenset(),
+                   after: Sequence[str] = ()) -> PlanBody:
     """Pure: the parent plan, its apply result, today's records by id, and how many
-    Contacts point at each Account the parent created → the inverse plan's body."""
+    Contacts point at each Account the parent created → the inverse plan's body.
+    ``done``: records earlier rollbacks (``after``, their plan ids) already restored."""
     parent_changes = {c["change_id"]: c for c in parent.get("changes", [])}
     created = result.get("created", {})
     changes: list[Change] = []
@@ -45,7 +60,7 @@ def build_rollback(parent: dict[str, Any], result: dict[str, Any],
     deleted_contacts_by_account: dict[str, int] = {}
     account_deletes: list[tuple[dict[str, Any], dict[str, Any]]] = []
 
-    for item in _applied(result):
+    for item in _applied(result, done):
         original = parent_changes.get(item["change_id"], {})
         rid = item.get("record_id")
         sobject = SObject(item["sobject"])
@@ -55,7 +70,8 @@ def build_rollback(parent: dict[str, Any], result: dict[str, Any],
         if today is None:
             skipped.append(Skipped(email=email, sobject=sobject, record_id=rid,
                                    reason=SkipReason.RECORD_GONE,
-                                   detail="the record no longer exists; nothing to undo"))
+                                   detail="the record is deleted or not visible to this user (a retrieve "
+                                          "answered null); nothing undone"))
             continue
         written = {f: _resolve(v.get("after"), created) for f, v in item.get("fields", {}).items()}
         edited = {f: today.get(f) for f, v in written.items() if not same_value(f, today.get(f), v)}
@@ -114,7 +130,9 @@ def build_rollback(parent: dict[str, Any], result: dict[str, Any],
              for rid, rec in sorted(current.items()) if rec is not None}
     return PlanBody(prior_state=prior, changes=tuple(changes), duplicates=(), skipped=tuple(skipped),
                     review=(), unchanged=(),
-                    notes=(f"rollback of plan {parent['plan_id']}",))
+                    notes=(f"rollback of plan {parent['plan_id']}",
+                           *([(f"what is left after rollback(s) {', '.join(a[:12] for a in after)}: "
+                               f"{len(done)} record(s) already restored are left alone")] if after else [])))
 
 
 def _undo_value(spec: dict[str, Any]) -> Any:
@@ -133,3 +151,25 @@ def _sobject_of(result: dict[str, Any], rid: str) -> str:
 def _resolve(value: Any, created: dict[str, str]) -> Any:
     ref = pointed_ref(value)
     return created.get(ref, value) if ref else value
+
+
+def outcome_line(doc: Mapping[str, Any], report: Any) -> str:
+    """What a finished rollback restored, in one line: everything nobody else edited, or
+    what was refused and how to finish (``reconcile rollback`` on the parent plans the rest)."""
+    parent = str(doc.get("parent_plan_id") or "")[:12]
+    edited = [s for s in doc.get("skipped", []) if s.get("reason") == "EDITED_SINCE_APPLY"]
+    left = f"; left alone: {len(edited)} record(s) someone edited since the apply" if edited else ""
+    refused = [r for r in report.results if str(r.status) in ("failed", "drifted")]
+    if not refused:
+        updates = [c for c in doc.get("changes", []) if c.get("action") == "update"]
+        deletes = len(doc.get("changes", [])) - len(updates)
+        fields = sum(len(c.get("fields") or {}) for c in updates)
+        removed = f"; {deletes} record(s) it created deleted" if deletes else ""
+        return (f"rollback of plan {parent} restored every field nobody else edited ({fields} field(s) on "
+                f"{len(updates)} record(s){removed}){left}")
+    codes = sorted({str(r.error_code or r.status) for r in refused})
+    state = ("partially rolled back" if any(str(r.status) == "applied" for r in report.results)
+             else "not rolled back")
+    return (f"rollback of plan {parent} is incomplete: {len(refused)} restore(s) not done ({', '.join(codes)}); "
+            f"plan {parent} is {state} — once the org allows it (e.g. a Block duplicate rule "
+            f"named above), `reconcile rollback {parent}` plans what is left{left}")

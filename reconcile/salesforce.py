@@ -52,7 +52,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from reconcile.backoff import MAX_BACKOFF, Backoff
 from reconcile.clock import wall_seconds
-from reconcile.config import Config
+from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, Config
 from reconcile.errors import (
     ApiLimitExceeded,
     ConfigError,
@@ -80,6 +80,9 @@ ALL_VARS = tuple(dict.fromkeys(TOKEN_VARS + LOGIN_VARS + OAUTH_VARS))
 
 # The org's identity, and whether it is production (one row).
 ORG_QUERY = "SELECT Id, Name, IsSandbox, OrganizationType FROM Organization LIMIT 1"
+DUPLICATE_RULES_QUERY = ("SELECT Id, DeveloperName, MasterLabel, SobjectType FROM DuplicateRule "
+                         "WHERE IsActive = true AND SobjectType IN ('Contact', 'Lead', 'Account') "
+                         "ORDER BY SobjectType, DeveloperName")
 SOQL_MAX_CHARS = _SOQL_MAX_CHARS   # MALFORMED_QUERY above this
 TIMEOUT = (15.0, 300.0)           # connect, read (seconds); the org's own limit is 10 minutes
 TRANSIENT_STATUS = {502, 503, 504}
@@ -599,27 +602,50 @@ class Salesforce:
     def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]:
         """The org's identity and the describes preflight needs, in ONE ``/composite``
         request (independent GET subrequests; one API call for all of them)."""
+        org, describes, _rules = self._org_describe(sobjects, duplicate_rules=False)
+        return org, describes
+
+    def preflight_read(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]:
+        """``org_and_describe`` plus the org's active duplicate rules for Contact, Lead
+        and Account (``DuplicateRule``), still ONE ``/composite`` request: the query rides
+        along as one more subrequest, no extra API call. The rules are None when the
+        user may not read them (View Setup and Configuration is needed since Summer '20:
+        https://developer.salesforce.com/docs/platform/object-reference/references/standard-objects/object-duplicaterule.html)."""
+        return self._org_describe(sobjects, duplicate_rules=True)
+
+    def _org_describe(self, sobjects: Sequence[str], *, duplicate_rules: bool,
+                      ) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]:
         prefix = urlparse(self.base_url).path
         subrequests = [{"method": "GET", "url": f"{prefix}sobjects/{_name(s)}/describe/",
                         "referenceId": f"describe{i}"} for i, s in enumerate(sobjects)]
         subrequests.append({"method": "GET", "referenceId": "organization",
                             "url": f"{prefix}query/?q=" + encode_q(ORG_QUERY)})
+        if duplicate_rules:
+            subrequests.append({"method": "GET", "referenceId": "duplicateRules",
+                                "url": f"{prefix}query/?q=" + encode_q(DUPLICATE_RULES_QUERY)})
         answer = _json(self._request("POST", "composite/",
                                      json={"allOrNone": False, "compositeRequest": subrequests}))
         by_ref = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
         bodies = {}
+        rules: list[dict] | None = None
         for sub in subrequests:
             part = by_ref.get(sub["referenceId"])
             if part is None:
                 raise SalesforceError(f"POST composite: no answer for {sub['url']}")
-            if not 200 <= int(part.get("httpStatusCode") or 0) < 300:
+            ok = 200 <= int(part.get("httpStatusCode") or 0) < 300
+            if sub["referenceId"] == "duplicateRules":
+                # not readable by this user (or no duplicate management): unknown, not fatal
+                if ok and isinstance(part.get("body"), dict):
+                    rules = [_strip(r) for r in part["body"].get("records") or []]
+                continue
+            if not ok:
                 raise _error_for(f"GET {sub['url'].split('?')[0]}", int(part.get("httpStatusCode") or 0),
                                  part.get("body"))
             bodies[sub["referenceId"]] = part.get("body") or {}
         records = bodies["organization"].get("records") or []
         if not records:
             raise SalesforceError("the org returned no Organization row")
-        return self._org(records[0]), {s: bodies[f"describe{i}"] for i, s in enumerate(sobjects)}
+        return self._org(records[0]), {s: bodies[f"describe{i}"] for i, s in enumerate(sobjects)}, rules
 
     def query(self, soql: str) -> list[dict]:
         """All records of one SOQL query, following ``nextRecordsUrl``, without ``attributes``."""
@@ -808,14 +834,16 @@ class Salesforce:
 
     # -- writes: one request each ------------------------------------------------------------
 
-    def create(self, sobject: str, records: list[dict]) -> list[SaveResult]:
+    # ``allow_duplicates``: send ``Sforce-Duplicate-Rule-Header: allowSave=true``, which saves
+    # past duplicate rules that alert (not those that block); rollback's restores use it.
+    def create(self, sobject: str, records: list[dict], *, allow_duplicates: bool = False) -> list[SaveResult]:
         body = {"allOrNone": False,
                 "records": [{"attributes": {"type": _name(sobject)}, **r} for r in self._guard(records)]}
         response = self._request("POST", "composite/sobjects", json=body,
-                                 headers=self._write_headers(sobject), idempotent=False)
+                                 headers=self._write_headers(sobject, allow_duplicates), idempotent=False)
         return self._save_results(response, len(records), created=True)
 
-    def update(self, sobject: str, records: list[dict]) -> list[SaveResult]:
+    def update(self, sobject: str, records: list[dict], *, allow_duplicates: bool = False) -> list[SaveResult]:
         for r in records:
             if not (r.get("Id") or r.get("id")):
                 raise ValueError(f"update {sobject}: every record needs an Id")
@@ -824,7 +852,7 @@ class Salesforce:
         # Not resent when the answer is lost either: an update sent twice could overwrite
         # an edit made in between. apply settles it by reading the records.
         response = self._request("PATCH", "composite/sobjects", json=body,
-                                 headers=self._write_headers(sobject), idempotent=False)
+                                 headers=self._write_headers(sobject, allow_duplicates), idempotent=False)
         return self._save_results(response, len(records))
 
     def delete(self, ids: list[str]) -> list[SaveResult]:
@@ -841,9 +869,13 @@ class Salesforce:
         return items
 
     @staticmethod
-    def _write_headers(sobject: str) -> dict[str, str]:
-        # Lead assignment rules would otherwise move owners on every write.
-        return {"Sforce-Auto-Assign": "FALSE"} if sobject == "Lead" else {}
+    def _write_headers(sobject: str, allow_duplicates: bool = False) -> dict[str, str]:
+        # Lead and Account assignment rules would otherwise move owners on every write.
+        headers = {"Sforce-Auto-Assign": "FALSE"} if sobject in ASSIGNMENT_RULE_SOBJECTS else {}
+        if allow_duplicates:
+            # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_duplicaterules.htm
+            headers["Sforce-Duplicate-Rule-Header"] = "allowSave=true"
+        return headers
 
     @staticmethod
     def _save_results(response: requests.Response, expected: int, *, created: bool = False) -> list[SaveResult]:
@@ -856,7 +888,7 @@ class Salesforce:
         for item in items:
             ok = bool(item.get("success"))
             errors = tuple(RecordError(status_code=e.get("statusCode") or e.get("errorCode") or "UNKNOWN",
-                                       message=e.get("message") or "",
+                                       message=_error_message(e),
                                        fields=tuple(e.get("fields") or ()))
                            for e in item.get("errors") or ())
             results.append(SaveResult(id=item.get("id"), success=ok, errors=errors,
@@ -968,6 +1000,29 @@ class Salesforce:
             raise failure
         self._sf.session_id = token
         self._sf.sf_instance = urlparse(instance_url).netloc
+
+
+def _error_message(error: Mapping[str, Any]) -> str:
+    """An item error's message; a DUPLICATES_DETECTED one also names the duplicate rule,
+    whether it blocks, and the matching records (its ``duplicateResult``:
+    https://developer.salesforce.com/docs/platform/api/guide/sforce-api-objects-duplicateresult.html)."""
+    message = str(error.get("message") or "")
+    dup = error.get("duplicateResult")
+    if not isinstance(dup, Mapping):
+        return message
+    matches = []
+    for result in dup.get("matchResults") or ():
+        if not isinstance(result, Mapping):
+            continue
+        for match in result.get("matchRecords") or ():
+            record = match.get("record") if isinstance(match, Mapping) else None
+            if isinstance(record, Mapping) and record.get("Id"):
+                kind = (record.get("attributes") or {}).get("type") or result.get("entityType") or "record"
+                matches.append(f"{kind} {record['Id']}")
+    rule = dup.get("duplicateRule") or "a duplicate rule"
+    action = "blocks" if dup.get("allowSave") is False else "alerts"
+    found = ", ".join(matches) if matches else "records not named"
+    return f"{message} (duplicate rule {rule} {action}; matching: {found})"
 
 
 def _json(response: requests.Response, error: type[SalesforceError] = SalesforceError) -> Any:
@@ -1109,6 +1164,9 @@ class SalesforceReader:
 
     def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]:
         return self._sf.org_and_describe(sobjects)
+
+    def preflight_read(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]:
+        return self._sf.preflight_read(sobjects)
 
     def query_in(self, sobject: str, field: str, values: Iterable[str],
                  fields: Sequence[str]) -> list[dict]:

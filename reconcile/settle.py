@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from reconcile.drift import NOT_VISIBLE
 from reconcile.model import Change
 from reconcile.rules import same_value
 
@@ -56,7 +57,7 @@ def settle_updates(number: int, changes: Sequence[Change], payload: Sequence[Map
             drift = {f: {"planned": change.before(f), "current": row.get(f) if row else None}
                      for f in names}
             results.append({"change_id": change.change_id, "status": "drifted", "fields": drift,
-                            "message": "the record was deleted" if row is None else
+                            "message": f"the record is {NOT_VISIBLE}" if row is None else
                             f"holds neither the planned nor the original values "
                             f"after request {number}, whose answer was lost"})
     return results

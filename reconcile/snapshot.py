@@ -6,7 +6,8 @@ can write to the org.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from reconcile.config import Config
 from reconcile.errors import PreflightError
@@ -18,9 +19,20 @@ from reconcile.rules import norm_name
 PREFLIGHT_OBJECTS = ("Contact", "Lead")
 
 
-def preflight(describes: Mapping[str, dict], config: Config, *, allow_create: bool) -> None:
+def objects_to_describe(allow_create: bool) -> tuple[str, ...]:
+    """Contact and Lead; the Account too when the plan may create Accounts."""
+    return PREFLIGHT_OBJECTS + (("Account",) if allow_create else ())
+
+
+def preflight(describes: Mapping[str, dict], config: Config, *, allow_create: bool,
+              duplicate_rules: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Check the org's describe metadata as the source document's review checklist
-    asks (SPEC §2.7). Pure. Every problem is collected; one PreflightError names them all."""
+    asks (SPEC §2.7). Pure. Every problem is collected; one PreflightError names them all.
+
+    Returns what the plan records of it: the org's active duplicate rules (None when
+    the user may not read them) and, with ``allow_create``, the Account fields a
+    create writes and those the org requires on create (one the plan would not set
+    is a problem here, not a refusal at apply)."""
     problems: list[str] = []
     contact = _fields_by_name(describes["Contact"])
     lead = _fields_by_name(describes["Lead"])
@@ -36,10 +48,29 @@ def preflight(describes: Mapping[str, dict], config: Config, *, allow_create: bo
         for name in (config.email_field, "FirstName", "LastName", config.title_field,
                      "AccountId", config.contact_status_field):
             _check_field(problems, "Contact", contact, name, "createable")
+    account_fields = None
+    if allow_create and "Account" in describes:
+        account = _fields_by_name(describes["Account"])
+        written = [config.account_name_field]
+        _check_field(problems, "Account", account, config.account_name_field, "createable")
+        required = sorted(name for name, f in account.items()
+                          if f.get("createable") and not f.get("nillable", True)
+                          and not f.get("defaultedOnCreate", False))
+        for name in required:
+            if name not in written:
+                problems.append(f"Account.{name} is required on create and a new Account would not "
+                                "have it")
+        account_fields = {"written": written, "required": required}
     if problems:
         raise PreflightError(
             "preflight failed: " + "; ".join(problems)
             + " (fix the org, or set the field names and values in reconcile.toml)")
+    rules = None
+    if duplicate_rules is not None:
+        rules = [{"name": str(r.get("DeveloperName") or ""), "label": str(r.get("MasterLabel") or ""),
+                  "sobject": str(r.get("SobjectType") or "")} for r in duplicate_rules]
+        rules.sort(key=lambda r: (r["sobject"], r["name"]))
+    return {"duplicate_rules": rules, "account_fields": account_fields}
 
 
 def _fields_by_name(describe: dict) -> dict[str, dict]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
+from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
 from reconcile.model import Action, Change, SObject, change_from_dict
 from reconcile.soql import COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, in_batches, in_query_head
 
@@ -100,11 +100,14 @@ class Step:
 
 # -- the write path -----------------------------------------------------------------------
 
-def write_path(sobject: str, count: int, config: Config) -> Via:
+def write_path(sobject: str, count: int, config: Config, *, collections_only: bool = False) -> Via:
     """Bulk API 2.0 for a group above ``bulk_threshold``; sObject Collections otherwise.
-    Leads always go through Collections: only there can ``Sforce-Auto-Assign: FALSE``
-    keep assignment rules from moving owners."""
-    if count > config.bulk_threshold and sobject != SObject.LEAD.value:
+    Leads and Accounts always go through Collections: only there can
+    ``Sforce-Auto-Assign: FALSE`` keep assignment rules from moving owners; so does
+    every write of a rollback (``collections_only``): only there can
+    ``Sforce-Duplicate-Rule-Header: allowSave=true`` let a restore past rules that alert."""
+    if (count > config.bulk_threshold and sobject not in ASSIGNMENT_RULE_SOBJECTS
+            and not collections_only):
         return Via.BULK
     return Via.COLLECTIONS
 
@@ -161,11 +164,11 @@ def write_groups(changes: Iterable[Change]) -> list[tuple[Action, str, list[Chan
     return [(action, sobject, groups[(action, sobject)]) for action, sobject in ordered]
 
 
-def write_steps(changes: Iterable[Change], config: Config) -> list[Step]:
+def write_steps(changes: Iterable[Change], config: Config, *, collections_only: bool = False) -> list[Step]:
     """The write steps of ``changes``: one per action and sobject, in write order."""
     steps = []
     for action, sobject, group in write_groups(changes):
-        via = write_path(sobject, len(group), config)
+        via = write_path(sobject, len(group), config, collections_only=collections_only)
         steps.append(Step(kind=StepKind.WRITE, via=via, sobject=sobject, action=action,
                           records=len(group), batch_size=batch_size(via, config),
                           requests=write_requests(via, len(group), config),
@@ -230,11 +233,15 @@ def read_steps(changes: Iterable[Change], config: Config, instance_url: str | No
 
 
 def build_steps(plan: Mapping[str, Any] | Iterable[Change | Mapping[str, Any]], config: Config, *,
-                instance_url: str | None = None) -> list[Step]:
+                instance_url: str | None = None, collections_only: bool = False) -> list[Step]:
     """Every step apply takes for ``plan`` (a plan document, or its changes), in order.
-    ``instance_url``: the org's, when ``plan`` is not a document that names it."""
+    ``instance_url``: the org's, when ``plan`` is not a document that names it;
+    ``collections_only``: a rollback's changes (a rollback document says so itself)."""
     changes = _as_changes(plan)
-    if instance_url is None and isinstance(plan, Mapping):
-        instance_url = (plan.get("org") or {}).get("instance_url")
+    if isinstance(plan, Mapping):
+        if instance_url is None:
+            instance_url = (plan.get("org") or {}).get("instance_url")
+        collections_only = collections_only or plan.get("kind") == "rollback"
     return [Step(kind=StepKind.CHECK_ORG, via=Via.REST, requests=1),
-            *read_steps(changes, config, instance_url), *write_steps(changes, config)]
+            *read_steps(changes, config, instance_url),
+            *write_steps(changes, config, collections_only=collections_only)]

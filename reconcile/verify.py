@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from reconcile import archive as ar
@@ -105,9 +106,19 @@ def _verify_one(arch: ar.Archive, plan_dir: Path, config: Config) -> list[str]:
             if change.get("record_id") not in touched:
                 raise IntegrityError(f"{plan_path}: change {change['change_id']} undoes record "
                                      f"{change.get('record_id')}, which plan {parent_id[:12]}'s apply did not touch")
-        for inp in doc.get("inputs", []):
-            if inp.get("sha256") != ar.sha256_hex(read_bytes(parent_result_path)):
-                raise IntegrityError(f"{plan_path}: built from a different {parent_result_path} than the one archived")
+        # inputs: the parent's apply.json, then (for what an earlier rollback left) the
+        # apply.json of each earlier rollback of the same parent
+        for number, inp in enumerate(doc.get("inputs", [])):
+            source_id = str(inp.get("name") or "").split("/")[0] if number else parent_id
+            if number and not re.fullmatch(r"[0-9a-f]{64}", source_id):
+                raise IntegrityError(f"{plan_path}: input {inp.get('name')!r} names no plan")
+            source = arch.plan_dir(source_id) if source_id else parent_dir
+            if number and (ar.read_json(source / ar.PLAN).get("parent_plan_id") != parent_id
+                           if (source / ar.PLAN).is_file() else True):
+                raise IntegrityError(f"{plan_path}: input {inp.get('name')!r} is not a rollback of plan {parent_id[:12]}")
+            source_result = source / ar.RESULT
+            if not source_result.is_file() or inp.get("sha256") != ar.sha256_hex(read_bytes(source_result)):
+                raise IntegrityError(f"{plan_path}: built from a different {source_result} than the one archived")
         out.append(f"{plan_path}: rollback of {parent_id[:12]} ok")
     return out
 

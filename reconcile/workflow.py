@@ -91,7 +91,7 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
     """Validate the outcome files, snapshot the org, plan, and archive the plan."""
     from reconcile.inputs import read_outcomes
     from reconcile.planner import build_plan
-    from reconcile.snapshot import PREFLIGHT_OBJECTS, preflight, take_snapshot
+    from reconcile.snapshot import objects_to_describe, preflight, take_snapshot
 
     if not outcome_files:
         raise UsageError("plan: give at least one outcome file (CSV or JSON Lines)")
@@ -101,8 +101,9 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
     sf = ctx.salesforce()
     reader = sf.reader()
     ctx.say("checking the org's fields and picklist values (preflight)")
-    org, describes = reader.org_and_describe(PREFLIGHT_OBJECTS)  # one request
-    preflight(describes, ctx.config, allow_create=allow_create)
+    # one request: the describes, the Organization row and the active duplicate rules
+    org, describes, rules = reader.preflight_read(objects_to_describe(allow_create))
+    checked = preflight(describes, ctx.config, allow_create=allow_create, duplicate_rules=rules)
     snapshot = take_snapshot(reader, outcome_set, ctx.config, allow_create=allow_create, org=org,
                              progress=ctx.say)
     ctx.say(f"planning {len(outcome_set.outcomes):,} determinations against {len(snapshot.records):,} records")
@@ -110,7 +111,7 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
     doc = plan_doc.make_document(
         body, org=snapshot.org, inputs=list(outcome_set.inputs),
         options={"allow_create": allow_create}, created_at=ctx.now(),
-        tool_version=__version__, config=ctx.config)
+        tool_version=__version__, config=ctx.config, preflight=checked)
     ctx.say("writing the plan, its HTML page and the hand-off files")
     plan_dir = save_plan(ctx, doc)
     return PlanResult(plan_dir, doc, reader.calls)
@@ -158,7 +159,7 @@ def apply(ctx: Context, ref: str, *, skip_drifted: bool = False,
 
     loaded = load(ctx, ref)
     if loaded.state in (PlanState.APPLIED, PlanState.PARTIALLY_APPLIED, PlanState.FAILED,
-                        PlanState.ROLLED_BACK):
+                        PlanState.ROLLED_BACK, PlanState.PARTIALLY_ROLLED_BACK):
         # A plan is applied once: a finished one is consumed, nothing is left to resume.
         # Its result is reported again (no connection, no write); the exit code follows it.
         result_path = loaded.plan_dir / ar.RESULT
@@ -176,18 +177,22 @@ def apply(ctx: Context, ref: str, *, skip_drifted: bool = False,
     if org.org_id != planned_org:
         raise IntegrityError(f"plan {loaded.doc['plan_id'][:12]} was made for org {planned_org}, "
                              f"but the connection is to org {org.org_id}; refusing to apply")
-    return apply_plan(loaded.doc, loaded.plan_dir, sf, ctx.config, skip_drifted=skip_drifted,
-                      calls_before=0,  # this connection was opened for this apply: its org check counts
-                      progress=progress, now=ctx.now, plan_sha256=approval["plan_sha256"])
+    report = apply_plan(loaded.doc, loaded.plan_dir, sf, ctx.config, skip_drifted=skip_drifted,
+                        calls_before=0,  # this connection was opened for this apply: its org check counts
+                        progress=progress, now=ctx.now, plan_sha256=approval["plan_sha256"])
+    if loaded.doc.get("kind") == PlanKind.ROLLBACK.value and report.finished:
+        from reconcile.rollback import outcome_line
+        report = replace(report, warnings=(*report.warnings, outcome_line(loaded.doc, report)))
+    return report
 
 
 # -- rollback -----------------------------------------------------------------------
 
 def rollback(ctx: Context, ref: str) -> PlanResult:
     """Make (and archive) the rollback plan of the applied plan ``ref``: it undoes what
-    the apply wrote, where the records still hold what it wrote. Approve and apply it
-    like any plan."""
-    from reconcile.rollback import build_rollback, records_to_read
+    the apply wrote, where the records still hold what it wrote (after earlier rollbacks
+    that finished in part: what they left). Approve and apply it like any plan."""
+    from reconcile.rollback import build_rollback, records_to_read, restored_records
 
     parent = load(ctx, ref)
     if parent.state in (PlanState.PLANNED, PlanState.APPROVED):
@@ -198,12 +203,21 @@ def rollback(ctx: Context, ref: str) -> PlanResult:
                          f"run `reconcile apply {parent.doc['plan_id'][:12]}` to finish it first")
     if parent.state is PlanState.ROLLED_BACK:
         raise StateError(f"plan {parent.doc['plan_id'][:12]} is already rolled back")
+    # Earlier rollbacks that finished (in part, or restoring nothing) leave the rest to do;
+    # one not yet applied is the one to approve and apply.
+    earlier: list[tuple[Path, dict[str, Any]]] = []
     for child in ctx.archive.children(parent.doc["plan_id"]):
-        raise StateError(f"plan {parent.doc['plan_id'][:12]} already has a rollback plan {child.name[:12]} "
-                         f"({ctx.archive.state(child)}); approve and apply that one")
+        child_result = child / ar.RESULT
+        if not child_result.is_file():
+            raise StateError(f"plan {parent.doc['plan_id'][:12]} already has a rollback plan {child.name[:12]} "
+                             f"({ctx.archive.state(child)}); approve and apply that one")
+        record = ar.read_json(child_result)
+        ar.check_seal(child_result, record)
+        earlier.append((child, record))
     result_path = parent.plan_dir / ar.RESULT
     result = ar.read_json(result_path)
     ar.check_seal(result_path, result)
+    done = restored_records([record for _child, record in earlier])
 
     sf = ctx.salesforce()
     reader = sf.reader()
@@ -212,21 +226,29 @@ def rollback(ctx: Context, ref: str) -> PlanResult:
         raise IntegrityError(f"plan {parent.doc['plan_id'][:12]} was applied to org "
                              f"{parent.doc['org']['org_id']}, not {org.org_id}")
     current: dict[str, Any] = {}
-    for sobject, by_id in records_to_read(result).items():
+    for sobject, by_id in records_to_read(result, done).items():
         fields = sorted(set().union(*by_id.values()) | {"Id", "LastModifiedDate", "SystemModstamp"})
         ids = sorted(by_id)
         for rid, rec in zip(ids, reader.retrieve(sobject, ids, fields), strict=True):
             current[rid] = rec
     created_accounts = [r["record_id"] for r in result.get("results", [])
                         if r.get("status") == "applied" and r.get("action") == "create"
-                        and r.get("sobject") == "Account" and r.get("record_id")]
+                        and r.get("sobject") == "Account" and r.get("record_id")
+                        and r["record_id"] not in done]
     counts = reader.count_contacts_by_account(created_accounts) if created_accounts else {}
-    body = build_rollback(parent.doc, result, current, counts)
+    body = build_rollback(parent.doc, result, current, counts, done=done,
+                          after=[child.name for child, _record in earlier])
     inputs = [{"name": f"{parent.doc['plan_id']}/{ar.RESULT}",
                "sha256": ar.sha256_hex(result_path.read_bytes()),
                "rows": len(result.get("results", []))}]
+    # what earlier rollbacks did is an input too: this plan is what they left
+    inputs += [{"name": f"{child.name}/{ar.RESULT}", "sha256": ar.sha256_hex((child / ar.RESULT).read_bytes()),
+                "rows": len(record.get("results", []))} for child, record in earlier]
+    options: dict[str, Any] = {"rollback_of": parent.doc["plan_id"]}
+    if earlier:
+        options["after_rollbacks"] = [child.name for child, _record in earlier]
     doc = plan_doc.make_document(
-        body, org=org, inputs=inputs, options={"rollback_of": parent.doc["plan_id"]},
+        body, org=org, inputs=inputs, options=options,
         created_at=ctx.now(), tool_version=__version__, kind=PlanKind.ROLLBACK.value,
         parent_plan_id=parent.doc["plan_id"], config=ctx.config)
     plan_dir = save_plan(ctx, doc)

@@ -78,11 +78,14 @@ def records_payload(action: Action, items: Sequence[WriteItem]) -> list[Any]:
 
 
 class CollectionsWriter:
-    """sObject Collections: up to ``collection_size`` records a request, allOrNone=false."""
+    """sObject Collections: up to ``collection_size`` records a request, allOrNone=false.
+    ``allow_duplicates``: creates and updates pass duplicate rules that only alert
+    (a rollback restores a state the org already had)."""
 
-    def __init__(self, sf: OrgWriter, config: Config):
+    def __init__(self, sf: OrgWriter, config: Config, *, allow_duplicates: bool = False):
         self.sf = sf
         self.batch_size = config.collection_size
+        self.allow_duplicates = allow_duplicates
 
     def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
         return records_payload(action, items)
@@ -90,9 +93,11 @@ class CollectionsWriter:
     def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]:
         payload = self.payload(action, sobject, items)
         if action is Action.CREATE:
-            saved = self.sf.create(sobject, payload)
+            saved = (self.sf.create(sobject, payload, allow_duplicates=True) if self.allow_duplicates
+                     else self.sf.create(sobject, payload))
         elif action is Action.UPDATE:
-            saved = self.sf.update(sobject, payload)
+            saved = (self.sf.update(sobject, payload, allow_duplicates=True) if self.allow_duplicates
+                     else self.sf.update(sobject, payload))
         else:
             saved = self.sf.delete(payload)
         if len(saved) != len(items):

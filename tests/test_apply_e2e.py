@@ -447,3 +447,23 @@ def test_an_update_whose_answer_is_lost_is_settled_not_resent(sb, sf, tmp_path):
     assert report.status == "applied"
     assert all(sb.store.get(lid)["Status"] == "Inactive" for lid in lead_ids)
     assert sorted(writes_per_record(sb).values()) == [1] * 450     # nothing written twice
+
+
+def test_a_rollback_writes_through_collections_with_the_duplicate_rule_header(sb, tmp_path):
+    """A rollback restores a state the org already had: every write carries
+    Sforce-Duplicate-Rule-Header: allowSave=true (passing rules that alert), so none goes
+    through Bulk API 2.0, which has no such header
+    (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_duplicaterules.htm)."""
+    config = replace(CONFIG, bulk_threshold=20, bulk_job_size=1000)
+    sf = connect(config, env=sb.env)
+    contact_ids, _ = seed_people(sb, 30, 0, tag="rb")
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "Director") for cid in contact_ids], kind="rollback")
+    sb.stats.reset()
+    report = apply_plan(doc, plan_dir_for(tmp_path, doc), sf, config, sleep=lambda s: None, now=lambda: NOW)
+    assert report.status == "applied"
+    assert not [path for method, path, _ in sb.stats.log if path.endswith("/jobs/ingest")]
+    assert len([path for _m, path, _ in sb.stats.log if path.endswith("/composite/sobjects")]) == 1
+    forward = make_plan(sb, [(cid, "Title", "Director", "CTO") for cid in contact_ids])
+    sb.stats.reset()
+    apply_plan(forward, plan_dir_for(tmp_path, forward), sf, config, sleep=lambda s: None, now=lambda: NOW)
+    assert [path for method, path, _ in sb.stats.log if path.endswith("/jobs/ingest")]   # an apply may use Bulk

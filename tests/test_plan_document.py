@@ -203,6 +203,11 @@ def test_estimate_api_calls_counts_bulk_jobs_for_large_groups_but_never_for_lead
     assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 2500), config) == 1 + 2 + 3 * 8
     # 2,500 Lead updates stay on collections: 1 + 2 + 13
     assert estimate_api_calls(_changes(Action.UPDATE, SObject.LEAD, 2500), config) == 1 + 2 + 13
+    # so do Account writes (Sforce-Auto-Assign: FALSE needs Collections): 1 + 2 + 13
+    assert estimate_api_calls(_changes(Action.UPDATE, SObject.ACCOUNT, 2500), config) == 1 + 2 + 13
+    # and every write of a rollback (the duplicate rule header needs Collections): 1 + 2 + 13
+    assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 2500), config,
+                              collections_only=True) == 1 + 2 + 13
 
 
 def _creates(n: int, email_len: int) -> list[Change]:

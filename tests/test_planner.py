@@ -179,12 +179,37 @@ def test_duplicate_ties_fall_to_system_modstamp_then_id():
     assert (by_id.changes[0].record_id, by_id.duplicates[0].decided_by) == ("003B", DecidedBy.ID)
 
 
-def test_email_taken_by_another_record_of_that_type():
+def test_email_taken_by_a_record_of_either_type_sends_every_record_of_the_person_to_review():
+    """The org's standard duplicate rules match Contacts and Leads across both objects
+    (https://help.salesforce.com/s/articleView?id=sales.duplicate_rules_standard_lead_rule.htm):
+    a Contact holding the address would refuse the Lead's move too."""
     body = plan([outcome("a@x.com", "email_change", new_email="b@x.com", cupola_status=Cupola.ACTIVE)],
                 [contact("003A", "a@x.com"), lead("00QA", "a@x.com"), contact("003B", "B@x.com")])
-    assert [c.change_id for c in body.changes] == ["Lead:00QA"]   # no Lead holds b@x.com
-    assert [(r.reason, r.record_id) for r in body.review] == [(ReviewReason.EMAIL_TAKEN, "003A")]
-    assert "003B" in body.review[0].detail
+    assert body.changes == ()
+    assert [(r.reason, r.sobject, r.record_id) for r in body.review] == [
+        (ReviewReason.EMAIL_TAKEN, SObject.CONTACT, "003A"), (ReviewReason.EMAIL_TAKEN, SObject.LEAD, "00QA")]
+    assert all("already held by Contact 003B" in r.detail for r in body.review)
+
+
+def test_a_lead_holding_the_new_address_keeps_a_contacts_move_out_of_the_changes():
+    """The cross-object clash of issue 10: a Contact moving to an address a Lead holds."""
+    body = plan([outcome("a@x.com", "email_change", new_email="b@x.com", new_title="CTO",
+                         cupola_status=Cupola.ACTIVE)],
+                [contact("003A", "a@x.com"), lead("00QB", "b@x.com"), lead("00QC", "B@X.com")])
+    assert body.changes == ()
+    [item] = body.review
+    assert (item.reason, item.record_id) == (ReviewReason.EMAIL_TAKEN, "003A")
+    assert item.detail == ("b@x.com is already held by Lead 00QB, Lead 00QC; "
+                           "email_change not written to Contact 003A")
+
+
+def test_the_persons_own_contact_and_lead_moving_together_are_not_a_clash():
+    """Both records of one person move to the new address in the same plan: neither holds it
+    today, and the other one moving with it is the same person."""
+    body = plan([outcome("a@x.com", "email_change", new_email="b@x.com", cupola_status=Cupola.ACTIVE)],
+                [contact("003A", "a@x.com"), lead("00QA", "a@x.com")])
+    assert [c.change_id for c in body.changes] == ["Contact:003A", "Lead:00QA"]
+    assert body.review == ()
 
 
 def test_two_people_moving_to_one_address_both_go_to_review():
@@ -211,6 +236,20 @@ def test_new_contact_never_duplicates_an_existing_contact():
     body = plan([o], [contact("003N", "N@x.com")], allow_create=True)
     assert body.changes == ()
     assert "already exists" in body.unchanged[0].detail
+
+
+def test_new_contact_whose_address_a_lead_holds_goes_to_review_not_to_the_org():
+    """The Standard Contact Duplicate Rule matches Leads that duplicate Contacts and alerts on
+    create, which the API answers with DUPLICATES_DETECTED
+    (https://help.salesforce.com/apex/HTViewHelpDoc?id=sales.duplicate_rules_standard_contact_rule.htm)."""
+    o = outcome("n@x.com", "new_contact", last_name="New", organization="Acme")
+    body = plan([o], [lead("00QN", "N@x.com")], allow_create=True)
+    assert body.changes == ()
+    [item] = body.review
+    assert (item.reason, item.sobject, item.record_id) == (ReviewReason.EMAIL_TAKEN, SObject.LEAD, "00QN")
+    assert "already held by Lead 00QN" in item.detail and "Contact not created" in item.detail
+    # without --allow-create nothing would be created anyway: skipped as before
+    assert [s.reason for s in plan([o], [lead("00QN", "n@x.com")]).skipped] == [SkipReason.CREATE_DISABLED]
 
 
 def test_new_contact_joins_the_account_with_most_contacts():

@@ -481,6 +481,47 @@ def test_lead_writes_send_auto_assign_false():
     assert [r.headers.get("Sforce-Auto-Assign") for r in fake.sent] == ["FALSE", "FALSE"]
 
 
+def test_account_writes_send_auto_assign_false_too():
+    """The Assignment Rule header applies to Accounts, Cases and Leads; without it the
+    active assignment rules run
+    (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_autoassign.htm)."""
+    sf, fake = make()
+    sf.create("Account", [{"Name": "Acme"}])
+    sf.update("Account", [{"Id": "001X", "Name": "Acme Corp"}])
+    sf.create("Contact", [{"LastName": "C"}])
+    assert [r.headers.get("Sforce-Auto-Assign") for r in fake.sent] == ["FALSE", "FALSE", None]
+
+
+def test_restores_send_the_duplicate_rule_header_and_name_rule_and_matches():
+    """allowSave=true passes duplicate rules that alert; the DUPLICATES_DETECTED item error's
+    duplicateResult names the rule and the matching records
+    (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_duplicaterules.htm,
+    https://developer.salesforce.com/docs/platform/api/guide/sforce-api-objects-duplicateresult.html)."""
+    sf, fake = make()
+    sf.update("Lead", [{"Id": "00QX", "Email": "a@x.com"}], allow_duplicates=True)
+    sf.create("Contact", [{"LastName": "C"}], allow_duplicates=True)
+    sf.update("Contact", [{"Id": "003X", "Title": "T"}])
+    assert [r.headers.get("Sforce-Duplicate-Rule-Header") for r in fake.sent] == [
+        "allowSave=true", "allowSave=true", None]
+
+
+def test_a_duplicate_error_message_names_the_rule_and_the_matching_records():
+    from reconcile.salesforce import _error_message
+    error = {"statusCode": "DUPLICATES_DETECTED", "message": "Use one of these records?", "fields": [],
+             "duplicateResult": {"allowSave": False, "duplicateRule": "Standard_Lead_Duplicate_Rule",
+                                 "duplicateRuleEntityType": "Lead", "errorMessage": "Use one of these records?",
+                                 "matchResults": [{"entityType": "Contact", "errors": [], "matchEngine": "FuzzyMatchEngine",
+                                                   "matchRecords": [{"additionalInformation": [], "fieldDiffs": [],
+                                                                     "matchConfidence": 100.0,
+                                                                     "record": {"attributes": {"type": "Contact"},
+                                                                                "Id": "003A"}}],
+                                                   "rule": "Standard_Contact_Match_Rule_v1_1", "size": 1,
+                                                   "success": True}]}}
+    assert _error_message(error) == ("Use one of these records? (duplicate rule Standard_Lead_Duplicate_Rule "
+                                     "blocks; matching: Contact 003A)")
+    assert _error_message({"message": "plain"}) == "plain"
+
+
 def test_writes_refuse_more_than_collection_size():
     sf, fake = make(config=Config(collection_size=200))
     with pytest.raises(ValueError, match="at most 200"):

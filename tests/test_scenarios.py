@@ -43,13 +43,19 @@ def load_scenario(folder: Path):
     options_path = folder / "options.json"
     options = json.loads(options_path.read_text(encoding="utf-8")) if options_path.exists() else {}
     options = {"allow_create": False, **options}
+    preflight_path = folder / "preflight.json"   # what preflight read of the org (optional)
+    if preflight_path.exists():
+        options["_preflight"] = json.loads(preflight_path.read_text(encoding="utf-8"))
     return outcome_set, snapshot, options
 
 
 def plan_document(outcome_set, snapshot, options, config=Config()):
+    options = dict(options)
+    preflight = options.pop("_preflight", None)
     body = build_plan(outcome_set, snapshot, config, allow_create=options["allow_create"])
     return make_document(body, org=snapshot.org, inputs=outcome_set.inputs, options=options,
-                         created_at=CREATED_AT, tool_version=TOOL_VERSION, config=config)
+                         created_at=CREATED_AT, tool_version=TOOL_VERSION, config=config,
+                         preflight=preflight)
 
 
 def check_golden(path: Path, actual: bytes, update: bool) -> None:

@@ -38,7 +38,7 @@ REASON_LABELS: dict[str, str] = {
     "NOT_FOUND": "No Contact or Lead has this e-mail",
     "CONVERTED_LEAD": "Converted Lead: Salesforce does not allow updating it",
     "EDITED_SINCE_APPLY": "Edited by someone since the apply: left alone",
-    "RECORD_GONE": "The record no longer exists",
+    "RECORD_GONE": "The record is deleted or not visible to this user",
     "ACCOUNT_IN_USE": "Other Contacts point at this Account: kept",
     "HUMAN_REVIEW_REASON_UPDATE_ON_INACTIVE": "Update requested, but CUPOLA says the person is inactive",
     "HUMAN_REVIEW_REASON_ACTIVE_NEW_CONTACT": "Update requested, but the person has no CUPOLA row",
@@ -319,6 +319,12 @@ def _tail(doc: Mapping[str, Any], console: Console) -> None:
             by_file[row.get("file", "")] = by_file.get(row.get("file", ""), 0) + 1
         parts = ", ".join(f"{count} in output_document_{name}.csv" for name, count in sorted(by_file.items()))
         console.print(Text(f"Hand-off to Marketing: {parts}."))
+    checked = doc.get("preflight") or {}
+    if "duplicate_rules" in checked:
+        rules = checked["duplicate_rules"]
+        listed = ("unknown (this user may not read DuplicateRule)" if rules is None else
+                  ", ".join(f"{r.get('label')} ({r.get('sobject')})" for r in rules) or "none")
+        _hanging(console, 0, "Duplicate rules active in the org:", listed)
     for note in doc.get("notes") or []:
         _hanging(console, 0, "Note:", note)
     console.print()

@@ -29,6 +29,9 @@ def serve(
     production: bool = typer.Option(False, "--production", help="Answer IsSandbox = false: the org says it is production."),
     no_soap_login: bool = typer.Option(
         False, "--no-soap-login", help="Refuse SOAP login() (as orgs created since Winter '26 do)."),
+    duplicate_rules_on_edit: str | None = typer.Option(
+        None, "--duplicate-rules-on-edit", help="What the standard Contact and Lead duplicate rules do on "
+        "edit: allow (as shipped: report only) | alert | block. Kept in the state file."),
 ) -> None:
     """Start the sandbox org and print the environment that points reconcile,
     simple-salesforce or curl at it. Ctrl-C stops it."""
@@ -37,11 +40,16 @@ def serve(
 
     if seed not in ("demo", "empty"):
         raise typer.BadParameter("use 'demo' or 'empty'", param_hint="--seed")
+    if duplicate_rules_on_edit not in (None, "allow", "alert", "block"):
+        raise typer.BadParameter("use 'allow', 'alert' or 'block'", param_hint="--duplicate-rules-on-edit")
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         with SandboxServer(state_path=state, seed=seed, port=port, session_seconds=session_seconds,
                            production=production, soap_login=not no_soap_login) as sb:
+            if duplicate_rules_on_edit is not None:
+                for rule in ("Standard_Contact_Duplicate_Rule", "Standard_Lead_Duplicate_Rule"):
+                    sb.store.configure_duplicate_rule(rule, on_edit=duplicate_rules_on_edit)
             for name, value in sb.env.items():
                 typer.echo(f"export {name}={shlex.quote(value)}")
             typer.echo(f"# sandbox org {sb.store.org_id} at {sb.instance_url}; try:", err=True)

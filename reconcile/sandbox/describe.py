@@ -174,6 +174,27 @@ SCHEMA: dict[str, list[Field]] = {
               picklist=("Developer Edition", "Enterprise Edition", "Unlimited Edition",
                         "Professional Edition", "Base Edition")),
     ],
+    # read-only through the API (object reference, DuplicateRule): fields as documented
+    "DuplicateRule": [
+        Field("Id", "id", "Duplicate Rule ID", 18, createable=False, updateable=False,
+              nillable=False, defaulted=True),
+        Field("DeveloperName", "string", "Object Name", 80, createable=False, updateable=False,
+              nillable=False),
+        Field("MasterLabel", "string", "Rule Name", 80, createable=False, updateable=False,
+              nillable=False, name_field=True),
+        Field("SobjectType", "picklist", "Custom Object Definition ID", 40, createable=False,
+              updateable=False, nillable=False, picklist=("Account", "Contact", "Lead"), restricted=True),
+        Field("SobjectSubtype", "picklist", "Object Subtype", 255, createable=False, updateable=False,
+              picklist=("None", "PersonAccount")),
+        Field("IsActive", "boolean", "Active", createable=False, updateable=False, nillable=False,
+              default=True, defaulted=True),
+        Field("Language", "picklist", "Master Language", 40, createable=False, updateable=False,
+              picklist=("en_US",), restricted=True),
+        Field("NamespacePrefix", "string", "Namespace Prefix", 15, createable=False, updateable=False),
+        Field("IsDeleted", "boolean", "Deleted", createable=False, updateable=False, nillable=False,
+              default=False, defaulted=True),
+        *_system_fields(),
+    ],
 }
 WRITABLE_SOBJECTS = ("Contact", "Lead", "Account")
 FIELDS: dict[str, dict[str, Field]] = {
@@ -189,6 +210,7 @@ _LABELS = {
     "Lead": ("Lead", "Leads"),
     "Account": ("Account", "Accounts"),
     "Organization": ("Organization", "Organizations"),
+    "DuplicateRule": ("Duplicate Rule", "Duplicate Rules"),
 }
 
 

@@ -19,6 +19,7 @@ KEY_PREFIXES = {
     "Contact": "003",
     "Lead": "00Q",
     "Organization": "00D",
+    "DuplicateRule": "0Bm",
 }
 SOBJECT_BY_PREFIX = {prefix: name for name, prefix in KEY_PREFIXES.items()}
 QUERY_LOCATOR_PREFIX = "01g"

@@ -629,7 +629,8 @@ class _Request:
             if not isinstance(body, dict):
                 raise ApiError(400, "JSON_PARSER_ERROR", "Expected a JSON object")
             results, applied = self.store.api_update(
-                [{**body, "Id": record_id}], default_type=sobject, hook=self.sb.faults.row_error)
+                [{**body, "Id": record_id}], default_type=sobject, hook=self.sb.faults.row_error,
+                allow_duplicates=self.allow_duplicates(), version=self.version)
             return self.single_result(results[0], applied, sobject, ok_status=204)
         if self.method == "DELETE":
             results, applied = self.store.api_delete(
@@ -656,7 +657,8 @@ class _Request:
         if not isinstance(body, dict):
             raise ApiError(400, "JSON_PARSER_ERROR", "Expected a JSON object")
         results, applied = self.store.api_create(
-            [body], default_type=sobject, allow_duplicates=self.allow_duplicates())
+            [body], default_type=sobject, allow_duplicates=self.allow_duplicates(),
+            version=self.version)
         return self.single_result(results[0], applied, sobject, ok_status=201)
 
     def single_result(self, result: dict, applied: list, sobject: str, ok_status: int) -> Response:
@@ -665,7 +667,9 @@ class _Request:
         if result["success"]:
             body = result if ok_status == 201 else None
             return Response(ok_status, body, summary=f"{ok_status} {summary}", write=True, applied=applied, lead=lead)
-        errors = [{"message": e["message"], "errorCode": e["statusCode"], "fields": e["fields"]}
+        # a DUPLICATES_DETECTED error keeps its duplicateResult (REST shapes it like SOAP's DuplicateError)
+        errors = [{"message": e["message"], "errorCode": e["statusCode"], "fields": e["fields"],
+                   **({"duplicateResult": e["duplicateResult"]} if "duplicateResult" in e else {})}
                   for e in result["errors"]]
         return Response(400, errors, summary=f"400 {summary}", write=True, applied=applied, lead=lead)
 
@@ -694,7 +698,8 @@ class _Request:
     def collection_create(self) -> Response:
         records, all_or_none = self.collection_records()
         results, applied = self.store.api_create(records, all_or_none=all_or_none,
-                                                 allow_duplicates=self.allow_duplicates())
+                                                 allow_duplicates=self.allow_duplicates(),
+                                                 version=self.version)
         leads = any(isinstance(r, dict) and isinstance(r.get("attributes"), dict)
                     and str(r["attributes"].get("type", "")).lower() == "lead" for r in records)
         return self.collection_result("create", results, applied, leads)
@@ -702,7 +707,9 @@ class _Request:
     def collection_update(self) -> Response:
         records, all_or_none = self.collection_records()
         results, applied = self.store.api_update(records, all_or_none=all_or_none,
-                                                 hook=self.sb.faults.row_error)
+                                                 hook=self.sb.faults.row_error,
+                                                 allow_duplicates=self.allow_duplicates(),
+                                                 version=self.version)
         leads = any(isinstance(r, dict) and str(r.get("id", r.get("Id")) or "").startswith("00Q")
                     for r in records)
         return self.collection_result("update", results, applied, leads)

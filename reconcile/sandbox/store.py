@@ -17,11 +17,12 @@ timestamp the org has handed out before (so a write in the same millisecond
 still moves the stamps). Records in one transaction share its stamp, as in
 Salesforce.
 
-Choices where Salesforce is configurable: the duplicate rule (Contact or Lead
-with the same e-mail, case-insensitive, as an existing record of that type)
-fires on create only, as standard duplicate rules are usually set up; an
-update that sets a duplicate e-mail is saved. Deleting an Account that
-Contacts still point at fails with DELETE_FAILED instead of cascading.
+Choices where Salesforce is configurable: duplicate rules are the standard
+ones as shipped (``duplicates.py``: Contact and Lead rules that match both
+objects by e-mail; alert on create, report only on edit), switchable per org
+with ``configure_duplicate_rule`` (an alert or a Block on edit, a rule off)
+and kept in the state. Deleting an Account that Contacts still point at
+fails with DELETE_FAILED instead of cascading.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from reconcile.sandbox import describe, ids, soql
+from reconcile.sandbox import describe, duplicates, ids, soql
 from reconcile.sandbox.describe import FIELDS, STRING_TYPES, WRITABLE_SOBJECTS
 
 STATE_FORMAT = 1
@@ -91,6 +92,7 @@ class Store:
         # demo org is a sandbox, a test may make it production (not part of the state).
         self.is_sandbox = True
         self.organization_type = "Enterprise Edition"
+        self.duplicate_rules: list[duplicates.Rule] = duplicates.standard_rules()
         if state:
             self._load(state)
 
@@ -103,6 +105,7 @@ class Store:
         self.org_name = state["org"]["Name"]
         self._counters = dict(state.get("counters", {}))
         self._last_stamp = state.get("last_stamp", "")
+        self.duplicate_rules = duplicates.rules_from_state(state.get("duplicate_rules"))
         for sobject, records in state.get("records", {}).items():
             for record in records:
                 self._put(sobject, dict(record))
@@ -123,6 +126,7 @@ class Store:
                 "org": {"Id": self.org_id, "Name": self.org_name},
                 "counters": dict(self._counters),
                 "last_stamp": self._last_stamp,
+                "duplicate_rules": duplicates.rules_to_state(self.duplicate_rules),
                 "records": {s: [dict(r) for r in recs.values()] for s, recs in self._active.items()},
                 "deleted": {s: [dict(r) for r in recs.values()] for s, recs in self._deleted.items()},
             }
@@ -251,6 +255,8 @@ class Store:
         if normalized is None:
             return None
         with self.lock:
+            if ids.sobject_of(normalized) == "DuplicateRule":   # read-only rows (retrieve())
+                return next((row for row in self._duplicate_rule_rows() if row["Id"] == normalized), None)
             _, record, deleted = self._locate(normalized)
             if record is None or (deleted and not include_deleted):
                 return None
@@ -390,10 +396,28 @@ class Store:
         _derive(sobject, record)
         return record
 
-    def _is_duplicate(self, sobject: str, email: str | None) -> bool:
-        if sobject not in ("Contact", "Lead") or email is None:
-            return False
-        return bool(self._index[sobject]["Email"].get(email.casefold()))
+    def configure_duplicate_rule(self, name: str, *, active: bool | None = None,
+                                 on_create: str | None = None, on_edit: str | None = None) -> None:
+        """Change one duplicate rule (developer name or label) as an admin would in
+        Setup: ``on_create`` / ``on_edit`` one of "allow" (report only), "alert", "block"."""
+        with self.lock:
+            self.duplicate_rules = duplicates.configure(
+                self.duplicate_rules, name, active=active, on_create=on_create, on_edit=on_edit)
+        self._changed()
+
+    def _duplicate_rule_rows(self) -> list[dict]:
+        return duplicates.rule_rows(self.duplicate_rules, lambda n: ids.make_id(duplicates.KEY_PREFIX, n),
+                                    duplicates.RULES_CREATED)
+
+    def _duplicate_error(self, sobject: str, email: Any, *, creating: bool, allow_save: bool,
+                         version: str, record_id: str | None = None) -> dict | None:
+        def holders(target: str, address: str) -> list[str]:
+            return sorted(self._index[target]["Email"].get(address.casefold(), ()))
+        if not isinstance(email, str):
+            return None
+        return duplicates.check(self.duplicate_rules, sobject, email, creating=creating,
+                                allow_save=allow_save, holders=holders, version=version,
+                                record_id=record_id)
 
     # -- admin writes (Python API) ------------------------------------------
 
@@ -512,9 +536,10 @@ class Store:
 
     def api_create(self, records: list[Any], *, all_or_none: bool = False,
                    default_type: str | None = None, allow_duplicates: bool = False,
-                   ) -> tuple[list[dict], list[tuple]]:
+                   version: str = duplicates.URL_VERSION) -> tuple[list[dict], list[tuple]]:
         """Collections/sObject create. Returns (SaveResults in request order,
-        applied writes as (method, sobject, id, fields))."""
+        applied writes as (method, sobject, id, fields)). ``allow_duplicates``: the
+        request said ``allowSave=true`` (passes duplicate rules that alert, not Block)."""
         results: list[dict] = []
         applied: list[tuple] = []
         undo: list[tuple] = []
@@ -541,9 +566,9 @@ class Store:
                         "INVALID_TYPE_FOR_OPERATION", f"entity type cannot be inserted: {sobject}")))
                     continue
                 clean, error = self._check(sobject, fields, creating=True)
-                if error is None and not allow_duplicates and self._is_duplicate(
-                        sobject, clean.get("Email")):
-                    error = item_error("DUPLICATES_DETECTED", "Use one of these records?")
+                if error is None:
+                    error = self._duplicate_error(sobject, clean.get("Email"), creating=True,
+                                                  allow_save=allow_duplicates, version=version)
                 if error:
                     results.append(_failed(error))
                     continue
@@ -560,8 +585,10 @@ class Store:
 
     def api_update(self, records: list[Any], *, all_or_none: bool = False,
                    default_type: str | None = None, hook: FaultHook | None = None,
+                   allow_duplicates: bool = False, version: str = duplicates.URL_VERSION,
                    ) -> tuple[list[dict], list[tuple]]:
-        """Collections/sObject update (each record has ``id`` or ``Id``)."""
+        """Collections/sObject update (each record has ``id`` or ``Id``). Duplicate
+        rules run when the update changes the e-mail."""
         results: list[dict] = []
         applied: list[tuple] = []
         undo: list[tuple] = []
@@ -580,6 +607,12 @@ class Store:
                 if error is None:
                     body = {k: v for k, v in fields.items() if k not in ("id", "Id")}
                     clean, error = self._check(sobject, body, creating=False)  # type: ignore[arg-type]
+                # on edit a rule runs only when a matched field's value changes
+                # (https://help.salesforce.com/s/articleView?id=005237351&type=1)
+                if error is None and clean.get("Email") is not None and clean["Email"] != record.get("Email"):  # type: ignore[union-attr]
+                    error = self._duplicate_error(sobject, clean["Email"], creating=False,  # type: ignore[arg-type]
+                                                  allow_save=allow_duplicates, version=version,
+                                                  record_id=record["Id"])  # type: ignore[index]
                 if error is None and hook is not None:
                     error = hook("validate", record["Id"])  # type: ignore[index]
                 if error:
@@ -640,6 +673,10 @@ class Store:
             return None, None, item_error("MALFORMED_ID", f"malformed id {raw_id}")
         sobject = ids.sobject_of(normalized)
         wanted = describe.canonical_sobject(type_name) if type_name else None
+        if sobject in describe.SCHEMA and sobject not in WRITABLE_SOBJECTS and wanted in (None, sobject):
+            # a read-only object: the API only reads DuplicateRule (and Organization) rows
+            return None, None, item_error("INVALID_TYPE_FOR_OPERATION",
+                                          f"entity type cannot be {operation}d: {sobject}")
         if sobject not in WRITABLE_SOBJECTS or (type_name and wanted != sobject):
             label = wanted or type_name or "Record"
             return None, None, item_error("MALFORMED_ID",
@@ -662,6 +699,8 @@ class Store:
             if query.sobject == "Organization":
                 rows = [{"Id": self.org_id, "Name": self.org_name, "IsSandbox": self.is_sandbox,
                          "OrganizationType": self.organization_type}]
+            elif query.sobject == "DuplicateRule":
+                rows = self._duplicate_rule_rows()
             else:
                 rows = self._candidates(query.sobject, query.where, include_deleted)
             predicate = soql.compile_predicate(query.where)
