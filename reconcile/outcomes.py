@@ -1,33 +1,34 @@
 """One table: what each outcome in an outcome file means.
 
 An entry says which input columns the outcome owns, which of them a row must
-fill, which Salesforce fields it writes on the person's Contact and Lead,
-whether the active-only gate (an active CUPOLA row) holds it back, and which
-Marketing hand-off file a Multipub person's row goes to. ``inputs.py``
-(validation and merging), ``planner.py`` (the rules), ``snapshot.py`` (which
-fields are read and which addresses) and ``config.py`` (the fields read per
-object) all read this table instead of keeping their own.
+fill, which fields it writes on the person's Contact and on their Lead (and
+from which column or setting), when a record is left as it is, whether the
+active-only gate (an active CUPOLA row) holds it back, and which Marketing
+hand-off file a Multipub person's row goes to. ``inputs.py`` (validation and
+merging), ``planner.py`` (the rules), ``snapshot.py`` (which fields are read
+and checked, which addresses are looked up) read this table instead of
+keeping their own.
 
 A new outcome that sets fields, e.g. ``phone_change``, is a member of
-``model.OutcomeKind``, the column on ``model.Outcome`` (``new_phone``) and one
+``model.OutcomeKind``, its column on ``model.Outcome`` (``new_phone``) and one
 entry here::
 
     OutcomeType(OutcomeKind.PHONE_CHANGE, payload=("new_phone",),
                 needs=(Need("new_phone", "phone number"),),
-                writes=(Write("new_phone", lambda c: "Phone"),), gated=True)
+                writes=both(Write(lambda c: "Phone", column="new_phone")), gated=True)
 
 Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconcile.config import Config
-from reconcile.model import OutcomeKind
-from reconcile.rules import norm_email
+from reconcile.model import OrgRecord, Outcome, OutcomeKind, SObject
+from reconcile.rules import lead_already_active, lead_already_inactive, norm_email
 
 
 def _text(value: Any) -> str:
@@ -43,12 +44,25 @@ class Need:
 
 @dataclass(frozen=True)
 class Write:
-    """A field update: the input column's value goes to the field ``field(config)``
-    names, on the person's Contact and Lead. ``same`` normalises the org's current
-    value for the "already so" comparison."""
-    column: str
+    """One field an outcome sets on a record: ``field(config)`` gets the value of the
+    input ``column``, or else the configured ``setting(config)``; nothing when that is
+    empty. ``same`` normalises the record's current value for the "already so"
+    comparison; ``hold`` (a rule from rules.py) may say why the record is left alone."""
     field: Callable[[Config], str]
+    column: str = ""
+    setting: Callable[[Config], str] | None = None
     same: Callable[[Any], str] = _text
+    hold: Callable[[OrgRecord, Config], str | None] | None = None
+
+    def value(self, outcome: Outcome, config: Config) -> str:
+        if self.column:
+            return str(getattr(outcome, self.column))
+        return self.setting(config) if self.setting is not None else ""
+
+
+def both(*writes: Write) -> dict[SObject, tuple[Write, ...]]:
+    """The same writes on the person's Contact and on their Lead."""
+    return {SObject.CONTACT: writes, SObject.LEAD: writes}
 
 
 @dataclass(frozen=True)
@@ -62,9 +76,9 @@ class OutcomeType:
     needs: tuple[Need, ...] = ()
     # ... or, when ``needs_any``, at least one of them.
     needs_any: bool = False
-    # Field updates on the person's Contact and Lead (empty for the status outcomes,
-    # whose rules are in planner.py, and for new_contact, which creates a record).
-    writes: tuple[Write, ...] = ()
+    # Field updates on the person's Contact and Lead, per object (empty for
+    # new_contact, which creates a record: planner._new_contact).
+    writes: Mapping[SObject, tuple[Write, ...]] = field(default_factory=dict)
     # The active-only gate: written only when the person's CUPOLA row is active.
     gated: bool = False
     # The Marketing hand-off file a Multipub person's row goes to (render/csvs.py).
@@ -74,24 +88,34 @@ class OutcomeType:
     @property
     def moves_email(self) -> bool:
         """Does it put a new address on a record? (EMAIL_TAKEN checks, holders read.)"""
-        return any(w.column == "new_email" for w in self.writes)
+        return any(w.column == "new_email" for ws in self.writes.values() for w in ws)
 
 
-_EMAIL = Write("new_email", lambda c: c.email_field, same=norm_email)
-_TITLE = Write("new_title", lambda c: c.title_field)
+def _setting(name: str) -> Callable[[Config], str]:
+    return lambda c: str(getattr(c, name))
+
+
+_CONTACT_STATUS = _setting("contact_status_field")
+_LEAD_STATUS = _setting("lead_status_field")
+_EMAIL = Write(_setting("email_field"), column="new_email", same=norm_email)
+_TITLE = Write(_setting("title_field"), column="new_title")
 
 OUTCOMES: dict[OutcomeKind, OutcomeType] = {t.kind: t for t in (
-    OutcomeType(OutcomeKind.INACTIVE, handoff="inactive_people"),
-    OutcomeType(OutcomeKind.REACTIVATE),
+    OutcomeType(OutcomeKind.INACTIVE, handoff="inactive_people", writes={
+        SObject.CONTACT: (Write(_CONTACT_STATUS, setting=_setting("contact_inactive")),),
+        SObject.LEAD: (Write(_LEAD_STATUS, setting=_setting("lead_inactive"), hold=lead_already_inactive),)}),
+    OutcomeType(OutcomeKind.REACTIVATE, writes={
+        SObject.CONTACT: (Write(_CONTACT_STATUS, setting=_setting("contact_active")),),
+        SObject.LEAD: (Write(_LEAD_STATUS, setting=_setting("lead_reactivate"), hold=lead_already_active),)}),
     OutcomeType(OutcomeKind.EMAIL_CHANGE, payload=("new_email",),
                 needs=(Need("new_email", "e-mail address"),),
-                writes=(_EMAIL,), gated=True, handoff="email_update_requests"),
+                writes=both(_EMAIL), gated=True, handoff="email_update_requests"),
     OutcomeType(OutcomeKind.TITLE_CHANGE, payload=("new_title",),
                 needs=(Need("new_title", "title"),),
-                writes=(_TITLE,), gated=True),
+                writes=both(_TITLE), gated=True),
     OutcomeType(OutcomeKind.REPLACEMENT, payload=("new_email", "new_title"),
                 needs=(Need("new_email", "e-mail address"), Need("new_title", "title")), needs_any=True,
-                writes=(_EMAIL, _TITLE), gated=True, handoff="email_update_requests"),
+                writes=both(_EMAIL, _TITLE), gated=True, handoff="email_update_requests"),
     OutcomeType(OutcomeKind.NEW_CONTACT, payload=("first_name", "last_name", "organization", "title"),
                 needs=(Need("last_name", "last name"), Need("organization", "account name")),
                 creates_contact=True),
@@ -105,9 +129,9 @@ COLUMNS: tuple[str, ...] = ("email", "outcome", *PAYLOAD_COLUMNS,
                             "multipub_id", "cupola_status", "observed_at", "source_id")
 
 
-def written_fields(config: Config) -> tuple[str, ...]:
-    """Every field some outcome updates on a Contact or Lead, in table order."""
-    return tuple(dict.fromkeys(w.field(config) for t in OUTCOMES.values() for w in t.writes))
+def written_fields(config: Config, sobject: SObject) -> tuple[str, ...]:
+    """Every field some outcome updates on a record of ``sobject``, in table order."""
+    return tuple(dict.fromkeys(w.field(config) for t in OUTCOMES.values() for w in t.writes.get(sobject, ())))
 
 
 def needed_by() -> dict[str, tuple[str, ...]]:
@@ -123,8 +147,7 @@ def needed_by() -> dict[str, tuple[str, ...]]:
 def fields_read(config: Config, sobject: str) -> tuple[str, ...]:
     """The fields the snapshot reads for each record of ``sobject``: the configured
     ones, then any field an outcome writes that they do not already name."""
-    base = {"Contact": config.contact_fields(), "Lead": config.lead_fields(),
-            "Account": ("Id", config.account_name_field, "LastModifiedDate", "SystemModstamp")}[sobject]
-    if sobject == "Account":
-        return base
-    return tuple(dict.fromkeys((*base, *written_fields(config))))
+    if sobject == SObject.ACCOUNT:
+        return ("Id", config.account_name_field, "LastModifiedDate", "SystemModstamp")
+    base = config.contact_fields() if sobject == SObject.CONTACT else config.lead_fields()
+    return tuple(dict.fromkeys((*base, *written_fields(config, SObject(sobject)))))

@@ -2,8 +2,9 @@
 
 No network, no clock, no files, no randomness: the same inputs always give
 the same plan, in the same order. Every rule of SPEC §2 lives here (the small
-pure helpers in ``rules.py``); ``plan.py`` turns the body into the versioned
-document.
+pure helpers in ``rules.py``); what each outcome writes, on which object, and
+whether the CUPOLA gate holds it is ``outcomes.py``'s table. ``plan.py`` turns
+the body into the versioned document.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from reconcile.model import (
     HandoffRow,
     OrgRecord,
     Outcome,
-    OutcomeKind,
     OutcomeSet,
     PlanBody,
     ReviewItem,
@@ -37,7 +37,7 @@ from reconcile.model import (
     pointer,
 )
 from reconcile.outcomes import OUTCOMES
-from reconcile.rules import choose_account, choose_record, lead_is_active, norm_name
+from reconcile.rules import choose_account, choose_record, norm_name
 
 MULTIPUB_DETAIL = "Skipped (Multipub/Marketing owns this contact)"
 
@@ -223,7 +223,6 @@ class _Planner:
     def _desired(self, o: Outcome, t: _Target) -> None:
         c, record = self.config, t.record
         current = record.fields
-        is_lead = record.sobject == SObject.LEAD
         holds: list[str] = []
 
         def want(name: str, after: str, same: bool) -> None:
@@ -233,32 +232,16 @@ class _Planner:
                 t.fields[name] = FieldChange(before=current.get(name), after=after)
                 t.reasons.append(f"outcome {o.kind} → {name} = {after}")
 
-        if o.kind is OutcomeKind.INACTIVE:
-            if is_lead:
-                status = str(current.get(c.lead_status_field) or "").strip()
-                if status and status != c.lead_inactive and status in c.lead_inactive_statuses:
-                    holds.append(f"Lead is already inactive ({c.lead_status_field} = {status})")
-                else:
-                    want(c.lead_status_field, c.lead_inactive, status == c.lead_inactive)
+        for write in OUTCOMES[o.kind].writes.get(SObject(record.sobject), ()):
+            value = write.value(o, c)
+            if not value:
+                continue
+            held = write.hold(record, c) if write.hold is not None else None
+            if held:
+                holds.append(held)
             else:
-                want(c.contact_status_field, c.contact_inactive,
-                     str(current.get(c.contact_status_field) or "").strip() == c.contact_inactive)
-        elif o.kind is OutcomeKind.REACTIVATE:
-            if is_lead:
-                if lead_is_active(record, c):
-                    holds.append(f"Lead is already active ({c.lead_status_field} = "
-                                 f"{current.get(c.lead_status_field)}); not moved back to {c.lead_reactivate}")
-                else:
-                    want(c.lead_status_field, c.lead_reactivate, False)
-            else:
-                want(c.contact_status_field, c.contact_active,
-                     str(current.get(c.contact_status_field) or "").strip() == c.contact_active)
-        else:
-            for write in OUTCOMES[o.kind].writes:
-                value = getattr(o, write.column)
-                if value:
-                    name = write.field(c)
-                    want(name, value, write.same(current.get(name)) == value)
+                name = write.field(c)
+                want(name, value, write.same(current.get(name)) == value)
         if not t.fields:
             t.unchanged = "; ".join(holds)
             return

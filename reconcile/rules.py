@@ -50,6 +50,23 @@ def lead_is_active(record: OrgRecord, config: Config) -> bool:
     return bool(status) and status not in config.lead_inactive_statuses
 
 
+def lead_already_inactive(record: OrgRecord, config: Config) -> str | None:
+    """``inactive`` leaves a Lead alone whose Status is already another inactive value
+    (e.g. Disqualified): why, or None."""
+    status = str(record.fields.get(config.lead_status_field) or "").strip()
+    if status and status != config.lead_inactive and status in config.lead_inactive_statuses:
+        return f"Lead is already inactive ({config.lead_status_field} = {status})"
+    return None
+
+
+def lead_already_active(record: OrgRecord, config: Config) -> str | None:
+    """``reactivate`` never moves a working Lead back to the first open Status: why, or None."""
+    if lead_is_active(record, config):
+        return (f"Lead is already active ({config.lead_status_field} = "
+                f"{record.fields.get(config.lead_status_field)}); not moved back to {config.lead_reactivate}")
+    return None
+
+
 def _stamp(record: OrgRecord) -> RecordStamp:
     return RecordStamp(id=record.id,
                        LastModifiedDate=str(record.fields.get("LastModifiedDate") or ""),

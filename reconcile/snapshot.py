@@ -41,9 +41,11 @@ def preflight(describes: Mapping[str, dict], config: Config, *, allow_create: bo
                     [config.contact_active, config.contact_inactive])
     _check_picklist(problems, "Lead", lead, config.lead_status_field,
                     [config.lead_inactive, config.lead_reactivate])
-    for sobject, fields in (("Contact", contact), ("Lead", lead)):
-        for name in written_fields(config):
-            _check_field(problems, sobject, fields, name, "updateable")
+    status = {SObject.CONTACT: config.contact_status_field, SObject.LEAD: config.lead_status_field}
+    for sobject, fields in ((SObject.CONTACT, contact), (SObject.LEAD, lead)):
+        for name in written_fields(config, sobject):
+            if name != status[sobject]:  # checked above, with its picklist values
+                _check_field(problems, sobject, fields, name, "updateable")
     if allow_create:
         for name in (config.email_field, "FirstName", "LastName", config.title_field,
                      "AccountId", config.contact_status_field):

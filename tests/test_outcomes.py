@@ -9,7 +9,7 @@ import pytest
 
 from reconcile.config import Config
 from reconcile.errors import PreflightError
-from reconcile.model import OutcomeKind
+from reconcile.model import Outcome, OutcomeKind, SObject
 from reconcile.outcomes import COLUMNS, OUTCOMES, fields_read, needed_by, written_fields
 from reconcile.sandbox import describe
 from reconcile.snapshot import preflight
@@ -36,11 +36,21 @@ def test_only_field_updates_are_behind_the_cupola_gate():
     assert all(t.writes for t in OUTCOMES.values() if t.gated)
 
 
+def test_status_outcomes_write_each_objects_own_field_and_value():
+    """SPEC §2: Contact status lives in a custom picklist, Lead status in Status."""
+    config = Config(contact_status_field="Status__c", lead_inactive="Dead")
+    inactive = OUTCOMES[OutcomeKind.INACTIVE].writes
+    person = Outcome(email="a@x.com", kind=OutcomeKind.INACTIVE)
+    assert [(w.field(config), w.value(person, config)) for w in inactive[SObject.CONTACT]] == [("Status__c", "Inactive")]
+    assert [(w.field(config), w.value(person, config)) for w in inactive[SObject.LEAD]] == [("Status", "Dead")]
+
+
 def test_a_renamed_written_field_is_read_and_checked():
     """A field an outcome writes is read with the record (the "already so" check needs
     its value) and preflight checks it is updateable, whatever it is called."""
     config = Config(email_field="Work_Email__c")
-    assert written_fields(config) == ("Work_Email__c", "Title")
+    assert written_fields(config, SObject.CONTACT) == ("Contact_Status__c", "Work_Email__c", "Title")
+    assert written_fields(config, SObject.LEAD) == ("Status", "Work_Email__c", "Title")
     assert "Work_Email__c" not in config.contact_fields()
     assert fields_read(config, "Contact") == (*config.contact_fields(), "Work_Email__c")
     assert fields_read(Config(), "Lead") == Config().lead_fields()  # nothing added by default
