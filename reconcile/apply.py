@@ -15,12 +15,16 @@ already checked it against its approval). One run:
 4. runs the write steps, in the order and by the path (sObject Collections or
    a Bulk API 2.0 job, ``reconcile.writers``) that ``reconcile.steps`` decides,
    each request framed by a ``send`` and a ``result`` journal event fsynced to
-   disk;
+   disk; each update or delete group after the first is read again just before
+   its write (a record changed meanwhile is drift, never overwritten). A write
+   whose answer leaves its outcome open (``OutcomeUnknown``: a 5xx, a dropped
+   connection) is never re-sent as it was: it is settled at once, as in 2, and
+   only what the org shows was not written is sent again;
 5. when nothing is pending any more, writes ``apply.json`` once.
 
-Request-level stops (the org's limit, our share of it, an expired session,
-503s after the adapter's retries) end the run cleanly: the changes not yet
-written stay pending and running apply again resumes.
+Request-level stops (the org's limit, our share of it, an expired session, reads
+failing after the adapter's retries, answers lost again and again) end the run
+cleanly: the changes not yet written stay pending and running apply again resumes.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
 from reconcile.model import Action, Change, ChangeStatus, PlanKind, PlanState, SObject, change_from_dict, pointed_ref
 from reconcile.ports import BulkIngest, OrgWriter
-from reconcile.steps import StepKind, Via, create_key, read_steps, write_path, write_requests, write_steps
+from reconcile.steps import Step, StepKind, Via, create_key, read_steps, write_path, write_requests, write_steps
 from reconcile.writers import BulkWriter, CollectionsWriter, WriteItem, Writer
 
 __all__ = ["apply_plan", "report_from_result", "ApplyReport", "ChangeResult",
@@ -284,6 +288,7 @@ class _Run:
         self.base_calls = getattr(sf, "calls", None)
         self.pending_by_group: dict[tuple[Action, str], int] = defaultdict(int)
         self.key_of: Callable[[Change], str] = lambda change: create_key(change, config)
+        self.unknown_in_a_row = 0       # write answers lost one after another (see _settle_unknown)
 
     # -- bookkeeping --
 
@@ -373,23 +378,37 @@ class _Run:
 
     def _settle(self) -> None:
         for number, send in sorted(self.state.unsettled.items()):
-            action = Action(send["action"])
-            sobject = send["sobject"]
-            change_ids = list(send["change_ids"])
-            payload = send.get("payload") or []
-            if action is Action.CREATE:
-                changes = [self.by_id[c] for c in change_ids]
-                found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
-                results = settle.settle_creates(number, changes, found, self.key_of)
-            elif action is Action.UPDATE:
-                fields = sorted({f for rec in payload for f in rec if f != "Id"})
-                rows = self._retrieve(sobject, list(dict.fromkeys(rec["Id"] for rec in payload)), fields)
-                results = settle.settle_updates(number, [self.by_id[c] for c in change_ids], payload, rows)
-            else:
-                rows = self._retrieve(sobject, list(payload), ["Id"])
-                results = settle.settle_deletes(number, change_ids, payload, rows)
-            self._log("settle", request=number, action=str(action), sobject=sobject, results=results)
+            self._settle_request(number, send)
             self._tick()
+
+    def _settle_request(self, number: int, send: Mapping[str, Any]) -> None:
+        """Settle request ``number`` (its ``send`` event) by reading the org: each change
+        is applied (the org shows it), pending (it does not: send it again) or drifted.
+        The Bulk jobs it created are settled first (an Open one aborted, a running one
+        waited for), so that the records are read only once nothing can still write them."""
+        action = Action(send["action"])
+        sobject = send["sobject"]
+        change_ids = list(send["change_ids"])
+        payload = send.get("payload") or []
+        settle_job = getattr(self.sf, "bulk_job_settle", None)
+        for job_id in send.get("job_ids") or ():
+            if settle_job is not None:
+                self.own_calls += 1
+                settle_job(job_id)
+        if action is Action.CREATE:
+            changes = [self.by_id[c] for c in change_ids]
+            found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
+            results = settle.settle_creates(number, changes, found, self.key_of)
+        elif action is Action.UPDATE:
+            fields = sorted({f for rec in payload for f in rec if f != "Id"} | {settle.STAMP})
+            rows = self._retrieve(sobject, list(dict.fromkeys(rec["Id"] for rec in payload)), fields)
+            stamps = {c: (self.state.read.get(c) or {}).get(settle.STAMP) for c in change_ids}
+            results = settle.settle_updates(number, [self.by_id[c] for c in change_ids], payload, rows,
+                                            stamps=stamps)
+        else:
+            rows = self._retrieve(sobject, list(payload), ["Id"])
+            results = settle.settle_deletes(number, change_ids, payload, rows)
+        self._log("settle", request=number, action=str(action), sobject=sobject, results=results)
 
     # 2. the drift check
 
@@ -402,9 +421,7 @@ class _Run:
             changes = [self.by_id[c] for c in step.change_ids]
             sobject = str(step.sobject)
             if step.kind is StepKind.REREAD:
-                ids = list(dict.fromkeys(c.record_id for c in changes if c.record_id))
-                rows = self._retrieve(sobject, ids, step.fields)
-                drift.compare_records(changes, rows, self._resolved, compared)
+                self._reread(sobject, changes, step.fields, compared)
             elif step.kind is StepKind.COUNT_CONTACTS:
                 deletes = drift.account_deletes_to_count(changes, compared.current)
                 if deletes:
@@ -431,6 +448,34 @@ class _Run:
         self._log("drift", checked=[c.change_id for c in pending], current=current,
                   drifted=drifted, skipped=skipped, final=bool(drifted))
         self._mark_dependents()
+        self._tick()
+
+    def _reread(self, sobject: str, changes: Sequence[Change], fields: Sequence[str],
+                compared: drift.Compared) -> None:
+        """Read the records ``changes`` touch and compare them with the plan. The values read
+        (``current``) are what a write replaces; each keeps the record's ``SystemModstamp``
+        too, so that settling a lost answer can tell a record someone else touched since."""
+        ids = list(dict.fromkeys(c.record_id for c in changes if c.record_id))
+        rows = self._retrieve(sobject, ids, [*fields, settle.STAMP])
+        drift.compare_records(changes, rows, self._resolved, compared)
+        for change in changes:
+            if change.change_id in compared.current:
+                compared.current[change.change_id][settle.STAMP] = rows[str(change.record_id)].get(settle.STAMP)
+
+    def _recheck(self, step: Step) -> None:
+        """Read a group again just before it is written (``steps.write_steps``): a record
+        changed since the drift check is drift now, and is not written (whatever
+        ``skip_drifted`` says: the other groups may already be written); one that already
+        holds the planned values is skipped; the values read are what the write replaces."""
+        changes = [c for c in (self.by_id[i] for i in step.change_ids) if not self.state.is_final(c.change_id)]
+        if not changes:
+            return
+        compared = drift.Compared()
+        self._reread(str(step.sobject), changes, step.fields, compared)
+        for item in compared.drifted:
+            item["message"] = f"{item['message']} (while this apply ran: not overwritten)"
+        self._log("drift", checked=[c.change_id for c in changes], current=compared.current,
+                  drifted=compared.drifted, skipped=compared.skipped, final=True, group=True)
         self._tick()
 
     def _resolved(self, value: Any) -> Any:
@@ -465,6 +510,9 @@ class _Run:
         for change in self._pending():
             self.pending_by_group[(change.action, change.sobject)] += 1
         for step in steps:
+            if step.kind is StepKind.REREAD:
+                self._recheck(step)
+                continue
             action, sobject = Action(str(step.action)), str(step.sobject)
             if action is Action.CREATE:
                 self._mark_dependents()
@@ -535,11 +583,12 @@ class _Run:
         self._log("send", request=number, action=str(action), sobject=sobject, change_ids=change_ids,
                   payload=writer.payload(action, sobject, chunk))
         self.own_calls += 1
+        if hasattr(writer, "on_job"):   # a Bulk job: journal its id as soon as it exists
+            writer.on_job = lambda job_id: self._log("job", request=number, job_id=job_id)
         try:
             answers = writer.write(action, sobject, chunk)
         except OutcomeUnknown as err:
-            # No result event: the next run settles this request by reading the org.
-            raise self._stop(err, number) from None
+            return self._settle_unknown(number, action, sobject, chunk, err)
         except SalesforceError as err:
             code = err.code or type(err).__name__
             self._log("result", request=number, error_code=code,
@@ -575,8 +624,27 @@ class _Run:
                 entry.update(status="failed", error_code=answer.error_code, message=answer.message)
             results.append(entry)
         self._log("result", request=number, results=results)
+        self.unknown_in_a_row = 0
         done = len(chunk) - len(retry)
         self.pending_by_group[(action, sobject)] -= done
+        self._tick()
+        return retry
+
+    def _settle_unknown(self, number: int, action: Action, sobject: str, chunk: list[WriteItem],
+                        err: OutcomeUnknown) -> list[WriteItem]:
+        """Request ``number`` got an answer that leaves its outcome open (a 5xx, a lost
+        connection): it is never sent again as it was. Read the org now (settle), and
+        return only the items the org shows were not written, to be sent again. When the
+        read fails too, or answers keep being lost, the run stops; the next one settles."""
+        self.unknown_in_a_row += 1
+        if self.unknown_in_a_row > self.config.max_attempts:
+            raise self._stop(err, number) from None
+        try:
+            self._settle_request(number, self.state.unsettled[number])
+        except SalesforceError:
+            raise self._stop(err, number) from None
+        retry = [item for item in chunk if not self.state.is_final(item.change_id)]
+        self.pending_by_group[(action, sobject)] -= len(chunk) - len(retry)
         self._tick()
         return retry
 

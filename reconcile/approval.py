@@ -33,7 +33,7 @@ from reconcile import archive as ar
 from reconcile import signing
 from reconcile.config import Config
 from reconcile.errors import ConfigError, IntegrityError, StateError, UsageError
-from reconcile.fsutil import read_bytes
+from reconcile.fsutil import folder_identity, read_bytes
 from reconcile.journal import read_events
 from reconcile.model import PlanState
 
@@ -58,6 +58,7 @@ def approve(arch: ar.Archive, plan_dir: Path, doc: dict[str, Any], *, by: str, c
         "plan_id": doc["plan_id"],
         "plan_sha256": ar.sha256_hex(read_bytes(plan_dir / ar.PLAN)),
         "files": ar.manifest(plan_dir),
+        "archive": folder_identity(plan_dir),   # apply refuses a copy of this folder
         "approved_by": by,
         "approved_at": now,
         "comment": comment,
@@ -98,6 +99,7 @@ def check_approval(plan_dir: Path, doc: dict[str, Any], config: Config | None = 
     check_files(plan_dir, record)
     check_signature(plan_dir, config)
     check_bound_to_journal(plan_dir)
+    ar.check_not_copied(plan_dir, record)
     return record
 
 

@@ -17,6 +17,14 @@ rewritten):
                    journal's SHA-256 (so: result -> journal -> approval -> every file)
 
 A plan's state is derived from which of these exist, never stored twice.
+
+The archive's root holds ``.archive-id`` (``fsutil.archive_id``): a random id made with the archive. An
+approval records where its plan folder lives (``folder_identity``: that id, the
+folder's real path, device and inode), every apply run's journal ``start`` line
+does too, and ``apply`` refuses a folder that is not that one (``check_not_copied``):
+two copies of one archive must not both write the same plan. So an archive lives in
+one shared place; renaming or moving it within its file system keeps its inode,
+copying it (or moving it to another disk) does not.
 """
 
 from __future__ import annotations
@@ -30,8 +38,8 @@ from typing import Any
 
 from reconcile.canonical import canonical_bytes
 from reconcile.errors import IntegrityError, PlanNotFound
-from reconcile.fsutil import read_bytes, write_atomic
-from reconcile.journal import has_sends
+from reconcile.fsutil import folder_identity, read_bytes, write_atomic
+from reconcile.journal import has_sends, read_events
 from reconcile.model import PlanState
 
 PLAN = "plan.json"
@@ -89,6 +97,32 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise IntegrityError(f"{path}: expected a JSON object")
     return data
+
+
+def check_not_copied(plan_dir: Path, approval: dict[str, Any]) -> None:
+    """Refuse a plan folder that is not the one it was approved (or first applied) in.
+
+    Compared: the archive id and the inode. Not the device number, which a network file
+    system's clients each number their own way, nor the path, which each may mount elsewhere."""
+    here = folder_identity(plan_dir)
+    recorded: list[tuple[str, Any]] = []
+    if isinstance(approval.get("archive"), dict):
+        recorded.append(("approved", approval["archive"]))
+    journal = plan_dir / JOURNAL
+    if journal.is_file():
+        for event in read_events(journal)[0]:
+            if event.get("event") == "start" and isinstance(event.get("archive"), dict):
+                recorded.append(("first applied", event["archive"]))
+                break
+    for what, there in recorded:
+        if there.get("archive_id") == here["archive_id"] and there.get("inode") == here["inode"]:
+            continue
+        raise IntegrityError(
+            f"{plan_dir}: this plan folder is a copy: it was {what} in {there.get('path')} (archive "
+            f"{str(there.get('archive_id'))[:8]}, inode {there.get('inode')}), this is archive "
+            f"{here['archive_id'][:8]}, inode {here['inode']}; apply it from the archive it was {what} "
+            "in (an archive must live in one shared place), or, if that one is gone for good, make "
+            "and approve a new plan here")
 
 
 @dataclass(frozen=True)

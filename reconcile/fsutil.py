@@ -14,18 +14,26 @@ Neither follows a symbolic link, and ``read_bytes`` is how the archive reads its
 files: every open uses ``O_NOFOLLOW``, so a link planted in a plan folder (at
 ``journal.jsonl``, say) is refused with ``IntegrityError`` and what it points at
 is never read or written. ``refuse_links(folder)`` checks a whole plan folder.
+
+``folder_identity(plan_dir)`` says which folder a plan folder is (the archive's random
+``.archive-id``, its real path, device and inode), so that a copy can be told apart.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import secrets
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from reconcile.errors import IntegrityError
 
-__all__ = ["append_line", "fsync_dir", "read_bytes", "refuse_links", "write_atomic"]
+__all__ = ["append_line", "archive_id", "folder_identity", "fsync_dir", "read_bytes", "refuse_links",
+           "write_atomic"]
+
+ARCHIVE_ID = ".archive-id"
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -148,3 +156,25 @@ def append_line(path: Path | str, line: str, mode: int = 0o600) -> None:
         os.close(fd)
     if created:
         fsync_dir(path.parent)
+
+
+def archive_id(root: Path) -> str:
+    """The archive's random id (``<root>/.archive-id``), made the first time it is asked for."""
+    path = Path(root) / ARCHIVE_ID
+    try:
+        return read_bytes(path).decode("ascii").strip()
+    except FileNotFoundError:
+        pass
+    try:
+        write_atomic(path, (secrets.token_hex(16) + "\n").encode("ascii"))
+    except FileExistsError:
+        pass                      # another process made it first: use theirs
+    return read_bytes(path).decode("ascii").strip()
+
+
+def folder_identity(plan_dir: Path) -> dict[str, Any]:
+    """Which plan folder this is: the archive's id, the folder's real path, device and inode.
+    A copy has the same files but another inode (and, moved into another archive, another id)."""
+    st = os.stat(plan_dir, follow_symlinks=False)
+    return {"archive_id": archive_id(Path(plan_dir).parent), "path": os.path.realpath(plan_dir),
+            "device": st.st_dev, "inode": st.st_ino}

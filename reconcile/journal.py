@@ -7,7 +7,8 @@ and ``at`` (UTC ISO-8601); most also carry ``calls``, the HTTP requests the
 current run has made so far. The events:
 
 ``start``    a run began: ``run`` (1, 2, …), ``pid``, ``host``, ``plan_id``, ``warnings``,
-             ``approval_sha256`` (the approval.json it runs under).
+             ``approval_sha256`` (the approval.json it runs under), ``archive`` (the
+             plan folder it writes from: archive id, real path, device, inode).
 ``settle``   a request left without an answer by an earlier run, settled by
              asking the org: ``request`` and ``results`` (as in ``result``).
 ``drift``    the drift check: ``checked`` (change ids), ``current`` (per change the values read just now,
@@ -23,6 +24,10 @@ current run has made so far. The events:
 ``send``     written and fsynced BEFORE a request goes out: ``request`` (number,
              counting across runs), ``action``, ``sobject``, ``change_ids``,
              ``payload`` (the exact records or ids sent).
+``job``      a Bulk API 2.0 job a request created, written as soon as the job exists
+             (before its data is uploaded): ``request``, ``job_id``. A request killed
+             while its job runs is settled by first asking the org about the job
+             (an Open one is aborted, a running one waited for), then reading the records.
 ``result``   written AFTER the answer: ``request`` and ``results``, one per
              change: ``change_id``, ``status`` (applied | failed | pending),
              ``id``, ``ref`` (creates), ``error_code``, ``message``, ``attempt``.
@@ -66,7 +71,7 @@ from typing import Any
 from reconcile.canonical import canonical_json
 from reconcile.clock import Clock
 from reconcile.errors import IntegrityError
-from reconcile.fsutil import append_line, read_bytes
+from reconcile.fsutil import append_line, folder_identity, read_bytes
 from reconcile.model import ChangeStatus
 
 __all__ = ["Journal", "JournalState", "replay", "read_events", "FINAL_STATUSES"]
@@ -129,6 +134,10 @@ class JournalState:
             self.unsettled[number] = event
             for change_id in event.get("change_ids", ()):
                 self.sends[change_id] = self.sends.get(change_id, 0) + 1
+        elif kind == "job":
+            send = self.unsettled.get(int(event["request"]))
+            if send is not None:
+                send.setdefault("job_ids", []).append(event["job_id"])
         elif kind in ("result", "settle"):
             self.unsettled.pop(int(event["request"]), None)
             self._fold_results(event.get("results", ()))
@@ -302,6 +311,9 @@ class Journal:
             # The approval this run executes under: an approval edited (and re-sealed)
             # after an apply began no longer matches it (approval.check_bound_to_journal).
             fields["approval_sha256"] = self._approval_sha256()
+        if event == "start" and "archive" not in fields:
+            # Which folder this run wrote from: apply refuses a copy (archive.check_not_copied).
+            fields["archive"] = folder_identity(self.path.parent)
         record = {"event": event, "at": self._now(), "calls": self.calls, **fields, "prev": self._prev}
         line = canonical_json(record)
         append_line(self.path, line)

@@ -6,11 +6,15 @@ simple-salesforce; every REST request then goes through ``Salesforce._request``,
 
 * counts each HTTP request sent (``calls``, retries included),
 * keeps the org's daily API usage from the ``Sforce-Limit-Info`` header (``usage``),
-* retries transient failures (502/503/504, ``SERVER_UNAVAILABLE``,
+* retries transient failures of reads (502/503/504, ``SERVER_UNAVAILABLE``,
   ``UNABLE_TO_LOCK_ROW``, connection errors) with bounded, jittered
   exponential backoff (``reconcile.backoff``, shared with Bulk job polling),
-* never re-sends a create that may already have reached the org: a dropped
-  connection or a gateway's 502/504 raises ``OutcomeUnknown`` instead,
+* never re-sends a write (a Collections create, update or delete, a Bulk job's
+  upload or close) whose outcome an answer left open: a 500, 502, 503 or 504,
+  or a connection lost after the request went out, raises ``OutcomeUnknown``
+  instead (the org may have saved it before failing to answer; apply settles it
+  by reading the records). A write refused before it ran (a 4xx such as
+  ``UNABLE_TO_LOCK_ROW``, a connection never made) is retried,
 * signs in again once on an expired session (every mode but a pasted access
   token) and resends the request with its own headers intact: a 401 means the
   org did not process the request ("The session ID or OAuth token used has
@@ -86,8 +90,9 @@ DUPLICATE_RULES_QUERY = ("SELECT Id, DeveloperName, MasterLabel, SobjectType FRO
 SOQL_MAX_CHARS = _SOQL_MAX_CHARS   # MALFORMED_QUERY above this
 TIMEOUT = (15.0, 300.0)           # connect, read (seconds); the org's own limit is 10 minutes
 TRANSIENT_STATUS = {502, 503, 504}
-# A gateway timed out or failed after forwarding: a non-idempotent request may have run.
-AMBIGUOUS_STATUS = {502, 504}
+# Answers that leave a write's outcome open: the org (500, 503) or a gateway in front of it
+# (502, 504) failed after the request arrived, so it may have been saved before the failure.
+OUTCOME_OPEN_STATUS = {500, 502, 503, 504}
 TRANSIENT_CODES = {"SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW", "QUERY_TIMEOUT",
                    "TEMPORARY_QUERY_MORE_FAILURE"}
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*\Z")
@@ -716,17 +721,24 @@ class Salesforce:
             if not locator or locator == "null":
                 return rows
 
-    def bulk_ingest(self, action: str, sobject: str, records: Sequence[Mapping[str, Any]]) -> BulkOutcome:
+    def bulk_ingest(self, action: str, sobject: str, records: Sequence[Mapping[str, Any]], *,
+                    on_job: Callable[[str], None] | None = None) -> BulkOutcome:
         """One Bulk API 2.0 ingest job: ``action`` insert | update | delete; records
         are dicts (with ``Id`` for update and delete; references already resolved).
         The CSV's columns are the union of the records' keys (first-seen order, Id
         first); None or "" is sent as ``#N/A`` (set to null), a key a record lacks
         as an empty cell (leave unchanged).
 
+        ``on_job`` is called with each job's id as soon as the job exists (before its data
+        is uploaded): apply journals it, so that a run killed while the job runs can
+        settle it (``bulk_job_settle``) instead of writing its records a second time.
+
         A request refused before the job is closed raises reconcile's error (the
-        job is aborted, nothing was written). Once the close was sent, any failure
-        — a lost connection, a poll or result read refused — raises OutcomeUnknown:
-        the job may have run. A job that ends Failed/Aborted without processing a
+        job is aborted, nothing was written); an upload whose answer is lost goes to
+        a new job (``_bulk_upload``); a close whose answer is lost is settled by
+        reading the job's state (``_bulk_close``). Once the job was closed, any
+        failure — a poll or result read refused — raises OutcomeUnknown: the job
+        may have run. A job that ends Failed/Aborted without processing a
         record raises SalesforceError; otherwise the outcome lists every row.
 
         Leads: Bulk API 2.0 has no ``Sforce-Auto-Assign`` header. Its create-job body
@@ -743,21 +755,12 @@ class Salesforce:
         if not records:
             return BulkOutcome(job_id=None, state="JobComplete")
         body = _ingest_csv(action, sobject, records)
-        job = _json(self._request("POST", "jobs/ingest", json={
-            "object": _name(sobject), "operation": action, "contentType": "CSV",
-            "columnDelimiter": "COMMA", "lineEnding": "LF"}))
-        job_id = _job_id(job)
+        job_id = self._bulk_upload(action, sobject, body, on_job)
         try:
-            self._request("PUT", f"jobs/ingest/{job_id}/batches", data=body,
-                          headers={"Content-Type": "text/csv"})
-            self._request("PATCH", f"jobs/ingest/{job_id}", json={"state": "UploadComplete"},
-                          idempotent=False)
+            self._bulk_close(job_id)
         except OutcomeUnknown as err:
             raise OutcomeUnknown(f"bulk {action} job {job_id} ({len(records)} {sobject} "
                                  f"records): {err.message}", code=err.code, status=err.status) from None
-        except SalesforceError:
-            self._bulk_abort(job_id)     # never closed: nothing was written
-            raise
         try:
             info = self._bulk_wait("ingest", job_id)
             state = str(info.get("state"))
@@ -782,6 +785,101 @@ class Salesforce:
                                      f"was closed but its outcome could not be read: {err.message}",
                                      code=err.code, status=err.status)
         raise failure
+
+    def bulk_job_settle(self, job_id: str) -> str:
+        """Settle an ingest job an earlier run created but never saw finish: its final
+        state. ``Open`` (never closed: nothing was or will be written) is aborted and
+        answered ``"Aborted"``; a job still running is waited for; a job the org no longer
+        knows is ``"NotFound"`` (jobs older than 7 days are deleted, "Job and Batch Lifespan",
+        https://developer.salesforce.com/docs/atlas.en-us.240.0.api_asynch.meta/api_asynch/asynch_api_jobs_lifespan.htm).
+        Either way the records are then read to see what the job wrote."""
+        try:
+            info = _json(self._request("GET", f"jobs/ingest/{job_id}"))
+        except SalesforceError as err:
+            if err.status == 404:
+                return "NotFound"
+            raise
+        state = info.get("state") if isinstance(info, dict) else None
+        if state == "Open":
+            self._request("PATCH", f"jobs/ingest/{job_id}", json={"state": "Aborted"})
+            return "Aborted"
+        if state not in BULK_FINAL:
+            state = self._bulk_wait("ingest", job_id).get("state")
+        return str(state)
+
+    def _bulk_upload(self, action: str, sobject: str, body: bytes,
+                     on_job: Callable[[str], None] | None = None) -> str:
+        """Open an ingest job and upload ``body``; the job's id.
+
+        Neither step writes a record: a job processes nothing until it is closed
+        ("Salesforce will start processing the job at this point",
+        https://developer.salesforce.com/docs/atlas.en-us.224.0.api_bulk_v2.meta/api_bulk_v2/creating_bulk_requests.htm).
+        So the create is retried like a read (a job left open by a lost answer stays empty
+        and is never closed), and an upload whose answer is lost is not sent again into
+        the same job: that job is aborted and the data goes to a new one."""
+        attempt = 0
+        while True:
+            attempt += 1
+            job_id = _job_id(_json(self._request("POST", "jobs/ingest", json={
+                "object": _name(sobject), "operation": action, "contentType": "CSV",
+                "columnDelimiter": "COMMA", "lineEnding": "LF"})))
+            if on_job is not None:
+                on_job(job_id)
+            failure: SalesforceError | None = None
+            try:
+                self._request("PUT", f"jobs/ingest/{job_id}/batches", data=body,
+                              headers={"Content-Type": "text/csv"}, idempotent=False)
+                return job_id
+            except OutcomeUnknown as err:
+                failure = TransientError(f"bulk {action} job {job_id}: the upload's answer was lost "
+                                         f"({err.message})", code=err.code, status=err.status)
+            except SalesforceError as err:
+                failure = err
+            self._bulk_abort(job_id)     # never closed: nothing was written
+            if not isinstance(failure, TransientError) or attempt >= self._config.max_attempts:
+                raise failure
+            self._sleep(self._backoff(attempt, None))
+
+    def _bulk_close(self, job_id: str) -> None:
+        """Close an ingest job (``UploadComplete``): the job then runs.
+
+        A close whose answer leaves the outcome open (a 5xx, a lost connection) is not
+        sent again blindly: the job's state is read. ``Open`` ("An ingest job was created
+        and is open for data uploads", Job States,
+        https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_bulk_v2/bulk_api_2_job_states.htm):
+        the close did not happen, and is sent again; any other state: it did (the job runs,
+        or ran). A close
+        refused outright (a 4xx) aborts the job: nothing was written."""
+        attempt = 0
+        while True:
+            attempt += 1
+            unknown: OutcomeUnknown | None = None
+            refused: SalesforceError | None = None
+            try:
+                self._request("PATCH", f"jobs/ingest/{job_id}", json={"state": "UploadComplete"},
+                              idempotent=False)
+                return
+            except OutcomeUnknown as err:
+                unknown = err
+            except SalesforceError as err:
+                refused = err
+            if refused is not None:
+                self._bulk_abort(job_id)
+                raise refused
+            assert unknown is not None
+            try:
+                info = _json(self._request("GET", f"jobs/ingest/{job_id}"))
+            except SalesforceError as err:
+                raise OutcomeUnknown(f"{unknown.message}; reading the job's state failed too "
+                                     f"({err.message})", code=unknown.code, status=unknown.status) from None
+            if not isinstance(info, dict) or info.get("state") != "Open":
+                return                    # closed by the request whose answer was lost
+            if attempt >= self._config.max_attempts:
+                self._bulk_abort(job_id)
+                raise TransientError(f"{unknown.message}; the job is still Open (not closed, nothing "
+                                     f"written) after {attempt} attempts", code=unknown.code,
+                                     status=unknown.status)
+            self._sleep(self._backoff(attempt, None))
 
     def _bulk_wait(self, kind: str, job_id: str) -> dict:
         """Poll ``jobs/{kind}/{id}`` until a final state; waits double from
@@ -958,11 +1056,12 @@ class Salesforce:
                 if response.status_code < 300:
                     return response
                 failure = _translate(what, response)
-                if not idempotent and response.status_code in AMBIGUOUS_STATUS:
-                    # A gateway answered for the org: the request may have been processed.
-                    failure = OutcomeUnknown(f"{what}: HTTP {response.status_code} from a gateway after "
-                                             "the request was sent; it may or may not have been applied",
-                                             code=failure.code, status=response.status_code)
+                if not idempotent and response.status_code in OUTCOME_OPEN_STATUS:
+                    # The request arrived; whether it was saved before the failure, nobody says.
+                    failure = OutcomeUnknown(f"{what}: HTTP {response.status_code}"
+                                             + (f" {failure.code}" if failure.code else "")
+                                             + " after the request was sent; it may or may not have been "
+                                             "applied", code=failure.code, status=response.status_code)
                 if isinstance(failure, SessionExpired) and not relogged and self._renew is not None:
                     relogged = True
                     self._relogin()

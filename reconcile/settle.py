@@ -17,7 +17,10 @@ from reconcile.drift import NOT_VISIBLE
 from reconcile.model import Change
 from reconcile.rules import same_value
 
-__all__ = ["settle_creates", "settle_updates", "settle_deletes"]
+__all__ = ["settle_creates", "settle_updates", "settle_deletes", "STAMP"]
+
+#: The field that moves whenever anyone (or anything) saves the record.
+STAMP = "SystemModstamp"
 
 
 def settle_creates(number: int, changes: Sequence[Change], found: Mapping[str, Sequence[str]],
@@ -40,9 +43,17 @@ def settle_creates(number: int, changes: Sequence[Change], found: Mapping[str, S
 
 
 def settle_updates(number: int, changes: Sequence[Change], payload: Sequence[Mapping[str, Any]],
-                   rows: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+                   rows: Mapping[str, Mapping[str, Any]],
+                   stamps: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """``payload``: the records the request sent (with ``Id``), in ``changes`` order;
-    ``rows``: the records as read now, by id (a deleted one missing)."""
+    ``rows``: the records as read now, by id (a deleted one missing); ``stamps``: per
+    change, the record's ``SystemModstamp`` as read just before the request (when known).
+
+    Values and stamps together: the planned values → applied; the original values and
+    the same stamp → the request did not write it (pending: send it again); the original
+    values but a stamp that moved → someone saved the record meanwhile, and the request may
+    have written it and been undone: drifted, never sent again; anything else → drifted."""
+    stamps = stamps or {}
     results: list[dict[str, Any]] = []
     for change, record in zip(changes, payload, strict=True):
         row = rows.get(record["Id"])
@@ -51,8 +62,17 @@ def settle_updates(number: int, changes: Sequence[Change], payload: Sequence[Map
             results.append({"change_id": change.change_id, "status": "applied",
                             "message": f"written by request {number} (settled)"})
         elif row is not None and all(same_value(f, row.get(f), change.before(f)) for f in names):
-            results.append({"change_id": change.change_id, "status": "pending",
-                            "message": f"request {number} did not write it"})
+            read, now = stamps.get(change.change_id), row.get(STAMP)
+            if read and now and read != now:
+                results.append({"change_id": change.change_id, "status": "drifted",
+                                "fields": {STAMP: {"planned": read, "current": now}},
+                                "message": f"holds its original values, but was saved by someone else "
+                                           f"(SystemModstamp {read} -> {now}) while request {number}'s "
+                                           "answer was lost: it may have been written and changed back, "
+                                           "so it is not sent again"})
+            else:
+                results.append({"change_id": change.change_id, "status": "pending",
+                                "message": f"request {number} did not write it"})
         else:
             drift = {f: {"planned": change.before(f), "current": row.get(f) if row else None}
                      for f in names}

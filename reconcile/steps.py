@@ -14,7 +14,9 @@ deletes touch (one sobject at a time); count the Contacts still pointing at
 Accounts the plan deletes; look for records that appeared with the key of a
 planned create (e-mail, or an Account's Name); then write — Account creates,
 the other creates (they may point at a new Account), updates, deletes
-(Contacts and Leads before Accounts: deleting an Account takes its Contacts).
+(Contacts and Leads before Accounts: deleting an Account takes its Contacts);
+each update or delete group after the first write step is read once more just
+before it is written.
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ class Step:
         """What the step does, in words: ``update 450 Contact record(s)``."""
         if self.kind is StepKind.CHECK_ORG:
             return "check that the connection is to the plan's org"
+        if self.kind is StepKind.REREAD and self.action:
+            return (f"re-read {self.records} {self.sobject} record(s) just before the {self.action}, "
+                    "to check for drift again")
         if self.kind is StepKind.REREAD:
             return f"re-read {self.records} {self.sobject} record(s) to check for drift"
         if self.kind is StepKind.COUNT_CONTACTS:
@@ -165,9 +170,20 @@ def write_groups(changes: Iterable[Change]) -> list[tuple[Action, str, list[Chan
 
 
 def write_steps(changes: Iterable[Change], config: Config, *, collections_only: bool = False) -> list[Step]:
-    """The write steps of ``changes``: one per action and sobject, in write order."""
+    """The write steps of ``changes``: one per action and sobject, in write order. Every
+    update or delete group but the first write step is read again just before it is
+    written (a ``REREAD`` step with its ``action``): the drift check's read happened before
+    the groups ahead of it were written, and an edit landing meanwhile must not be
+    overwritten. The first group needs none: the drift check read it just now."""
     steps = []
-    for action, sobject, group in write_groups(changes):
+    for number, (action, sobject, group) in enumerate(write_groups(changes)):
+        if number and action is not Action.CREATE:
+            ids = list(dict.fromkeys(c.record_id for c in group if c.record_id))
+            size = max(1, config.retrieve_size)
+            steps.append(Step(kind=StepKind.REREAD, via=Via.RETRIEVE, sobject=sobject, action=action,
+                              records=len(ids), batch_size=size, requests=math.ceil(len(ids) / size),
+                              change_ids=tuple(c.change_id for c in group),
+                              fields=tuple(sorted({f for c in group for f in c.fields}))))
         via = write_path(sobject, len(group), config, collections_only=collections_only)
         steps.append(Step(kind=StepKind.WRITE, via=via, sobject=sobject, action=action,
                           records=len(group), batch_size=batch_size(via, config),

@@ -25,7 +25,7 @@ Leads on Collections).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -144,6 +144,8 @@ class BulkWriter:
         self.sf = sf
         self.config = config
         self.batch_size = config.bulk_job_size
+        # Called with each job's id as soon as the job exists (apply journals it).
+        self.on_job: Callable[[str], None] | None = None
 
     def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
         return records_payload(action, items)
@@ -156,7 +158,8 @@ class BulkWriter:
         keys = self._keys(action, sobject, items)          # item key -> change_id
         records = ([{"Id": item.record["Id"]} for item in items] if action is Action.DELETE
                    else [dict(item.record) for item in items])
-        outcome = self.sf.bulk_ingest(_OPERATION[action], sobject, records)
+        extra = {"on_job": self.on_job} if self.on_job is not None else {}
+        outcome = self.sf.bulk_ingest(_OPERATION[action], sobject, records, **extra)
         answers: dict[str, ItemResult] = {}
 
         def claim(row: Mapping[str, Any], what: str) -> str:

@@ -233,11 +233,12 @@ def test_apply_writes_every_change_and_records_what_it_replaced(plan_dir):
     assert data["status"] == "applied" and data["counts"]["applied"] == 3
     check_seal(plan_dir / "apply.json", data)
     assert data["results"][1]["fields"]["Title"] == {"before": "Engineer", "replaced": "Engineer", "after": "CTO"}
-    assert data["api_calls"] == sf.calls == 4  # 2 re-reads (Contact, Lead) + 2 writes
+    # 2 re-reads (Contact, Lead) + 2 writes + the Leads read again just before they are written
+    assert data["api_calls"] == sf.calls == 5
     for name in ("apply.json", "journal.jsonl"):
         assert stat.S_IMODE((plan_dir / name).stat().st_mode) == 0o600
     kinds = [e["event"] for e in read_events(plan_dir / "journal.jsonl")[0]]
-    assert kinds == ["start", "drift", "send", "result", "send", "result", "finish"]
+    assert kinds == ["start", "drift", "send", "result", "drift", "send", "result", "finish"]
     assert not (plan_dir.parent / ".apply.lock.json").exists()
 
 
@@ -522,12 +523,7 @@ def test_create_whose_answer_was_lost_is_settled_by_email_without_a_duplicate(pl
                          create("Contact", "n@acme.com", Email="n@acme.com", LastName="N",
                                 AccountId="@{Account:acme}")])
     sf.lose_answer.add(1)                         # the Account is created, the answer never comes
-    with pytest.raises(OutcomeUnknown, match="again to resume"):
-        run(doc, plan_dir, sf)
-    assert len(sf.records) == 1
-    assert replay(plan_dir / "journal.jsonl").unsettled
-
-    report = run(doc, plan_dir, sf)
+    report = run(doc, plan_dir, sf)               # settled by name in the same run, not re-sent
     assert report.status == "applied"
     accounts = [r for i, r in sf.records.items() if sf.sobject_of[i] == "Account"]
     assert len(accounts) == 1
@@ -541,11 +537,23 @@ def test_create_that_never_happened_is_settled_as_pending_and_sent_again(plan_di
     sf = FakeSalesforce()
     doc = make_plan(sf, [create("Contact", "n@x.com", Email="n@x.com", LastName="N")])
     sf.refuse[1] = OutcomeUnknown("no answer")   # raised before anything was created
-    with pytest.raises(OutcomeUnknown):
-        run(doc, plan_dir, sf)
-    assert not sf.records
     assert run(doc, plan_dir, sf).status == "applied"
-    assert len(sf.records) == 1
+    assert len(sf.records) == 1 and sf.requests("create") == 2   # read: not there, so sent again
+    settled = [e for e in read_events(plan_dir / "journal.jsonl")[0] if e["event"] == "settle"]
+    assert [r["status"] for r in settled[0]["results"]] == ["pending"]
+
+
+def test_answers_lost_again_and_again_stop_the_run_for_the_next_one_to_settle(plan_dir):
+    sf = FakeSalesforce()
+    doc = make_plan(sf, [create("Contact", "n@x.com", Email="n@x.com", LastName="N")])
+    for number in range(1, 10):
+        sf.refuse[number] = OutcomeUnknown("no answer")
+    with pytest.raises(OutcomeUnknown, match="again to resume"):
+        run(doc, plan_dir, sf)
+    assert sf.requests("create") == CONFIG.max_attempts + 1 and not sf.records
+    assert replay(plan_dir / "journal.jsonl").unsettled     # the last one: for the next run
+    sf.refuse.clear()
+    assert run(doc, plan_dir, sf).status == "applied" and len(sf.records) == 1
 
 
 def test_killed_after_an_update_reached_the_org_is_settled_not_resent(plan_dir):

@@ -279,13 +279,61 @@ def test_request_level_errors_are_translated_and_the_job_aborted(sb):
     assert len(outcome.successful) == 1 and sb.store.get(made)["Title"] == "Retried"
 
 
-def test_a_connection_lost_at_close_is_outcome_unknown(sb):
-    ids = contacts(sb, "drop", 3)
-    sb.faults.drop_after_write(1)
+def writes_per_record(sb):
+    counts: dict[str, int] = {}
+    for _method, _sobject, record_id, _fields in sb.stats.writes:
+        counts[record_id] = counts.get(record_id, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("fault", ["drop", 503, 500, 504])
+def test_a_close_whose_answer_is_lost_is_settled_by_reading_the_job(sb, fault):
+    """The close ran the job but its answer was lost: the job's state (Get Job Info,
+    https://developer.salesforce.com/docs/atlas.en-us.264.0.api_asynch.meta/api_asynch/get_job_info.htm;
+    Job States: Open means "open for data uploads",
+    https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_bulk_v2/bulk_api_2_job_states.htm)
+    says it is no longer Open, so the close is not sent again; the results are read."""
+    ids = contacts(sb, f"drop{fault}", 3)
+    if fault == "drop":
+        sb.faults.drop_after_write(1)
+    else:
+        sb.faults.fail_after_commit(fault, writes=["bulk_close"])
+    outcome = connect(sb).bulk_ingest("update", "Contact", [{"Id": i, "Title": "Once"} for i in ids])
+    assert len(outcome.successful) == 3
+    assert all(sb.store.get(i)["Title"] == "Once" for i in ids)
+    assert writes_per_record(sb) == {i: 1 for i in ids}
+    closes = [p for m, p, _ in sb.stats.log if m == "PATCH"]
+    assert len(closes) == 1                                          # never re-sent
+
+
+def test_a_close_that_did_not_happen_is_sent_again(sb):
+    """A 503 before the job ran (the fault answers without processing): the job is still
+    Open, so the close, which did nothing, is sent again."""
+    ids = contacts(sb, "closeagain", 2)
     sf = connect(sb)
-    with pytest.raises(OutcomeUnknown, match="750"):
-        sf.bulk_ingest("update", "Contact", [{"Id": i, "Title": "Maybe"} for i in ids])
-    assert all(sb.store.get(i)["Title"] == "Maybe" for i in ids)     # the job did run
+    upload = sf._bulk_upload
+
+    def upload_then_arm(*args):
+        job_id = upload(*args)
+        sb.faults.http_503(1, path_contains=f"/jobs/ingest/{job_id}")   # the close's turn
+        return job_id
+    sf._bulk_upload = upload_then_arm
+    outcome = sf.bulk_ingest("update", "Contact", [{"Id": i, "Title": "Twice closed"} for i in ids])
+    job_requests = [(m, r.split(" ")[0]) for m, _, r in sb.stats.log if m in ("PUT", "PATCH", "GET")]
+    assert len(outcome.successful) == 2 and writes_per_record(sb) == {i: 1 for i in ids}
+    assert job_requests[:4] == [("PUT", "201"), ("PATCH", "503"), ("GET", "200"), ("PATCH", "200")]
+
+
+def test_an_upload_whose_answer_is_lost_goes_to_a_new_job(sb):
+    """An upload writes nothing (the job is not closed); after a lost answer that job is
+    aborted and a new one gets the data, so no job can run the rows twice."""
+    ids = contacts(sb, "upload", 2)
+    sb.faults.fail_after_commit(503, writes=["bulk_upload"])
+    outcome = connect(sb).bulk_ingest("update", "Contact", [{"Id": i, "Title": "New job"} for i in ids])
+    assert len(outcome.successful) == 2 and writes_per_record(sb) == {i: 1 for i in ids}
+    created = [p for m, p, _ in sb.stats.log if m == "POST" and p.endswith("/jobs/ingest")]
+    aborted = [s for m, _, s in sb.stats.log if m == "PATCH" and "Aborted" in s]
+    assert len(created) == 2 and len(aborted) == 1
 
 
 def test_lead_jobs_carry_no_auto_assign_header(sb):

@@ -323,3 +323,46 @@ def test_a_plan_folder_that_is_a_symlink_is_refused(run, tmp_path):
     folder.symlink_to(moved, target_is_directory=True)
     result = run("show", pid)
     assert result.exit_code == 1 and "is a symbolic link" in one_line(result)
+
+
+# -- one archive: a copied plan folder cannot apply ----------------------------------------------
+
+def test_a_copied_archive_is_refused_and_the_original_applies(run, org, tmp_path):
+    """Two copies of one archive must not both write the same plan: the approval records
+    which folder it was made in (archive id and inode), and a copy is refused before any
+    request is sent."""
+    pid, folder = planned(run, tmp_path)
+    assert run("approve", pid, "--by", "Jane").exit_code == 0
+    copy = tmp_path / "copy-of-plans"
+    shutil.copytree(run.archive, copy)
+    org.stats.reset()
+    refused = run("--archive", str(copy), "apply", pid)
+    line = one_line(refused)
+    assert refused.exit_code == 1 and "this plan folder is a copy" in line
+    assert f"it was approved in {folder.resolve()}" in line and "one shared place" in line
+    assert org.stats.requests == 0                       # nothing sent, not even a sign-in check
+    assert run("apply", pid).exit_code == 0              # the original is the one that writes
+    assert org.stats.write_requests > 0
+
+
+def test_a_copy_made_after_an_apply_started_is_refused_by_the_journal(tmp_path):
+    """An approval from before archive identities (no ``archive`` in it) is still covered
+    once an apply ran: every run's journal start line records the folder it wrote from."""
+    from reconcile.archive import check_not_copied
+    original = tmp_path / "plans" / "a"
+    original.mkdir(parents=True)
+    Journal(original / "journal.jsonl", now=lambda: "t").append("start", run=1)
+    check_not_copied(original, {})                       # the same folder: fine
+    copy = tmp_path / "elsewhere" / "a"
+    shutil.copytree(original.parent, copy.parent)
+    with pytest.raises(IntegrityError, match=r"is a copy: it was first applied in .*plans/a"):
+        check_not_copied(copy, {})
+
+
+def test_an_archive_renamed_in_place_still_applies(run, org, tmp_path):
+    """Renaming (moving within one file system) keeps the folder's inode: not a copy."""
+    pid, _folder = planned(run, tmp_path)
+    assert run("approve", pid, "--by", "Jane").exit_code == 0
+    renamed = tmp_path / "renamed-plans"
+    run.archive.rename(renamed)
+    assert run("--archive", str(renamed), "apply", pid).exit_code == 0

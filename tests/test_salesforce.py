@@ -11,6 +11,7 @@ import pytest
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from reconcile import salesforce
 from reconcile.config import DEFAULT_API_VERSION, Config
@@ -590,8 +591,8 @@ def test_transient_failures_are_retried_with_backoff(reply):
 
 
 @pytest.mark.parametrize("reply", [
-    (503, None), (503, err("SERVER_UNAVAILABLE")),
     (400, err("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record")),
+    requests.exceptions.ConnectionError(MaxRetryError(None, "/", NewConnectionError(None, "refused"))),
 ])
 def test_a_write_refused_unprocessed_is_retried(reply):
     sf, fake = make(sleeps=[], config=Config(max_attempts=4, backoff_seconds=0.5))
@@ -600,9 +601,10 @@ def test_a_write_refused_unprocessed_is_retried(reply):
     assert sf.calls == 2
 
 
-@pytest.mark.parametrize("write", ["update", "delete"])
+@pytest.mark.parametrize("write", ["create", "update", "delete"])
 @pytest.mark.parametrize("reply", [
-    (502, None), (504, None),
+    (500, None), (500, err("UNKNOWN_EXCEPTION")), (502, None), (503, None),
+    (503, err("SERVER_UNAVAILABLE")), (504, None),
     requests.exceptions.ConnectionError("Connection aborted."),
     requests.exceptions.ReadTimeout("read timed out"),
 ])
@@ -610,11 +612,13 @@ def test_a_write_whose_answer_is_lost_is_never_resent(write, reply):
     sf, fake = make(sleeps=[], config=Config(max_attempts=4, backoff_seconds=0.5))
     fake.script += [reply]
     with pytest.raises(OutcomeUnknown):
-        if write == "update":
+        if write == "create":
+            sf.create("Contact", [{"LastName": "A"}])
+        elif write == "update":
             sf.update("Contact", [{"Id": "003X", "Title": "t"}])
         else:
             sf.delete(["003X"])
-    assert sf.calls == 1
+    assert sf.calls == 1          # an answer that leaves the outcome open: never re-sent
 
 
 def test_retries_give_up_with_transient_error():
@@ -638,11 +642,12 @@ def test_backoff_is_bounded_and_honours_retry_after():
     assert sleeps[0] >= 5
 
 
-def test_503_create_is_retried_but_a_dropped_create_is_outcome_unknown():
+def test_a_create_answered_503_or_dropped_is_outcome_unknown():
     sf, fake = make()
-    fake.script.append((503, None))
-    assert sf.create("Contact", [{"LastName": "A"}])[0].success
-    assert sf.calls == 2
+    fake.script.append((503, err("SERVER_UNAVAILABLE")))
+    with pytest.raises(OutcomeUnknown, match="HTTP 503 SERVER_UNAVAILABLE after the request was sent"):
+        sf.create("Contact", [{"LastName": "A"}])
+    assert sf.calls == 1
     for exc in (requests.exceptions.ConnectionError("Connection aborted.", "RemoteDisconnected"),
                 requests.exceptions.ReadTimeout("read timed out")):
         fake.script.append(exc)
@@ -782,8 +787,15 @@ def test_live_faults_map_to_reconcile_errors(live):
 
     sb.faults.http_503(2)
     before = sf.calls
-    assert sf.update("Lead", [{"Id": lead.id, "Title": "After 503"}])[0].success
+    assert sf.retrieve("Lead", [lead.id], ["Title"])[0]["Title"] == "T"    # a read: retried
     assert sf.calls - before == 3 and len(sleeps) == 2
+
+    sb.faults.fail_after_commit(503)
+    before = sf.calls
+    with pytest.raises(OutcomeUnknown, match="HTTP 503"):
+        sf.update("Lead", [{"Id": lead.id, "Title": "Saved, then 503"}])
+    assert sf.calls - before == 1                       # a write: not re-sent
+    assert sb.store.get(lead.id)["Title"] == "Saved, then 503"
 
     sb.faults.drop_after_write(1)
     before = sf.calls

@@ -396,6 +396,87 @@ def test_fault_drop_after_write_processes_then_hangs_up(sb, sf):
     assert again[0]["errors"][0]["statusCode"] == "DUPLICATES_DETECTED"
 
 
+def test_fault_fail_after_commit_saves_then_answers_an_error(sb, http):
+    """A write is saved, then answered 503 SERVER_UNAVAILABLE (or 500 UNKNOWN_EXCEPTION,
+    or a gateway's 502/504 page): the shapes of REST API Developer Guide, "Status Codes
+    and Error Responses" (500: an error within the platform; 503: the server is
+    unavailable), https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm.
+    Whether Salesforce itself ever answers an error after committing is not documented
+    either way; the fault is the worst case a client must survive."""
+    for status, code in ((503, "SERVER_UNAVAILABLE"), (500, "UNKNOWN_EXCEPTION"), (502, None), (504, None)):
+        sb.faults.fail_after_commit(status)
+        email = f"after.commit.{status}@example.com"
+        answer = http("POST", "composite/sobjects", json={"records": [_contact(email)]})
+        assert answer.status_code == status
+        if code:
+            assert answer.json()[0]["errorCode"] == code
+        else:
+            assert answer.headers["Content-Type"].startswith("text/html")
+        assert len(sb.store.find("Contact", "Email", email)) == 1      # it was saved
+        again = http("POST", "composite/sobjects", json={"records": [_contact(email)]})
+        assert again.status_code == 200                                 # only the next one: n=1
+    writes = [w for w in sb.stats.writes if w[0] == "POST"]
+    assert len(writes) == 4 and sb.stats.log[0][2].startswith("503 after saving")
+
+
+def test_fault_fail_after_commit_at_a_rate_is_the_same_every_run(org):
+    def hits(seed):
+        org.faults.clear()
+        org.faults.fail_after_commit(503, rate=0.2, seed=seed, writes=["collections"])
+        return [org.faults.take_after_commit("collections") for _ in range(200)]
+    first = hits(7)
+    assert first == hits(7) and first != hits(8)
+    assert 20 <= first.count(503) <= 60 and set(first) == {None, 503}
+    assert org.faults.take_after_commit("bulk_close") is None         # not among the writes chosen
+    org.faults.clear()
+    with pytest.raises(ValueError, match="status must be one of"):
+        org.faults.fail_after_commit(404)
+    with pytest.raises(ValueError, match="unknown write"):
+        org.faults.fail_after_commit(503, writes=["query"])
+
+
+def test_fault_fail_after_commit_on_bulk_upload_and_close(sb, http):
+    """Bulk API 2.0: an upload is kept (the job processes nothing until it is closed,
+    "Salesforce will start processing the job at this point",
+    https://developer.salesforce.com/docs/atlas.en-us.224.0.api_bulk_v2.meta/api_bulk_v2/creating_bulk_requests.htm),
+    a close runs the job; each then answered 503."""
+    sb.faults.fail_after_commit(503, n=2, writes=["bulk_upload", "bulk_close"])
+    job = http("POST", "jobs/ingest", json={"object": "Contact", "operation": "insert"}).json()
+    upload = http("PUT", f"jobs/ingest/{job['id']}/batches", data=b"LastName,Email\nBulk,bulk.after@example.com\n",
+                  headers={"Content-Type": "text/csv"})
+    assert upload.status_code == 503
+    assert http("GET", f"jobs/ingest/{job['id']}").json()["state"] == "Open"
+    assert not sb.store.find("Contact", "Email", "bulk.after@example.com")   # not closed: nothing written
+    closed = http("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"})
+    assert closed.status_code == 503 and closed.json()[0]["errorCode"] == "SERVER_UNAVAILABLE"
+    assert len(sb.store.find("Contact", "Email", "bulk.after@example.com")) == 1
+    assert http("GET", f"jobs/ingest/{job['id']}").json()["state"] in ("InProgress", "JobComplete")
+    again = http("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"})
+    assert again.status_code == 409                                     # a closed job stays closed
+
+
+def test_bulk_jobs_can_run_in_the_background_after_their_close(sb, http):
+    """Salesforce processes an ingest job asynchronously after its close
+    (https://developer.salesforce.com/docs/atlas.en-us.224.0.api_bulk_v2.meta/api_bulk_v2/creating_bulk_requests.htm):
+    with ``process_delay`` the sandbox does too, so its records are untouched for a while."""
+    sb.bulk.process_delay = 0.3
+    try:
+        job = http("POST", "jobs/ingest", json={"object": "Contact", "operation": "insert"}).json()
+        http("PUT", f"jobs/ingest/{job['id']}/batches", data=b"LastName,Email\nLate,late.bulk@example.com\n",
+             headers={"Content-Type": "text/csv"})
+        assert http("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"}).status_code == 200
+        assert http("GET", f"jobs/ingest/{job['id']}").json()["state"] == "InProgress"
+        assert not sb.store.find("Contact", "Email", "late.bulk@example.com")
+        deadline = time.monotonic() + 5
+        while http("GET", f"jobs/ingest/{job['id']}").json()["state"] != "JobComplete":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert len(sb.store.find("Contact", "Email", "late.bulk@example.com")) == 1
+        assert [w[0] for w in sb.stats.writes] == ["POST"]          # counted, though no request wrote it
+    finally:
+        sb.bulk.process_delay = 0.0
+
+
 def test_faults_and_stats_over_http(sb, http):
     control = f"{sb.instance_url}/__sandbox"
     r = http.session.post(f"{control}/faults", json={"http_503": {"n": 1}, "lock_rows": {"ids": ["003Dn0000000001"]}})
@@ -404,6 +485,10 @@ def test_faults_and_stats_over_http(sb, http):
     assert http("GET", "limits/").status_code == 503
     assert http.session.post(f"{control}/faults", json={"nope": 1}).status_code == 400
     assert http.session.post(f"{control}/faults", json={"clear": True}).json()["lock_rows"] == {}
+    armed = http.session.post(f"{control}/faults", json={"fail_after_commit": {"status": 504, "rate": 0.2,
+                                                                               "seed": 3}}).json()
+    assert armed["fail_after_commit"]["status"] == 504 and armed["fail_after_commit"]["rate"] == 0.2
+    http.session.post(f"{control}/faults", json={"clear": True})
     stats = http.session.get(f"{control}/stats").json()
     assert stats["requests"] == 1 and stats["log"][0][0] == "GET"
 

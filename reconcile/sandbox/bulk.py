@@ -17,7 +17,12 @@ end) and ``Sforce-NumberOfRecords`` headers.
 
 Jobs are processed when they are closed (ingest) or created (query); the first
 ``polls_in_progress`` status reads after that still say ``InProgress`` so that
-clients exercise their polling.
+clients exercise their polling. With ``process_delay`` (seconds) an ingest job
+runs that long after its close, in the background, as Salesforce processes jobs
+asynchronously ("Salesforce will start processing the job at this point",
+https://developer.salesforce.com/docs/atlas.en-us.224.0.api_bulk_v2.meta/api_bulk_v2/creating_bulk_requests.htm):
+until then it is ``UploadComplete``/``InProgress`` and its records are untouched,
+so a client killed right after the close finds them unwritten.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class Answer:
     applied: list = field(default_factory=list)
     lead: bool = False
     drop: bool = False
+    after_commit: int | None = None  # fault: answer this status although the request was carried out
 
 
 @dataclass
@@ -96,6 +102,7 @@ class Job:
     unprocessed: list[list[str]] = field(default_factory=list)
     processed: int = 0
     failures: int = 0
+    running: bool = False            # closed, processing not done yet (``process_delay``)
     query: str = ""
     columns: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
@@ -104,11 +111,14 @@ class Job:
 class BulkJobs:
     """The org's bulk jobs (in memory, like the query cursors)."""
 
-    def __init__(self, store, faults, stamp: Callable[[], str], polls_in_progress: int = 1):
+    def __init__(self, store, faults, stamp: Callable[[], str], polls_in_progress: int = 1,
+                 on_applied: Callable[[list], None] = lambda applied: None):
         self.store = store
         self.faults = faults
         self._stamp = stamp
         self.polls_in_progress = polls_in_progress
+        self.process_delay = 0.0
+        self._on_applied = on_applied        # records written in the background
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         # What /limits reports as used today (the sandbox's day is its lifetime).
@@ -223,7 +233,9 @@ class BulkJobs:
     def info(self, job: Job, *, poll: bool) -> dict:
         with self._lock:
             if poll and job.state in ("UploadComplete", "InProgress"):
-                if job.polls_left > 0:
+                if job.running:
+                    job.state = "InProgress"
+                elif job.polls_left > 0:
                     job.polls_left -= 1
                     job.state = "InProgress"
                 else:
@@ -269,10 +281,18 @@ class BulkJobs:
                                 f"Job is not Open (it is {job.state}); it cannot be closed")
             job.state = "UploadComplete"
             job.polls_left = self.polls_in_progress
-        applied = self._process(job)
+            job.running = self.process_delay > 0
+        if job.running:
+            timer = threading.Timer(self.process_delay, self._process_later, (job,))
+            timer.daemon = True
+            timer.start()
+            applied: list = []
+        else:
+            applied = self._process(job)
         info = self.info(job, poll=False)
         return Answer(200, info, write=True, applied=applied, lead=job.object == "Lead",
                       drop=self.faults.take_drop(),
+                      after_commit=self.faults.take_after_commit("bulk_close"),
                       summary=f"200 close ingest {job.operation} {job.object} "
                               f"records={job.processed} failed={job.failures}")
 
@@ -287,7 +307,8 @@ class BulkJobs:
                 raise BulkError(409, "INVALIDJOBSTATE",
                                 f"Job is not Open (it is {job.state}); data cannot be uploaded")
             job.data = body  # a re-sent upload replaces the first
-        return Answer(201, summary=f"201 upload {len(body)} bytes")
+        return Answer(201, summary=f"201 upload {len(body)} bytes",
+                      after_commit=self.faults.take_after_commit("bulk_upload"))
 
     def _process(self, job: Job) -> list:
         """Run the job's rows through the store; fill the result files."""
@@ -342,6 +363,12 @@ class BulkJobs:
             job.processed, job.failures = len(rows), len(failed)
             job.modstamp = self._stamp()
         return applied
+
+    def _process_later(self, job: Job) -> None:
+        applied = self._process(job)
+        self._on_applied(applied)
+        with self._lock:
+            job.running = False
 
     def ingest_results(self, job: Job, what: str) -> Answer:
         with self._lock:

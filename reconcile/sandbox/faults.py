@@ -12,6 +12,8 @@ arguments), a list (positional), a scalar (the single argument) or ``true``
      "drop_after_write": 1,
      "validation_error": {"ids": ["003..."], "message": "Title is locked"},
      "fail_bulk_jobs": {"n": 1, "message": "InternalServerError : retry later"},
+     "fail_after_commit": {"status": 503, "rate": 0.2, "seed": 7,
+                           "writes": ["collections", "bulk_close"]},
      "clear": true}
 
 ``GET /__sandbox/faults`` shows what is armed; ``GET /__sandbox/stats`` the
@@ -20,6 +22,7 @@ statistics, ``POST /__sandbox/stats/reset`` clears them.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -28,10 +31,37 @@ from reconcile.sandbox import ids as idmod
 from reconcile.sandbox.store import item_error
 
 FAULT_METHODS = ("http_503", "lock_rows", "limit_after", "expire_session", "renew_session",
-                 "drop_after_write", "validation_error", "fail_bulk_jobs", "clear")
+                 "drop_after_write", "validation_error", "fail_bulk_jobs", "fail_after_commit", "clear")
+
+#: The writes ``fail_after_commit`` can answer with an error after saving them: an sObject
+#: Collections create/update/delete, the upload of a Bulk API 2.0 ingest job's data, its close.
+COMMIT_WRITES = ("collections", "bulk_upload", "bulk_close")
+#: What each status says. 500 and 503 are the org's own JSON errors (REST API Developer
+#: Guide, "Status Codes and Error Responses":
+#: https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm);
+#: 502 and 504 come from a gateway in front of the org, so they are not Salesforce JSON.
+COMMIT_ERRORS = {
+    500: ("UNKNOWN_EXCEPTION", "An unexpected error occurred. Please include this ErrorId if you "
+                               "contact support: 1234567890-12345 (-1234567890)"),
+    502: (None, "<html><body><h1>502 Bad Gateway</h1></body></html>"),
+    503: ("SERVER_UNAVAILABLE", "A server that's necessary for this call is unavailable. Other "
+                                "types of requests could still work."),
+    504: (None, "<html><body><h1>504 Gateway Time-out</h1></body></html>"),
+}
+
+
+def commit_error(status: int) -> dict[str, Any]:
+    """The body of a ``fail_after_commit`` answer: ``body`` (Salesforce's JSON error list)
+    or ``text`` (a gateway's HTML page)."""
+    code, message = COMMIT_ERRORS[status]
+    if code is None:
+        return {"text": message.encode("utf-8")}
+    return {"body": [{"errorCode": code, "message": message}]}
 
 
 class Faults:
+    _after_commit: dict[str, Any] | None
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._http_503: list[list] = []
@@ -99,8 +129,32 @@ class Faults:
         with self._lock:
             self._bulk_failures.extend([message] * int(n))
 
+    def fail_after_commit(self, status: int = 503, n: int | None = None, rate: float | None = None,
+                          seed: int = 0, writes: Iterable[str] | str = COMMIT_WRITES) -> None:
+        """Writes are saved, then answered with HTTP ``status`` (500, 502, 503 or 504)
+        instead of their result, so the client cannot tell that they were. Which writes:
+        the next ``n`` (default 1), or with ``rate`` a share of them (0.2: one in five on
+        average, drawn from ``random.Random(seed)``, so a test sees the same ones every
+        run), among ``writes`` (``collections``, ``bulk_upload``, ``bulk_close``)."""
+        status = int(status)
+        if status not in COMMIT_ERRORS:
+            raise ValueError(f"fail_after_commit: status must be one of {sorted(COMMIT_ERRORS)}")
+        kinds = (writes,) if isinstance(writes, str) else tuple(writes)
+        unknown = [k for k in kinds if k not in COMMIT_WRITES]
+        if unknown:
+            raise ValueError(f"fail_after_commit: unknown write {unknown[0]!r}; known: "
+                             f"{', '.join(COMMIT_WRITES)}")
+        if rate is not None and not 0.0 <= float(rate) <= 1.0:
+            raise ValueError("fail_after_commit: rate is a share between 0 and 1")
+        with self._lock:
+            self._after_commit = {"status": status, "kinds": kinds,
+                                  "left": None if rate is not None else int(1 if n is None else n),
+                                  "rate": None if rate is None else float(rate),
+                                  "rng": random.Random(seed), "hits": 0}
+
     def clear(self) -> None:
         with self._lock:
+            self._after_commit = None
             self._http_503 = []
             self._locks = {}
             self._limit_after = None
@@ -138,6 +192,8 @@ class Faults:
                 "drop_after_write": self._drop,
                 "validation_error": dict(self._validation),
                 "fail_bulk_jobs": list(self._bulk_failures),
+                "fail_after_commit": None if self._after_commit is None else {
+                    k: v for k, v in self._after_commit.items() if k != "rng"},
             }
 
     # -- consulted by the server -------------------------------------------
@@ -172,6 +228,22 @@ class Faults:
                 self._drop -= 1
                 return True
             return False
+
+    def take_after_commit(self, kind: str) -> int | None:
+        """The status to answer this saved write (``kind`` in ``COMMIT_WRITES``) with, or None."""
+        with self._lock:
+            armed = self._after_commit
+            if armed is None or kind not in armed["kinds"]:
+                return None
+            if armed["rate"] is not None:
+                hit = armed["rng"].random() < armed["rate"]
+            else:
+                hit = armed["left"] > 0
+                armed["left"] -= hit
+                if armed["left"] <= 0:
+                    self._after_commit = None
+            armed["hits"] += hit
+            return armed["status"] if hit else None
 
     def take_bulk_failure(self) -> str | None:
         """The errorMessage the next bulk job fails with, or None."""
@@ -228,6 +300,12 @@ class Stats:
             self.writes.extend(applied)
             if lead_auto_assign[0]:
                 self.auto_assign.append(lead_auto_assign[1])
+
+    def record_writes(self, applied: list[tuple]) -> None:
+        """Records written outside any request (a Bulk job running in the background)."""
+        with self._lock:
+            self.records_written += len(applied)
+            self.writes.extend(applied)
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:

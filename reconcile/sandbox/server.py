@@ -48,7 +48,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from reconcile.sandbox import bulk, describe, ids, oauth, soql
-from reconcile.sandbox.faults import Faults, Stats
+from reconcile.sandbox.faults import Faults, Stats, commit_error
 from reconcile.sandbox.store import Store
 
 MIN_VERSION, MAX_VERSION = 42, 68
@@ -106,6 +106,15 @@ class Response:
     content_type: str = "text/csv"  # of a ``csv`` body (SOAP login answers text/xml)
 
 
+def after_commit_response(status: int, summary: str, **kw: Any) -> Response:
+    """A write that was saved, answered with ``status`` by the ``fail_after_commit`` fault."""
+    error = commit_error(status)
+    note = f"{status} after saving: {summary} (fault)"
+    if "text" in error:
+        return Response(status, csv=error["text"], content_type="text/html", summary=note, **kw)
+    return Response(status, error["body"], summary=note, **kw)
+
+
 def load_seed(seed: str) -> dict | None:
     """The state of a named seed org: "demo" (the bundled demo org) or "empty"."""
     if seed == "empty":
@@ -145,7 +154,8 @@ class SandboxServer:
         self.stats = Stats()
         # Bulk API 2.0 jobs; ``bulk.polls_in_progress`` status reads say InProgress first.
         self.bulk = bulk.BulkJobs(self.store, self.faults,
-                                  lambda: soql.format_stamp(datetime.now(UTC)))
+                                  lambda: soql.format_stamp(datetime.now(UTC)),
+                                  on_applied=self.stats.record_writes)
         self.token = f"{self.store.org_id[:15]}!{secrets.token_urlsafe(48)}"
         # The token endpoint, SOAP login and the sessions they issue (see oauth.py).
         self.oauth = oauth.OAuth(self.store.org_id, session_seconds, soap_login)
@@ -542,6 +552,9 @@ class _Request:
                                          self.raw_body, self.headers.get("Content-Type") or "")
         except bulk.BulkError as exc:
             raise ApiError(exc.status, exc.code, exc.message) from None
+        if answer.after_commit is not None:
+            return after_commit_response(answer.after_commit, answer.summary, write=answer.write,
+                                         applied=answer.applied, lead=answer.lead)
         return Response(answer.status, answer.body, headers=dict(answer.headers),
                         summary=answer.summary, write=answer.write, applied=answer.applied,
                         lead=answer.lead, drop=answer.drop, csv=answer.csv)
@@ -692,6 +705,9 @@ class _Request:
     def collection_result(self, verb: str, results: list, applied: list, leads: bool) -> Response:
         ok = sum(1 for r in results if r["success"])
         summary = f"200 {verb} records={len(results)} ok={ok} failed={len(results) - ok}"
+        status = self.sb.faults.take_after_commit("collections")
+        if status is not None:
+            return after_commit_response(status, summary, write=True, applied=applied, lead=leads)
         return Response(200, results, summary=summary, write=True, applied=applied,
                         lead=leads, drop=self.sb.faults.take_drop())
 
