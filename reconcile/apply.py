@@ -288,6 +288,8 @@ class _Run:
         self.base_calls = getattr(sf, "calls", None)
         self.pending_by_group: dict[tuple[Action, str], int] = defaultdict(int)
         self.key_of: Callable[[Change], str] = lambda change: create_key(change, config)
+        if progress is not None and hasattr(sf, "bulk_progress"):
+            sf.bulk_progress = self._tick_bulk   # records done while a Bulk job runs
         self.unknown_in_a_row = 0       # write answers lost one after another (see _settle_unknown)
 
     # -- bookkeeping --
@@ -313,6 +315,12 @@ class _Run:
         else:
             done = sum(1 for c in self.changes if self.state.is_final(c.change_id))
         self.progress(done, len(self.changes))
+
+    def _tick_bulk(self, processed: int) -> None:
+        """During a Bulk job: the records finished before it plus those the job has processed."""
+        if self.progress:
+            done = len(self.changes) - sum(self.pending_by_group.values())
+            self.progress(min(done + processed, len(self.changes)), len(self.changes))
 
     def _retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict]:
         rows: dict[str, dict] = {}

@@ -6,6 +6,7 @@ rewritten):
     plan.json      the plan, canonical JSON; its plan_id is the SHA-256 of its content
     plan.html      the same plan for a reviewer
     review.csv     the human-review digest
+    changes.csv    every field change, one a row (for spreadsheets and auditors)
     output_document_inactive_people.csv, output_document_email_update_requests.csv
                    hand-off files for Marketing (Multipub people)
     approval.json  who approved which bytes, when: the SHA-256 of plan.json and a
@@ -45,6 +46,7 @@ from reconcile.model import PlanState
 PLAN = "plan.json"
 HTML = "plan.html"
 REVIEW = "review.csv"
+CHANGES = "changes.csv"
 APPROVAL = "approval.json"
 JOURNAL = "journal.jsonl"
 RESULT = "apply.json"
@@ -144,7 +146,11 @@ class Archive:
             return path.parent
         if (path / PLAN).is_file():
             return path
-        if len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref.lower()):
+        hexadecimal = bool(ref) and all(c in "0123456789abcdef" for c in ref.lower())
+        if hexadecimal and len(ref) < 6:
+            raise PlanNotFound(f"plan id prefix {ref!r} is too short: give at least 6 characters of the plan id "
+                               "(`reconcile log` lists them)")
+        if hexadecimal:
             matches = [p for p in self.plan_dirs() if p.name.startswith(ref.lower())]
             if len(matches) == 1:
                 return matches[0]

@@ -1,7 +1,9 @@
 """The command line: parse, call one workflow function, print, map errors to exit codes.
 
 Exit codes: 0 success; 1 error (bad input, refused step, failed apply);
-2 with ``plan --detailed-exitcode`` when the plan has changes; 130 interrupted.
+2 with ``plan --detailed-exitcode`` when the plan has changes; 64 the command
+line itself is wrong (an unknown option, a missing argument: EX_USAGE of
+sysexits.h, so a script never reads a typo as "changes present"); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 from rich.console import Console
+from rich.text import Text
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from reconcile import __version__
 from reconcile import workflow as wf
@@ -21,12 +25,62 @@ from reconcile.config import load_config
 from reconcile.errors import InputError, ReconcileError, UsageError
 from reconcile.sandbox.cli import app as sandbox_app
 
+#: The command line is wrong (sysexits.h EX_USAGE). Never 2: ``plan --detailed-exitcode`` means "changes".
+EX_USAGE = 64
+#: click's UsageError (typer vendors click in recent versions, so it is reached through typer).
+_ClickUsageError: type[Exception] = typer.BadParameter.__mro__[1]
+
+
+class _FlagsAsFlags:
+    """Help shows an on/off option as a flag (``--json``), not as ``--json <bool>``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_FlagsAsFlags, TyperCommand):
+    pass
+
+
+class Group(_FlagsAsFlags, TyperGroup):
+    """The ``reconcile`` group: a command line that does not parse is one line on stderr and exit code 64."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with _usage_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_errors():
+            return super().invoke(ctx)
+
+
+class _usage_errors:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, _tb: Any) -> Literal[False]:
+        if isinstance(exc, _ClickUsageError):
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "reconcile"  # type: ignore[attr-defined]
+            message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+            if message:   # empty: a bare group name, whose help is already printed
+                err.print(f"error: {message} (see `{where} --help`)", markup=False)
+            raise typer.Exit(EX_USAGE) from None
+        return False
+
+
 app = typer.Typer(
-    name="reconcile", no_args_is_help=True, add_completion=False,
+    name="reconcile", no_args_is_help=True, add_completion=False, cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_show_locals=False,  # tracebacks must never carry tokens
     help="Terraform-style plan / approve / apply / rollback for Salesforce Contact and Lead updates.",
 )
-app.add_typer(sandbox_app, name="sandbox", help="The bundled sandbox Salesforce org (for the demo and tests).")
+for _info in sandbox_app.registered_commands:   # its commands show flags as flags too
+    _info.cls = Command if _info.cls in (None, TyperCommand) else _info.cls
+app.add_typer(sandbox_app, name="sandbox", cls=Group, help="The bundled sandbox Salesforce org (for the demo and tests).")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -79,7 +133,7 @@ def _with_status(ctx: wf.Context, fn: Callable[[], Any]) -> Any:
         return fn()
 
 
-def _run(fn: Callable[[], int | None], as_json: bool = False) -> None:
+def _run(fn: Callable[[], int | None], as_json: bool = False, *, interrupted: str = "interrupted") -> None:
     """Run a command body; every ReconcileError becomes a one-line message and its exit code
     (with ``--json``, also a JSON error document on stdout for scripts)."""
     try:
@@ -102,7 +156,7 @@ def _run(fn: Callable[[], int | None], as_json: bool = False) -> None:
         _json_error(as_json, exc, message=text)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        err.print("interrupted", markup=False)
+        err.print(interrupted, markup=False)
         raise typer.Exit(130) from None
     raise typer.Exit(code)
 
@@ -123,7 +177,7 @@ def _short(plan_id: str) -> str:
 
 # -- commands ---------------------------------------------------------------------------
 
-@app.command()
+@app.command(cls=Command)
 def plan(
     outcomes: list[Path] = typer.Argument(..., help="Pipeline outcome files (CSV or JSON Lines)."),
     allow_create: bool = typer.Option(False, "--allow-create", help="Create Contacts (and Accounts) for new_contact outcomes."),
@@ -132,7 +186,7 @@ def plan(
     as_json: bool = JsonOpt,
 ) -> None:
     """Snapshot the org, apply the rules, and archive a reviewable plan."""
-    from reconcile.render.text import summary_line
+    from reconcile.render.text import NO_CHANGES, summary_line
 
     def body() -> int:
         ctx = _context()
@@ -141,11 +195,14 @@ def plan(
         changes = len(doc["changes"])
         if as_json:
             _emit_json({"plan_id": doc["plan_id"], "path": str(result.plan_dir / "plan.json"),
-                        "html": str(result.plan_dir / "plan.html"), "state": "planned",
-                        "summary": doc["summary"], "estimated_api_calls": doc["estimated_api_calls"],
+                        "html": str(result.plan_dir / "plan.html"), "changes_csv": str(result.plan_dir / "changes.csv"),
+                        "state": "planned", "summary": doc["summary"], "transitions": doc.get("transitions"),
+                        "by_reason": doc.get("by_reason"), "estimated_api_calls": doc["estimated_api_calls"],
                         "api_calls": result.api_calls, "org": doc["org"]})
         else:
             out.print(summary_line(doc), markup=False)
+            if not changes:
+                out.print(NO_CHANGES, markup=False)
             out.print(_org_line(doc["org"]), markup=False)
             out.print(f"Saved plan {_short(doc['plan_id'])} (state: planned) in {result.plan_dir}", markup=False)
             out.print(f"  review:  {result.plan_dir / 'plan.html'}  or  reconcile show {_short(doc['plan_id'])}", markup=False)
@@ -157,12 +214,15 @@ def plan(
     _run(body, as_json)
 
 
-@app.command()
+@app.command(cls=Command)
 def show(
     plan: str = typer.Argument(..., help="Plan id, unique id prefix, or path."),
+    full: bool = typer.Option(
+        False, "--full",
+        help="List every change, skipped and review item (a long plan goes through a pager on a terminal)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan document itself."),
 ) -> None:
-    """Show a plan for a terminal, or as its JSON document."""
+    """Show a plan for a terminal: counts per transition and reason with examples (--full: every change)."""
     from reconcile.render.text import render_show
 
     def body() -> int:
@@ -170,15 +230,34 @@ def show(
         loaded = wf.load(ctx, plan)
         if as_json:
             _emit_json(loaded.doc)
-        else:
-            out.print(f"State: {loaded.state}", markup=False)
-            render_show(loaded.doc, out, ctx.config)
+            return 0
+        def write(console: Console) -> None:
+            console.print(f"State: {loaded.state}", markup=False)
+            render_show(loaded.doc, console, ctx.config, full=full)
+
+        _paged(write)
         return 0
 
     _run(body, as_json)
 
 
-@app.command()
+def _paged(write: Callable[[Console], Any]) -> None:
+    """Print through the pager ($PAGER, else less) when on a terminal and longer than it."""
+    if not out.is_terminal:
+        write(out)
+        return
+    with out.capture() as captured:
+        write(out)
+    text = captured.get()
+    if text.count("\n") < out.size.height:
+        out.file.write(text)
+        out.file.flush()
+        return
+    with out.pager(styles=True):
+        out.print(Text.from_ansi(text), end="")
+
+
+@app.command(cls=Command)
 def approve(
     plan: str = typer.Argument(..., help="Plan id, unique id prefix, or path."),
     by: str = typer.Option(..., "--by", help="Who approves (recorded in the archive)."),
@@ -205,7 +284,7 @@ def approve(
     _run(body, as_json)
 
 
-@app.command("apply")
+@app.command("apply", cls=Command)
 def apply_cmd(
     plan: str = typer.Argument(..., help="Plan id, unique id prefix, or path."),
     skip_drifted: bool = typer.Option(
@@ -231,10 +310,11 @@ def apply_cmd(
             _print_report(report)
         return 0 if str(report.status) == "applied" and report.finished else 1
 
-    _run(body, as_json)
+    _run(body, as_json, interrupted=f"interrupted: what was sent is in the journal; run `reconcile apply {plan}` "
+                                    "again to resume (nothing is sent twice)")
 
 
-@app.command()
+@app.command(cls=Command)
 def rollback(
     plan: str = typer.Argument(..., help="The applied plan to undo."),
     as_json: bool = JsonOpt,
@@ -259,7 +339,7 @@ def rollback(
     _run(body, as_json)
 
 
-@app.command()
+@app.command(cls=Command)
 def whoami(as_json: bool = JsonOpt) -> None:
     """Sign in and show the org: instance, id, name, user, PRODUCTION or Sandbox, API version, API requests left."""
     def body() -> int:
@@ -282,9 +362,10 @@ def whoami(as_json: bool = JsonOpt) -> None:
     _run(body, as_json)
 
 
-@app.command()
+@app.command(cls=Command)
 def log(as_json: bool = JsonOpt) -> None:
-    """The archive's history: every plan with its time, kind, parent, state, counts and approver."""
+    """The archive's history as a table: every plan with its time, kind, state, counts, approver,
+    and whether its files pass verify."""
     def body() -> int:
         entries = wf.log(_context())
         if as_json:
@@ -292,19 +373,35 @@ def log(as_json: bool = JsonOpt) -> None:
             return 0
         if not entries:
             out.print("No plans in the archive yet. Start with `reconcile plan OUTCOMES.csv`.", markup=False)
+            return 0
+        from rich.table import Table
+        table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0), header_style="bold")
+        for name in ("PLAN", "CREATED", "KIND", "STATE", "+ ~ -", "SKIP", "REVIEW", "APPROVED BY", "FILES"):
+            table.add_column(name, no_wrap=name != "APPROVED BY", overflow="fold",
+                             justify="right" if name in ("SKIP", "REVIEW") else "left")
+        failing = []
         for e in entries:
             s = e.get("summary") or {}
-            parent = f" of {_short(e['parent_plan_id'])}" if e.get("parent_plan_id") else ""
-            approver = f"  approved by {e['approved_by']}" if e.get("approved_by") else ""
-            out.print(f"{_short(e['plan_id'] or '?')}  {e.get('created_at') or '?'}  {e.get('kind') or '?'}{parent}  "
-                      f"[{e['state']}]  +{s.get('create', 0)} ~{s.get('update', 0)} -{s.get('delete', 0)} "
-                      f"skipped {s.get('skipped', 0)} review {s.get('review', 0)}{approver}", markup=False)
+            kind = (e.get("kind") or "?") + (f" of {e['parent_plan_id'][:8]}" if e.get("parent_plan_id") else "")
+            created = str(e.get("created_at") or "?").replace("T", " ")[:16]
+            files = "ok" if e.get("verified") else "FAILS VERIFY"
+            if not e.get("verified"):
+                failing.append(_short(e.get("plan_id") or "?"))
+            table.add_row(_short(e.get("plan_id") or "?"), created, kind, str(e["state"]),
+                          f"+{s.get('create', 0)} ~{s.get('update', 0)} -{s.get('delete', 0)}",
+                          str(s.get("skipped", 0)), str(s.get("review", 0)), e.get("approved_by") or "—",
+                          Text(files, style="bold red" if files != "ok" else "green"))
+        # piped: wide enough for every column (scripts read --json; a person may read a file)
+        (out if out.is_terminal else Console(highlight=False, soft_wrap=True, width=120)).print(table)
+        if failing:
+            out.print(f"{len(failing)} plan(s) fail verification: run `reconcile verify {failing[0]}` for what is wrong.",
+                      markup=False)
         return 0
 
     _run(body, as_json)
 
 
-@app.command()
+@app.command(cls=Command)
 def verify(
     plan: str | None = typer.Argument(None, help="One plan (default: the whole archive)."),
     as_json: bool = JsonOpt,
@@ -323,7 +420,7 @@ def verify(
     _run(body, as_json)
 
 
-@app.command()
+@app.command(cls=Command)
 def demo(
     directory: Path = typer.Option(Path("reconcile-demo"), "--dir", help="Where the demo keeps its org, outcomes and archive."),
 ) -> None:
@@ -337,7 +434,7 @@ def demo(
     _run(body)
 
 
-@app.command()
+@app.command(cls=Command)
 def benchmark(
     sizes: str = typer.Option("1000,10000,100000", "--sizes", help="Comma-separated numbers of outcomes."),
     apply_up_to: int = typer.Option(10_000, "--apply-up-to", help="Also approve and apply plans up to this many outcomes."),
@@ -365,8 +462,9 @@ def benchmark(
 def _with_progress(fn: Callable[[Any], Any]) -> Any:
     if not err.is_terminal:
         return fn(None)
-    from rich.progress import Progress
-    with Progress(console=err, transient=True) as bar:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    with Progress(TextColumn("applying"), BarColumn(), MofNCompleteColumn(), TextColumn("changes"),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task("applying", total=None)
         return fn(lambda done, total: bar.update(task, completed=done, total=total))
 

@@ -62,6 +62,80 @@ def summarize(changes: Iterable[Mapping[str, Any]], skipped: int, review: int, u
     return {**counts, "skipped": skipped, "review": review, "unchanged": unchanged}
 
 
+#: Examples (change ids) a transition carries, for the views' "for instance" column.
+TRANSITION_EXAMPLES = 3
+#: A field with more values than this that occur once each counts them as one "various" entry.
+TRANSITION_SINGLES_KEPT = 5
+_ACTION_ORDER = {a.value: i for i, a in enumerate(Action)}
+
+
+def _value_key(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def transitions(changes: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What the plan does, counted: one entry per (action, sobject, field, before, after).
+
+    Updates count field changes: a change that writes two fields is in two entries.
+    Creates and deletes count records, one entry per sobject (``field`` null). Values
+    that occur once for a field (a new e-mail address, a one-off title), when there are
+    more than ``TRANSITION_SINGLES_KEPT`` of them, are counted together in one entry per
+    (action, sobject, field) with ``various`` true and null values, so the list stays
+    short however many people move. Sorted by count, largest
+    first; ``examples`` are the first change ids, in plan order."""
+    groups: dict[tuple[str, str, str | None, str, str], dict[str, Any]] = {}
+
+    def add(action: str, sobject: str, field: str | None, before: Any, after: Any, change_id: str) -> None:
+        key = (action, sobject, field, _value_key(before), _value_key(after))
+        entry = groups.get(key)
+        if entry is None:
+            entry = groups[key] = {"action": action, "sobject": sobject, "field": field, "before": before,
+                                   "after": after, "various": False, "count": 0, "examples": []}
+        entry["count"] += 1
+        if len(entry["examples"]) < TRANSITION_EXAMPLES:
+            entry["examples"].append(change_id)
+
+    for change in changes:
+        action, sobject, change_id = str(change["action"]), str(change["sobject"]), str(change["change_id"])
+        if action != Action.UPDATE:
+            add(action, sobject, None, None, None, change_id)
+            continue
+        for name, values in (change.get("fields") or {}).items():
+            add(action, sobject, name, values.get("before"), values.get("after"), change_id)
+
+    singles: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
+    entries: list[dict[str, Any]] = []
+    for entry in groups.values():
+        if entry["count"] == 1 and entry["field"] is not None:
+            singles.setdefault((entry["action"], entry["sobject"], entry["field"]), []).append(entry)
+        else:
+            entries.append(entry)
+    for lone in singles.values():
+        if len(lone) <= TRANSITION_SINGLES_KEPT:   # a few one-off values are shown as themselves
+            entries.extend(lone)
+            continue
+        examples = [e["examples"][0] for e in lone[:TRANSITION_EXAMPLES]]
+        entries.append({**lone[0], "before": None, "after": None, "various": True, "count": len(lone),
+                        "examples": examples})
+    entries.sort(key=lambda e: (-e["count"], _ACTION_ORDER.get(e["action"], 9), e["sobject"], e["field"] or "",
+                                e["various"], _value_key(e["before"]), _value_key(e["after"])))
+    return entries
+
+
+def tallies(changes: Iterable[Mapping[str, Any]], items: Iterable[Mapping[str, Any]]) -> tuple[dict, dict]:
+    """``by_action``: records and field changes per action; ``by_reason``: skipped and
+    review items per reason code (only codes that occur)."""
+    by_action = {a.value: {"records": 0, "fields": 0} for a in Action}
+    for change in changes:
+        entry = by_action[str(change["action"])]
+        entry["records"] += 1
+        entry["fields"] += len(change.get("fields") or {})
+    by_reason: dict[str, int] = {}
+    for item in items:
+        by_reason[str(item["reason"])] = by_reason.get(str(item["reason"]), 0) + 1
+    return by_action, by_reason
+
+
 def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str, Any]],
                   options: Mapping[str, Any], created_at: str, tool_version: str,
                   kind: str | PlanKind = PlanKind.APPLY, parent_plan_id: str | None = None,
@@ -91,11 +165,13 @@ def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str,
         "handoff": plain(body.handoff),
         "notes": list(body.notes),
         "summary": summarize(changes, len(body.skipped), len(body.review), len(body.unchanged)),
+        "transitions": transitions(changes),
         "estimated_api_calls": estimate_api_calls(body.changes, config, instance_url=org.instance_url,
                                                   collections_only=PlanKind(kind) is PlanKind.ROLLBACK),
     }
     if preflight is not None:
         doc["preflight"] = plain(dict(preflight))
+    doc["by_action"], doc["by_reason"] = tallies(changes, [*doc["skipped"], *doc["review"]])
     doc["plan_id"] = compute_plan_id(doc)
     return doc
 
@@ -201,5 +277,5 @@ def validate(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | No
     return problems
 
 
-__all__ = ["FORMAT_VERSION", "make_document", "canonical_bytes", "compute_plan_id", "load_plan",
+__all__ = ["FORMAT_VERSION", "make_document", "transitions", "tallies", "canonical_bytes", "compute_plan_id", "load_plan",
            "estimate_api_calls", "validate", "plan_schema", "plain"]

@@ -156,8 +156,14 @@ class _Planner:
     def _conflict(self, conflict: Conflict) -> None:
         detail = "contradictory outcomes, observed_at does not settle them: " + "; ".join(
             conflict.details or conflict.kinds)
-        self.review.append(ReviewItem(email=conflict.email, reason=ReviewReason.CONFLICTING_OUTCOMES,
-                                      detail=detail, rows=conflict.rows))
+        # One item per record the person has (the reviewer fixes records), or one with none.
+        records = sorted((r for s in (SObject.CONTACT, SObject.LEAD) for r in self._find(s, conflict.email)),
+                         key=lambda r: (r.sobject, r.id))
+        targets: list[OrgRecord | None] = [*records] or [None]
+        for record in targets:
+            self.review.append(ReviewItem(
+                email=conflict.email, reason=ReviewReason.CONFLICTING_OUTCOMES, detail=detail, rows=conflict.rows,
+                sobject=SObject(record.sobject) if record else None, record_id=record.id if record else None))
 
     def _person(self, o: Outcome) -> None:
         if o.multipub_id:
@@ -260,9 +266,10 @@ class _Planner:
         reason, why = ((ReviewReason.UPDATE_ON_INACTIVE, "the CUPOLA row is inactive")
                        if o.cupola_status is Cupola.INACTIVE else
                        (ReviewReason.ACTIVE_NEW_CONTACT, "there is no CUPOLA row"))
-        self.review.append(ReviewItem(
-            email=o.email, reason=reason, rows=o.rows,
-            detail=f"{o.kind} not written because {why}: " + "; ".join(_describe(t) for t in pending)))
+        for target in pending:   # one item per record, naming it
+            self.review.append(ReviewItem(
+                email=o.email, reason=reason, rows=o.rows, sobject=SObject(target.record.sobject),
+                record_id=target.record.id, detail=f"{o.kind} not written because {why}: {_describe(target)}"))
         return False
 
     def _email_free(self, o: Outcome, pending: list[_Target]) -> list[_Target]:
@@ -279,9 +286,12 @@ class _Planner:
                              for r in self._find(s, o.new_email))
             if holders:
                 why.append("held by " + ", ".join(f"{s} {i}" for s, i in holders))
-            self.review.append(ReviewItem(
-                email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows,
-                detail=f"{o.kind} to {o.new_email} not written to any record: {'; '.join(why)}"))
+            for target in pending:   # one item per record, naming it
+                self.review.append(ReviewItem(
+                    email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows,
+                    sobject=SObject(target.record.sobject), record_id=target.record.id,
+                    detail=f"{o.kind} to {o.new_email} not written to {target.record.sobject} {target.record.id}: "
+                           f"{'; '.join(why)}"))
             return []
         # A holder of either type trips the org's duplicate rules (the standard Contact and
         # Lead rules match across both objects); the person's own records that move to the

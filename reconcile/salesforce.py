@@ -545,6 +545,8 @@ class Salesforce:
         self._timeout = timeout
         self.calls = 0
         self.usage: ApiUsage | None = None
+        # Told the records a running Bulk ingest job has processed, at each poll (apply's progress).
+        self.bulk_progress: Callable[[int], None] | None = None
         # Records per query page (Sforce-Query-Options: batchSize, 200..2000); None = the org's default.
         self.query_batch_size: int | None = None
 
@@ -893,6 +895,8 @@ class Salesforce:
             waited += delay
             info = _json(self._request("GET", f"jobs/{kind}/{job_id}"))
             state = info.get("state") if isinstance(info, dict) else None
+            if kind == "ingest" and self.bulk_progress is not None and isinstance(info, dict):
+                self.bulk_progress(int(info.get("numberRecordsProcessed") or 0))
             if state in BULK_FINAL:
                 return info
             if waited >= self._config.bulk_timeout_seconds:
@@ -1048,7 +1052,9 @@ class Salesforce:
                                              f"sent ({type(exc).__name__}); it may or may not have "
                                              "been applied")
                 else:
-                    failure = TransientError(f"{what}: connection failed ({type(exc).__name__})")
+                    failure = TransientError(f"{what}: cannot connect to {urlparse(url).netloc or url} "
+                                             f"({type(exc).__name__}); check SALESFORCE_DOMAIN (or the "
+                                             "org of --target-org) and the network")
             if response is not None:
                 usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
                 if usage is not None:

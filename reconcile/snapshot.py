@@ -105,11 +105,12 @@ def _check_picklist(problems: list[str], sobject: str, fields: dict, name: str,
 
 
 def addresses_to_read(outcome_set: OutcomeSet) -> list[str]:
-    """Every input address, plus every new address that may be written (EMAIL_TAKEN
+    """Every input address (those with contradictory outcomes too: the review item names
+    their records), plus every new address that may be written (EMAIL_TAKEN
     needs its holders). A new address behind the active-only gate (CUPOLA row not
     active) is never written, so it costs no query: on 1,000 outcomes every address
     is a share of the few requests a plan may spend."""
-    wanted = {o.email for o in outcome_set.outcomes}
+    wanted = {o.email for o in outcome_set.outcomes} | {c.email for c in outcome_set.conflicts}
     wanted.update(o.new_email for o in outcome_set.outcomes
                   if o.new_email and OUTCOMES[o.kind].moves_email
                   and (o.cupola_status is Cupola.ACTIVE or not OUTCOMES[o.kind].gated))

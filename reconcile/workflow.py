@@ -25,7 +25,7 @@ from reconcile.approval import approve as _approve
 from reconcile.approval import check_approval
 from reconcile.clock import Clock, utc_now
 from reconcile.config import Config
-from reconcile.errors import IntegrityError, StateError, UsageError
+from reconcile.errors import IntegrityError, ReconcileError, StateError, UsageError
 from reconcile.fsutil import refuse_links
 from reconcile.model import PlanKind, PlanState
 from reconcile.ports import OrgConnection
@@ -119,7 +119,7 @@ def plan(ctx: Context, outcome_files: Sequence[Path], *, allow_create: bool = Fa
 
 def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
     """Write the plan and everything rendered from it into its archive folder."""
-    from reconcile.render.csvs import handoff_csvs, review_csv
+    from reconcile.render.csvs import changes_csv, handoff_csvs, review_csv
     from reconcile.render.html import render_html
 
     arch = ctx.archive
@@ -129,6 +129,7 @@ def save_plan(ctx: Context, doc: dict[str, Any]) -> Path:
     # Until plan.json is there the folder is an unfinished save (a crash mid-way): redo it.
     arch.write(plan_dir, ar.HTML, render_html(doc, ctx.config), overwrite=True)
     arch.write(plan_dir, ar.REVIEW, review_csv(doc), overwrite=True)
+    arch.write(plan_dir, ar.CHANGES, changes_csv(doc), overwrite=True)
     for name, text in handoff_csvs(doc).items():
         arch.write(plan_dir, name, text, overwrite=True)
     arch.write(plan_dir, ar.PLAN, plan_doc.canonical_bytes(doc))  # last: its presence marks a whole plan
@@ -283,11 +284,18 @@ def log(ctx: Context) -> list[dict[str, Any]]:
             "plan_id": doc.get("plan_id"), "created_at": doc.get("created_at"), "kind": doc.get("kind"),
             "parent_plan_id": doc.get("parent_plan_id"), "summary": doc.get("summary", {})}
         listed.append((plan_dir, entry))
+    from reconcile.verify import verify_archive
     for plan_dir, entry in listed:
         approval = ar.read_json(plan_dir / ar.APPROVAL) if (plan_dir / ar.APPROVAL).is_file() else {}
+        try:   # every file's hash and link, as `reconcile verify` checks them
+            verify_archive(arch, [plan_dir], ctx.config)
+            problem = None
+        except ReconcileError as exc:
+            problem = str(exc)
         entries.append({**entry, "state": str(arch.state(plan_dir, children.get(plan_dir.name, []))),
                         "approved_by": approval.get("approved_by"),
-                        "approved_at": approval.get("approved_at"), "path": str(plan_dir)})
+                        "approved_at": approval.get("approved_at"), "path": str(plan_dir),
+                        "verified": problem is None, "verify_error": problem})
     entries.sort(key=lambda e: (e.get("created_at") or "", e["plan_id"] or ""))
     return entries
 

@@ -121,7 +121,7 @@ def test_one_clock_one_canonical_json():
 
 def test_every_declared_dependency_is_imported_and_every_import_declared():
     """pyproject.toml's dependencies are exactly the third-party packages reconcile/
-    imports (decision 0006: pandas and deepdiff were declared and imported nowhere)."""
+    imports (decision 0007: pandas and deepdiff were declared and imported nowhere)."""
     import re
     import sys
     import tomllib

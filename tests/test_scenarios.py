@@ -70,9 +70,12 @@ def check_golden(path: Path, actual: bytes, update: bool) -> None:
 
 
 def _without_stylesheet(html: str) -> str:
-    """The page as a golden: its content; the shared stylesheet lives in the template."""
+    """The page as a golden: its content; the shared stylesheet lives in the template, the
+    filter script in reconcile.render.html (its hash stays in the page's policy)."""
     start, end = html.index("<style>"), html.index("</style>") + len("</style>")
-    return html[:start] + "<style>/* templates/plan.html.j2 */</style>" + html[end:]
+    html = html[:start] + "<style>/* templates/plan.html.j2 */</style>" + html[end:]
+    start, end = html.index("<script>"), html.index("</script>") + len("</script>")
+    return html[:start] + "<script>/* reconcile.render.html.FILTER_SCRIPT */</script>" + html[end:]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,4 +1,4 @@
-"""The plan's CSV files: the human-review list and Marketing's hand-off files.
+"""The plan's CSV files: every field change, the human-review list and Marketing's hand-off files.
 
 Control, zero-width and bidi characters (from the org) are written as visible
 escapes (``reconcile.chars.escape_invisible``). People open these in Excel, so a cell that Excel would read as a formula
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from reconcile.chars import escape_invisible
 from reconcile.render.text import rows_label
 
+CHANGE_COLUMNS = ("change_id", "action", "sobject", "record_id", "email", "field", "before", "after", "reasons")
 REVIEW_COLUMNS = ("email", "reason", "detail", "sobject", "record_id", "source_rows")
 INACTIVE_COLUMNS = ("email", "multipub_id", "contact_ids", "observed_at", "source_id")
 EMAIL_UPDATE_COLUMNS = ("email", "new_email", "multipub_id", "contact_ids", "observed_at", "source_id")
@@ -51,6 +53,27 @@ def _csv(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
     for row in rows:
         writer.writerow([safe_cell(row.get(column)) for column in columns])
     return buffer.getvalue()
+
+
+def _cell_value(value: Any) -> Any:
+    """A field value for a cell: text as it is, null empty, anything else as JSON."""
+    return value if value is None or isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def change_rows(doc: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """One row per field change, in plan order (a create or delete: one row per field)."""
+    for change in doc.get("changes") or []:
+        common = {key: change.get(key) for key in ("change_id", "action", "sobject", "record_id", "email")}
+        common["reasons"] = "; ".join(change.get("reasons") or ())
+        for name, values in (change.get("fields") or {}).items():
+            values = values or {}
+            yield {**common, "field": name, "before": _cell_value(values.get("before")),
+                   "after": _cell_value(values.get("after"))}
+
+
+def changes_csv(doc: Mapping[str, Any]) -> str:
+    """``changes.csv``: every field change of the plan, for spreadsheets and auditors."""
+    return _csv(CHANGE_COLUMNS, change_rows(doc))
 
 
 def review_csv(doc: Mapping[str, Any]) -> str:

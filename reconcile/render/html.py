@@ -1,16 +1,28 @@
 """The plan as a standalone HTML page for the Salesforce owner who approves it.
 
+Summary first: the org kind, the counts, the transitions ("5,200 × Contact
+Contact_Status__c Active → Inactive") with a few example records each, what
+needs a decision and what goes to Marketing, each reason code explained where it
+is used. Below it, every record, grouped like the summary in collapsed
+``<details>`` (closed when printed, so a plan of any size prints in a few
+pages), with a small inline script that filters the groups by address, id,
+field or reason. The page holds at most ``PAGE_ROWS`` record rows, shared out
+over the groups; the rest of a group is in ``changes.csv`` (and ``review.csv``,
+the hand-off files), so the page stays a few megabytes however large the plan.
+
 One jinja2 template, ``plan.html.j2``, shipped inside the package as
-``reconcile.templates`` (so it renders from an installed wheel as well as from
-the source tree). The environment autoescapes everything and is strict about
-undefined names; the page has inline CSS only, no scripts and no external
-assets, and a Content-Security-Policy that forbids both, so it works offline,
-prints cleanly, and a value such as ``<script>`` from the input is only text.
+``reconcile.templates``. The environment autoescapes everything and is strict
+about undefined names; the page has inline CSS, one inline script allowed by
+its SHA-256 in the Content-Security-Policy (nothing else runs), and no external
+assets, so it works offline, and a value such as ``<script>`` from the input is
+only text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -20,74 +32,188 @@ from markupsafe import Markup
 
 from reconcile.chars import escape_invisible
 from reconcile.config import Config
-from reconcile.render.text import (
-    ACTION_STYLE,
+from reconcile.render.digest import (
+    CUPOLA_HELP,
     DECIDED_BY_LABELS,
-    NO_CHANGES,
+    HANDOFF_LABELS,
     REASON_LABELS,
-    counts,
-    format_value,
-    reference,
-    row_label,
-    short_id,
-    summary_line,
+    Digest,
+    Group,
+    Transition,
+    digest,
+    field_values,
 )
-from reconcile.steps import SOBJECT_WRITE_ORDER, Step, build_steps
+from reconcile.render.text import ACTION_STYLE, NO_CHANGES, counts, format_value, reference, rows_label, short_id, summary_line
+from reconcile.steps import Step, build_steps
 
 TEMPLATE = "plan.html.j2"
 
-#: Order of the per-sobject change tables: the order apply writes them (``reconcile.steps``).
-SOBJECT_ORDER = SOBJECT_WRITE_ORDER
+#: Transitions in the summary table (largest first); the rest are counted in one line.
+SUMMARY_TRANSITIONS = 25
+#: Examples a summary row shows.
+SUMMARY_EXAMPLES = 3
+#: Record rows on the whole page, shared out over the groups (a small group is shown whole).
+PAGE_ROWS = 12_000
+#: A plan with at most this many record rows opens every group: it reads (and prints) whole.
+OPEN_UP_TO = 60
+
+#: What each duplicate rule means, beside its count.
+DUPLICATE_HELP: dict[str, str] = {
+    "LastModifiedDate": "The record a user edited last is written; the others are left as they are.",
+    "SystemModstamp": "LastModifiedDate tied, so the record the system touched last is written.",
+    "Id": "Both dates tied, so the record with the greatest Id is written.",
+}
+
+#: The page's only script: filter the record groups. Allowed by its hash, nothing else runs.
+FILTER_SCRIPT = """
+(function () {
+  "use strict";
+  var box = document.getElementById("filter");
+  var input = document.getElementById("filter-q");
+  var status = document.getElementById("filter-status");
+  if (!box || !input || !status) { return; }
+  box.hidden = false;
+  var groups = null;
+  function load() {
+    groups = Array.prototype.map.call(document.querySelectorAll("details.group"), function (el) {
+      var rows = Array.prototype.slice.call(el.querySelectorAll("tbody tr"));
+      return { el: el, open: el.open, hits: el.querySelector(".hits"),
+               head: el.querySelector("summary").textContent.toLowerCase(),
+               rows: rows, text: rows.map(function (r) { return r.textContent.toLowerCase(); }) };
+    });
+  }
+  function run() {
+    if (groups === null) { load(); }
+    var q = input.value.trim().toLowerCase();
+    var total = 0;
+    groups.forEach(function (g) {
+      var whole = q === "" || g.head.indexOf(q) >= 0;
+      var n = 0;
+      g.rows.forEach(function (row, i) {
+        var hit = whole || g.text[i].indexOf(q) >= 0;
+        row.hidden = !hit;
+        if (hit) { n += 1; }
+      });
+      g.el.hidden = q !== "" && n === 0;
+      g.el.open = q === "" ? g.open : n > 0;
+      if (g.hits) { g.hits.textContent = q === "" ? "" : n + " shown"; }
+      total += n;
+    });
+    status.textContent = q === "" ? "" : total + " matching row" + (total === 1 ? "" : "s") + " on this page";
+  }
+  var timer = null;
+  input.addEventListener("input", function () {
+    if (timer !== null) { clearTimeout(timer); }
+    timer = setTimeout(run, 150);
+  });
+  function openTarget() {
+    var target = /^#(list-[A-Za-z0-9_-]+)$/.exec(location.hash);
+    var el = target ? document.getElementById(target[1]) : null;
+    if (el && el.tagName === "DETAILS") { el.open = true; }
+  }
+  window.addEventListener("hashchange", openTarget);
+  openTarget();
+  var asked = /^#filter=(.*)$/.exec(location.hash);
+  if (asked) {
+    input.value = decodeURIComponent(asked[1]);
+    run();
+  }
+}());
+"""
+
+
+def _csp_hash(script: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
 
 
 @dataclass(frozen=True)
-class FieldRow:
-    """One field of one change, as the page shows it."""
-    name: str = field(metadata={"help": "Salesforce field API name"})
-    before: str = field(metadata={"help": "value before, as text (non-strings as JSON)"})
-    after: str = field(metadata={"help": "value after, as text"})
-    before_empty: bool = field(metadata={"help": "before is null (a create)"})
-    after_empty: bool = field(metadata={"help": "after is null (a delete)"})
-    after_ref: str | None = field(metadata={"help": "the ref of a record this plan creates, when after is @{ref}"})
+class Example:
+    """One example record of a summary row."""
+    email: str
+    record: str
+    before: str | None
+    after: str | None
 
 
 @dataclass(frozen=True)
-class ChangeView:
-    """One change: a tbody in its sobject's table."""
-    change_id: str = field(metadata={"help": "stable id of the change"})
+class SummaryRow:
+    """A transition in the summary table."""
+    key: str = field(metadata={"help": "the anchor of its group in the record list"})
     action: str = field(metadata={"help": "create | update | delete"})
     marker: str = field(metadata={"help": "+ ~ -"})
     sobject: str = field(metadata={"help": "Contact | Lead | Account"})
-    record_id: str | None = field(metadata={"help": "Salesforce id, None for a create"})
-    ref: str | None = field(metadata={"help": "for a create: how later changes point at it"})
-    email: str = field(metadata={"help": "the person's e-mail"})
-    fields: tuple[FieldRow, ...] = field(metadata={"help": "the fields written"})
-    reasons: tuple[str, ...] = field(metadata={"help": "the rules that fired, in words"})
-    rows: tuple[str, ...] = field(metadata={"help": "input rows behind it, file:line (outcome)"})
+    field_name: str | None = field(metadata={"help": "the field (updates)"})
+    before: str | None = field(metadata={"help": "the value before, as text; None when various"})
+    after: str | None = field(metadata={"help": "the value after, as text; None when various"})
+    various: bool = field(metadata={"help": "each record has its own values"})
+    count: int = field(metadata={"help": "field changes (updates) or records (creates, deletes)"})
+    examples: tuple[Example, ...] = field(metadata={"help": "a few records"})
 
 
 @dataclass(frozen=True)
-class SObjectTable:
-    sobject: str = field(metadata={"help": "the sobject of every change in the table"})
-    changes: tuple[ChangeView, ...] = field(metadata={"help": "in apply order"})
+class ReasonRow:
+    """A reason code (review, skipped), a duplicate rule or a hand-off file in the summary."""
+    key: str
+    code: str
+    label: str
+    help: str
+    count: int
+    examples: tuple[Example, ...]
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """One row of the per-record list."""
+    email: str
+    record: str
+    before: str | None
+    after: str | None
+    note: str
+    source: str
+
+
+@dataclass(frozen=True)
+class ListGroup:
+    """A collapsed group of the per-record list."""
+    key: str = field(metadata={"help": "anchor id"})
+    kind: str = field(metadata={"help": "change | review | skipped | duplicate | handoff | unchanged"})
+    title: str = field(metadata={"help": "what the group is, in words"})
+    code: str = field(metadata={"help": "reason code, field or file (searchable)"})
+    count: int = field(metadata={"help": "rows in the group (the plan's number)"})
+    rows: tuple[RecordRow, ...] = field(metadata={"help": "the rows on the page (at most count)"})
+    values: str = field(metadata={"help": "value columns: 'pair' (before, after: values differ per row), "
+                                           "'fields' (a created or deleted record's fields) or ''"})
+    common: tuple[str, ...] = field(metadata={"help": "reasons every change of the group shares"})
+    elsewhere: str = field(metadata={"help": "the file holding every row"})
 
 
 @dataclass(frozen=True)
 class PlanPage:
-    """Everything ``plan.html.j2`` reads. ``plan`` is the raw document for the plain lists."""
-    plan: Mapping[str, Any] = field(metadata={"help": "the plan document (SPEC §4)"})
-    title: str = field(metadata={"help": "page title"})
-    short_id: str = field(metadata={"help": "first 12 hex digits of plan_id"})
-    summary_line: str = field(metadata={"help": "Plan: N to create, … for review"})
-    counts: Mapping[str, int] = field(metadata={"help": "create, update, delete, skipped, review, unchanged"})
-    tables: tuple[SObjectTable, ...] = field(metadata={"help": "changes, one table per sobject"})
-    no_changes: str = field(metadata={"help": "what an empty plan says"})
-    reason_labels: Mapping[str, str] = field(metadata={"help": "reason code -> words"})
-    decided_by_labels: Mapping[str, str] = field(metadata={"help": "decided_by -> words"})
-    handoff: Mapping[str, tuple[Mapping[str, Any], ...]] = field(
-        metadata={"help": "Marketing hand-off rows by file (inactive_people, email_update_requests)"})
-    steps: tuple[Step, ...] = field(
-        default=(), metadata={"help": "the apply steps (reconcile.steps): what apply sends, in order"})
+    """Everything ``plan.html.j2`` reads. ``plan`` is the raw document for the plain facts."""
+    plan: Mapping[str, Any]
+    title: str
+    short_id: str
+    summary_line: str
+    counts: Mapping[str, int]
+    digest: Digest
+    field_changes: int
+    transitions: tuple[SummaryRow, ...]
+    more_transitions: tuple[int, int]          # (transitions not in the table, their count)
+    review: tuple[ReasonRow, ...]
+    skipped: tuple[ReasonRow, ...]
+    duplicates: tuple[ReasonRow, ...]
+    handoff: tuple[ReasonRow, ...]
+    groups: tuple[ListGroup, ...]
+    rows_shown: int
+    rows_total: int
+    page_rows: int
+    open_groups: bool
+    no_changes: str
+    reason_labels: Mapping[str, str]
+    cupola_help: str
+    script: Markup
+    csp: str
+    steps: tuple[Step, ...] = ()          # the apply steps (reconcile.steps): what apply sends, in order
 
 
 class _Doc(dict):
@@ -115,56 +241,213 @@ def _display(value: Any) -> str:
     return format_value(value)
 
 
-def _change_view(change: Mapping[str, Any]) -> ChangeView:
-    action = change.get("action") or "update"
-    fields = []
-    for name in sorted(change.get("fields") or {}):
-        values = (change.get("fields") or {})[name] or {}
-        before, after = values.get("before"), values.get("after")
-        fields.append(FieldRow(
-            name=name,
-            before=_display(before), after=_display(after),
-            before_empty=before is None or action == "create",
-            after_empty=after is None or action == "delete",
-            after_ref=reference(after),
-        ))
-    return ChangeView(
-        change_id=str(change.get("change_id") or ""),
-        action=action,
-        marker=ACTION_STYLE.get(action, ("?",))[0],
-        sobject=str(change.get("sobject") or ""),
-        record_id=change.get("record_id"),
-        ref=change.get("ref"),
-        email=str(change.get("email") or ""),
-        fields=tuple(fields),
-        reasons=tuple(str(r) for r in change.get("reasons") or ()),
-        rows=tuple(row_label(r) for r in change.get("rows") or ()),
-    )
+def _record(item: Mapping[str, Any]) -> str:
+    """``Contact 003…``, ``new Contact`` (a create's ref), or ``—`` (no record: see the detail)."""
+    sobject = item.get("sobject") or ""
+    if item.get("record_id"):
+        return f"{sobject} {item['record_id']}".strip()
+    if item.get("ref"):
+        return f"new {item['ref']}"
+    return f"no {sobject} yet" if sobject else "—"
+
+
+def _record_fields(change: Mapping[str, Any]) -> str:
+    """A created record's fields (their ``after``), or a deleted record's (their ``before``)."""
+    key = "before" if change.get("action") == "delete" else "after"
+    parts = []
+    for name, values in sorted((change.get("fields") or {}).items()):
+        value = (values or {}).get(key)
+        ref = reference(value)
+        parts.append(f"{name} = {_display(value)}" + (f" (the {ref} this plan creates)" if ref else ""))
+    return "; ".join(parts)
+
+
+def _change_example(t: Transition, change: Mapping[str, Any]) -> Example:
+    """The summary's example: the address and the id (the object is in its own column);
+    for values that differ per record, the values themselves."""
+    before, after = field_values(change, t.field)
+    rid = str(change.get("record_id") or change.get("ref") or "")
+    if t.various:
+        return Example("", rid, _display(before), _display(after))
+    return Example(str(change.get("email") or ""), rid, None, None)
+
+
+def _item_example(item: Mapping[str, Any]) -> Example:
+    return Example(str(item.get("email") or ""), _record(item), None, None)
+
+
+def _summary_row(t: Transition) -> SummaryRow:
+    return SummaryRow(
+        key=t.key, action=t.action, marker=ACTION_STYLE.get(t.action, ("?",))[0], sobject=t.sobject,
+        field_name=t.field, before=None if t.various or t.field is None else _display(t.before),
+        after=None if t.various or t.field is None else _display(t.after), various=t.various, count=t.count,
+        examples=tuple(_change_example(t, c) for c in t.examples[:SUMMARY_EXAMPLES]))
+
+
+def _reason_rows(prefix: str, groups: Sequence[Group], example: Any) -> tuple[ReasonRow, ...]:
+    return tuple(ReasonRow(f"{prefix}-{g.code}", g.code, g.label, g.help or DUPLICATE_HELP.get(g.code, ""), g.count,
+                           tuple(example(i) for i in g.items[:SUMMARY_EXAMPLES])) for g in groups)
+
+
+def _duplicate_example(group: Mapping[str, Any]) -> Example:
+    chosen = group.get("chosen") or {}
+    others = ", ".join(str(o.get("id") or "") for o in group.get("others") or [])
+    return Example(str(group.get("email") or ""), f"{group.get('sobject') or ''} {chosen.get('id') or ''} written"
+                   + (f"; {others} untouched" if others else ""), None, None)
+
+
+def _handoff_example(row: Mapping[str, Any]) -> Example:
+    return Example(str(row.get("email") or ""), f"Multipub {row.get('multipub_id') or ''}".strip(),
+                   None, f"new e-mail {row['new_email']}" if row.get("new_email") else None)
+
+
+def budget(sizes: Sequence[int], total: int) -> list[int]:
+    """Rows each group shows: all of every group when they fit in ``total``; else small
+    groups whole and the same share for every large one (water-filling, smallest first;
+    every group shows a row while there are rows left)."""
+    if sum(sizes) <= total:
+        return list(sizes)
+    shown = [0] * len(sizes)
+    left = total
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    for pos, i in enumerate(order):
+        share = max(left // (len(order) - pos), 1 if left > 0 else 0)
+        shown[i] = min(sizes[i], share)
+        left -= shown[i]
+    return shown
+
+
+def _common_reasons(changes: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    if not changes:
+        return ()
+    first = list(changes[0].get("reasons") or ())
+    shared = set(first)
+    for change in changes[1:]:
+        shared &= set(change.get("reasons") or ())
+        if not shared:
+            break
+    return tuple(r for r in first if r in shared)
+
+
+def _groups(doc: Mapping[str, Any], d: Digest) -> tuple[list[dict[str, Any]], int]:
+    """The per-record list: one group per transition, reason, duplicate rule, hand-off file,
+    and the unchanged records, each with every item (trimmed to the page budget later)."""
+    members: dict[str, list[Mapping[str, Any]]] = {t.key: [] for t in d.transitions}
+    index = {(t.action, t.sobject, t.field, format_value(t.before), format_value(t.after)): t.key
+             for t in d.transitions if not t.various}
+    various = {(t.action, t.sobject, t.field): t.key for t in d.transitions if t.various}
+    for change in doc.get("changes") or []:
+        action, sobject = str(change.get("action")), str(change.get("sobject"))
+        if action != "update":
+            key = index.get((action, sobject, None, "null", "null"))
+            if key:
+                members[key].append(change)
+            continue
+        for name, values in (change.get("fields") or {}).items():
+            values = values or {}
+            key = index.get((action, sobject, name, format_value(values.get("before")), format_value(values.get("after"))))
+            key = key or various.get((action, sobject, name))
+            if key:
+                members[key].append(change)
+    specs: list[dict[str, Any]] = []
+    for t in d.transitions:
+        changes = members[t.key]
+        common = _common_reasons(changes)
+        values = "pair" if t.various else ("fields" if t.action != "update" else "")
+        if t.action == "update":
+            title = f"{t.field}: " + ("a different value each" if t.various else
+                                       f"{_display(t.before)} → {_display(t.after)}")
+        else:
+            title = "new records" if t.action == "create" else "records deleted"
+        own = f"→ {t.field} = " if values and t.field else ""   # the rule's words restate before/after: left out
+        rows = []
+        for c in changes:
+            before, after = field_values(c, t.field)
+            if t.action != "update":   # the fields the record is created with, or had when deleted
+                before, after = None, _record_fields(c)
+            elif values:
+                before, after = _display(before), _display(after)
+            else:
+                before = after = None
+            rows.append(RecordRow(str(c.get("email") or ""), str(c.get("record_id") or f"new {c.get('ref')}"),
+                                  before, after, "; ".join(r for r in c.get("reasons") or ()
+                                                           if r not in common and not (own and own in r)),
+                                  rows_label(c.get("rows") or [])))
+        specs.append({"key": f"list-{t.key}", "kind": "change", "title": f"{ACTION_STYLE[t.action][0]} {t.action} "
+                      f"{t.sobject} · {title}", "code": t.field or t.action, "count": t.count, "rows": rows,
+                      "values": values, "common": common, "elsewhere": "changes.csv"})
+    for kind, groups, elsewhere in (("review", d.review, "review.csv"), ("skipped", d.skipped, "plan.json")):
+        for g in groups:
+            rows = [RecordRow(str(i.get("email") or ""), _record(i), None, None, str(i.get("detail") or ""),
+                              rows_label(i.get("rows") or [])) for i in g.items]
+            specs.append({"key": f"list-{kind}-{g.code}", "kind": kind,
+                          "title": f"For review · {g.label}" if kind == "review" else g.label, "code": g.code,
+                          "count": g.count, "rows": rows, "values": "", "common": (), "elsewhere": elsewhere})
+    for g in d.duplicates:
+        rows = []
+        for group in g.items:
+            chosen = group.get("chosen") or {}
+            others = "; ".join(f"{o.get('id')} (LastModifiedDate {o.get('LastModifiedDate')}, SystemModstamp "
+                               f"{o.get('SystemModstamp')})" for o in group.get("others") or [])
+            rows.append(RecordRow(str(group.get("email") or ""), f"{group.get('sobject') or ''} {chosen.get('id') or ''}",
+                                  None, None, f"chosen: LastModifiedDate {chosen.get('LastModifiedDate')}, SystemModstamp "
+                                  f"{chosen.get('SystemModstamp')}; left untouched: {others}", ""))
+        specs.append({"key": f"list-duplicates-{g.code}", "kind": "duplicate",
+                      "title": f"Duplicate groups · decided by {g.code} ({g.label})", "code": g.code,
+                      "count": g.count, "rows": rows, "values": "", "common": (), "elsewhere": "plan.json"})
+    for g in d.handoff:
+        rows = [RecordRow(str(h.get("email") or ""), f"Multipub {h.get('multipub_id') or ''}", None, None,
+                          (f"new e-mail {h['new_email']}; " if h.get("new_email") else "")
+                          + "Contacts " + (", ".join(h.get("contact_ids") or ()) or "none"),
+                          str(h.get("source_id") or "")) for h in g.items]
+        specs.append({"key": f"list-handoff-{g.code}", "kind": "handoff", "title": f"Hand-off to Marketing · {g.label}",
+                      "code": g.code, "count": g.count, "rows": rows, "values": "", "common": (),
+                      "elsewhere": HANDOFF_LABELS.get(g.code, g.code).rsplit("(", 1)[-1].rstrip(")")})
+    unchanged = doc.get("unchanged") or []
+    if unchanged:
+        rows = [RecordRow(str(u.get("email") or ""), _record(u), None, None, str(u.get("detail") or ""), "")
+                for u in unchanged]
+        specs.append({"key": "list-unchanged", "kind": "unchanged", "title": "Unchanged · already hold the desired values",
+                      "code": "unchanged", "count": len(unchanged), "rows": rows, "values": "", "common": (),
+                      "elsewhere": "plan.json"})
+    return specs, sum(len(s["rows"]) for s in specs)
 
 
 def page_context(doc: Mapping[str, Any], config: Config | None = None) -> PlanPage:
     """The template's context for one plan document; ``config``: the sizes the apply
     steps are listed with (the defaults when not given)."""
-    views = [_change_view(c) for c in doc.get("changes") or []]
-    present = [s for s in SOBJECT_ORDER if any(v.sobject == s for v in views)]
-    present += sorted({v.sobject for v in views} - set(present))
-    tables = tuple(SObjectTable(s, tuple(v for v in views if v.sobject == s)) for s in present)
-    handoff: dict[str, list[Mapping[str, Any]]] = {"inactive_people": [], "email_update_requests": []}
-    for row in doc.get("handoff") or []:
-        handoff.setdefault(str(row.get("file") or ""), []).append(row)
+    n = counts(doc)
+    d = digest(doc, n)
+    specs, total = _groups(doc, d)
+    shown = budget([len(s["rows"]) for s in specs], PAGE_ROWS)
+    groups = tuple(ListGroup(**{**s, "rows": tuple(s["rows"][:k])}) for s, k in zip(specs, shown, strict=True))
     sid = short_id(doc.get("plan_id"))
     kind = doc.get("kind") or "apply"
+    rest = d.transitions[SUMMARY_TRANSITIONS:]
     return PlanPage(
         plan=_Doc(doc),
         title=f"reconcile {'rollback ' if kind == 'rollback' else ''}plan {sid}",
         short_id=sid,
         summary_line=summary_line(doc),
-        counts=counts(doc),
-        tables=tables,
+        counts=n,
+        digest=d,
+        field_changes=d.field_changes,
+        transitions=tuple(_summary_row(t) for t in d.transitions[:SUMMARY_TRANSITIONS]),
+        more_transitions=(len(rest), sum(t.count for t in rest)),
+        review=_reason_rows("review", d.review, _item_example),
+        skipped=_reason_rows("skipped", d.skipped, _item_example),
+        duplicates=_reason_rows("duplicates", d.duplicates, _duplicate_example),
+        handoff=_reason_rows("handoff", d.handoff, _handoff_example),
+        groups=groups,
+        rows_shown=sum(shown),
+        rows_total=total,
+        page_rows=PAGE_ROWS,
+        open_groups=total <= OPEN_UP_TO,
         no_changes=NO_CHANGES,
-        reason_labels=REASON_LABELS,
-        decided_by_labels=DECIDED_BY_LABELS,
-        handoff={k: tuple(v) for k, v in handoff.items()},
+        reason_labels={**REASON_LABELS, **DECIDED_BY_LABELS},
+        cupola_help=CUPOLA_HELP,
+        script=Markup(FILTER_SCRIPT),
+        csp=_csp_hash(FILTER_SCRIPT),
         steps=tuple(build_steps(doc, config or Config())),
     )
 

@@ -20,6 +20,7 @@ from rich.text import Text
 from reconcile.chars import escape_tree
 from reconcile.config import Config
 from reconcile.model import pointed_ref
+from reconcile.render.digest import REASON_LABELS, Digest, Transition, digest, field_values
 from reconcile.steps import Step, build_steps
 
 ACTIONS = ("create", "update", "delete")
@@ -29,27 +30,6 @@ ACTION_STYLE: dict[str, tuple[str, str, str]] = {
     "create": ("+", "green", "will be created"),
     "update": ("~", "yellow", "will be updated in-place"),
     "delete": ("-", "red", "will be deleted"),
-}
-
-#: Words for the reason codes, for people who do not read SPEC §4.
-REASON_LABELS: dict[str, str] = {
-    "MULTIPUB_CONTACT": "Skipped (Multipub/Marketing owns this contact)",
-    "CREATE_DISABLED": "New contact not created (plan without --allow-create)",
-    "NOT_FOUND": "No Contact or Lead has this e-mail",
-    "CONVERTED_LEAD": "Converted Lead: Salesforce does not allow updating it",
-    "EDITED_SINCE_APPLY": "Edited by someone since the apply: left alone",
-    "RECORD_GONE": "The record is deleted or not visible to this user",
-    "ACCOUNT_IN_USE": "Other Contacts point at this Account: kept",
-    "HUMAN_REVIEW_REASON_UPDATE_ON_INACTIVE": "Update requested, but CUPOLA says the person is inactive",
-    "HUMAN_REVIEW_REASON_ACTIVE_NEW_CONTACT": "Update requested, but the person has no CUPOLA row",
-    "EMAIL_TAKEN": "The new e-mail already belongs to another record",
-    "CONFLICTING_OUTCOMES": "Contradictory outcomes for this person",
-}
-
-DECIDED_BY_LABELS: dict[str, str] = {
-    "LastModifiedDate": "latest LastModifiedDate (last edit by a user)",
-    "SystemModstamp": "latest SystemModstamp (LastModifiedDate tied)",
-    "Id": "greatest Id (both dates tied)",
 }
 
 NO_CHANGES = "No changes. Salesforce already matches the outcomes."
@@ -308,16 +288,17 @@ def _review(doc: Mapping[str, Any], console: Console) -> None:
     console.print()
 
 
-def _tail(doc: Mapping[str, Any], console: Console) -> None:
+def _tail(doc: Mapping[str, Any], console: Console, *, notes: int | None = None) -> None:
     n = counts(doc)
     if n["unchanged"]:
-        console.print(Text(f"Unchanged: {n['unchanged']} record(s) already hold the desired values."))
+        console.print(Text(f"Unchanged: {n['unchanged']:,} record{'' if n['unchanged'] == 1 else 's'} already "
+                           f"hold{'s' if n['unchanged'] == 1 else ''} the desired values."))
     handoff = doc.get("handoff") or []
     if handoff:
         by_file: dict[str, int] = {}
         for row in handoff:
             by_file[row.get("file", "")] = by_file.get(row.get("file", ""), 0) + 1
-        parts = ", ".join(f"{count} in output_document_{name}.csv" for name, count in sorted(by_file.items()))
+        parts = ", ".join(f"{count:,} in output_document_{name}.csv" for name, count in sorted(by_file.items()))
         console.print(Text(f"Hand-off to Marketing: {parts}."))
     checked = doc.get("preflight") or {}
     if "duplicate_rules" in checked:
@@ -325,13 +306,110 @@ def _tail(doc: Mapping[str, Any], console: Console) -> None:
         listed = ("unknown (this user may not read DuplicateRule)" if rules is None else
                   ", ".join(f"{r.get('label')} ({r.get('sobject')})" for r in rules) or "none")
         _hanging(console, 0, "Duplicate rules active in the org:", listed)
-    for note in doc.get("notes") or []:
+    all_notes = doc.get("notes") or []
+    for note in all_notes[:notes]:
         _hanging(console, 0, "Note:", note)
+    if notes is not None and len(all_notes) > notes:
+        console.print(Text(f"… and {len(all_notes) - notes:,} more notes (reconcile show --full)", style="dim"))
     console.print()
     console.print(Text(summary_line(doc), style="bold"))
     calls = doc.get("estimated_api_calls")
     if calls is not None:
-        console.print(Text(f"Estimated API calls for apply: {calls}"))
+        console.print(Text(f"Estimated API calls for apply: {calls:,}"))
+
+
+# -- the summary: counts per transition and per reason, with a few examples -----------------
+
+#: ``show`` lists this many transitions (largest first); the rest are counted in one line.
+SHOW_TRANSITIONS = 8
+#: ``show`` lists every change below the summary when the plan has at most this many items
+#: (changes, skipped, review, duplicate groups): a small plan reads whole.
+SHOW_ALL_UP_TO = 30
+SHOW_NOTES = 3
+
+
+def transition_words(t: Transition) -> str:
+    """``Contact_Status__c "Active" → "Inactive"`` / ``Email (a different value each)`` / ``new records``."""
+    if t.action == "create":
+        return "new records"
+    if t.action == "delete":
+        return "records deleted"
+    if t.various:
+        return f"{t.field}  (a different value each)"
+    return f"{t.field}  {format_value(t.before)} → {format_value(t.after)}"
+
+
+def example_words(t: Transition, change: Mapping[str, Any]) -> str:
+    """One example of a transition, as short as it can be and still be found: the e-mail
+    (or the id), or the values themselves when each record has its own."""
+    if t.action == "update" and t.various:
+        before, after = field_values(change, t.field)
+        return f"{format_value(before)} → {format_value(after)}"
+    return str(change.get("email") or change.get("record_id") or change.get("ref") or "?")
+
+
+def examples_line(words: Iterable[str], room: int = 64) -> str:
+    """``e.g. a, b, c`` with as many examples as fit in ``room`` characters (one at least)."""
+    shown: list[str] = []
+    for word in words:
+        if shown and len("; ".join([*shown, word])) > room:
+            break
+        shown.append(word)
+    return "e.g. " + "; ".join(shown) if shown else ""
+
+
+def _summary(doc: Mapping[str, Any], console: Console, d: Digest, *, listed: bool) -> None:
+    console.print(Text(summary_line(doc), style="bold"))
+    console.print()
+    sid = short_id(doc.get("plan_id"))
+    if not d.transitions:
+        console.print(Text(NO_CHANGES, style="bold green"))
+    else:
+        records = sum(d.counts[a] for a in ACTIONS)
+        console.print(Text(f"What changes ({d.field_changes:,} field changes and "
+                           f"{d.counts['create'] + d.counts['delete']:,} records created or deleted; "
+                           f"{records:,} records in all), largest first:", style="bold"))
+        table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 1), header_style="dim")
+        table.add_column(Text("count"), justify="right", no_wrap=True)
+        table.add_column(Text(""), no_wrap=True)
+        table.add_column(Text("object"), no_wrap=True)
+        table.add_column(Text("change, for example"), overflow="fold")
+        room = max(30, console.width - 32)   # the width left for the examples column
+        for t in d.transitions[:SHOW_TRANSITIONS]:
+            marker, colour, _ = ACTION_STYLE.get(t.action, ("?", "white", ""))
+            cell = Text(transition_words(t))
+            if t.examples:
+                cell.append("\n" + examples_line((example_words(t, c) for c in t.examples), room), style="dim")
+            table.add_row(Text(f"{t.count:,}"), Text(f"{marker} {t.action}", style=colour), Text(t.sobject), cell)
+        console.print(table)
+        rest = d.transitions[SHOW_TRANSITIONS:]
+        if rest and listed:
+            console.print(Text(f"  … {len(rest):,} more transitions ({sum(t.count for t in rest):,} changes), "
+                               "every change below", style="dim"))
+        elif rest:
+            console.print(Text(f"  … {len(rest):,} more transitions ({sum(t.count for t in rest):,} changes): "
+                               f"reconcile show {sid} --full, or changes.csv", style="dim"))
+    console.print()
+    for title, groups, where in (("Needs a decision", d.review, "nothing is written for them; review.csv lists them"),
+                                 ("Skipped", d.skipped, "not written, by rule")):
+        if not groups:
+            continue
+        total = sum(g.count for g in groups)
+        console.print(Text(f"{title} ({total:,}): {where}", style="bold magenta" if groups is d.review else "bold"))
+        for g in groups:
+            line = _t(f"  {g.count:>7,}  ", (g.code, "bold"), f"  {g.label}")
+            console.print(line)
+            words = (f"{i.get('email') or '?'} ({record_label(i)})" if i.get("record_id") else i.get("email") or "?"
+                     for i in g.items[:3])
+            console.print(Text(f"           {examples_line(words)}", style="dim"))
+        if groups is d.review and d.mentions_cupola:   # the page says it at length (CUPOLA_HELP)
+            console.print(Text("  CUPOLA: e-mail and title changes are written only when cupola_status is active.",
+                               style="dim"))
+        console.print()
+    if d.duplicates:
+        parts = ", ".join(f"{g.count:,} by {g.code}" for g in d.duplicates)
+        console.print(Text(f"Duplicates: {sum(g.count for g in d.duplicates):,} groups of records sharing an e-mail; "
+                           f"only the chosen one is written ({parts})."))
 
 
 def _steps(steps: Iterable[Step], console: Console) -> None:
@@ -341,18 +419,34 @@ def _steps(steps: Iterable[Step], console: Console) -> None:
         _hanging(console, 2, Text(f"{number}."), step.describe())
 
 
-def render_show(doc: Mapping[str, Any], console: Console, config: Config | None = None) -> None:
-    """Print the plan for a terminal, Terraform-like (``reconcile show PLAN``). ``config``:
-    the sizes the apply steps are listed with (the defaults when not given)."""
+def render_show(doc: Mapping[str, Any], console: Console, config: Config | None = None, *,
+                full: bool = False) -> None:
+    """Print the plan for a terminal (``reconcile show PLAN``): the header, the summary
+    (counts per transition and per reason, with examples), the apply steps, and every
+    change only with ``full`` or for a small plan (``SHOW_ALL_UP_TO``). ``config``: the
+    sizes the apply steps are listed with (the defaults when not given)."""
     steps = build_steps(doc, config or Config())
     doc = escape_tree(doc)   # an escape sequence or bidi override from the org is shown, not obeyed
+    n = counts(doc)
+    d = digest(doc, n)
+    items = sum(n[a] for a in ACTIONS) + n["skipped"] + n["review"] + len(doc.get("duplicates") or [])
+    listed = full or items <= SHOW_ALL_UP_TO
     _header(doc, console)
-    _changes(doc, console)
-    _duplicates(doc, console)
-    _skipped(doc, console)
-    _review(doc, console)
+    _summary(doc, console, d, listed=listed)
+    if listed:
+        console.print(Text("Every change", style="bold underline"))
+        console.print()
+        _changes(doc, console)
+        _duplicates(doc, console)
+        _skipped(doc, console)
+        _review(doc, console)
+    if not listed:
+        console.print()
     _steps(steps, console)
-    _tail(doc, console)
+    _tail(doc, console, notes=None if listed else SHOW_NOTES)
+    if not listed:
+        console.print(Text(f"Every change: reconcile show {short_id(doc.get('plan_id'))} --full, "
+                           "or changes.csv and plan.html in the plan's folder.", style="dim"))
 
 
 def rows_label(rows: Iterable[Mapping[str, Any]]) -> str:

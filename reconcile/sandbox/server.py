@@ -116,13 +116,19 @@ def after_commit_response(status: int, summary: str, **kw: Any) -> Response:
 
 
 def load_seed(seed: str) -> dict | None:
-    """The state of a named seed org: "demo" (the bundled demo org) or "empty"."""
+    """The state of a named seed org: "demo" (the bundled demo org), "empty", or
+    "scale:N" (a large org for N people, see ``scale.py``)."""
+    from reconcile.sandbox import scale
+
+    people = scale.parse_seed(seed)
+    if people is not None:
+        return scale.build_scale_org(people)
     if seed == "empty":
         return None
     if seed == "demo":
         text = resources.files("reconcile.sandbox").joinpath("demo_org.json").read_text("utf-8")
         return json.loads(text)
-    raise ValueError(f"unknown seed {seed!r}: use 'demo' or 'empty'")
+    raise ValueError(f"unknown seed {seed!r}: use 'demo', 'empty' or 'scale:N'")
 
 
 class SandboxServer:
