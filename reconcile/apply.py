@@ -8,16 +8,18 @@ already checked it against its approval). One run:
 2. replays ``journal.jsonl`` and settles every request an earlier run sent
    without seeing the answer, by reading the org (``reconcile.settle`` decides
    from what was read);
-3. runs the read steps of the pending changes (``reconcile.steps``): re-reads
-   every record they touch and compares the fields they change with the plan's
-   ``before`` values (``reconcile.drift``). By default any drift means nothing
-   is written (``DriftError``); ``skip_drifted`` writes the rest;
-4. runs the write steps, in the order and by the path (sObject Collections or
-   a Bulk API 2.0 job, ``reconcile.writers``) that ``reconcile.steps`` decides,
-   each request framed by a ``send`` and a ``result`` journal event fsynced to
-   disk; each update or delete group after the first is read again just before
-   its write (a record changed meanwhile is drift, never overwritten). A write
-   whose answer leaves its outcome open (``OutcomeUnknown``: a 5xx, a dropped
+3. runs the steps of the pending changes (``reconcile.steps``), one group of
+   writes (one action on one sobject) after another: the group's read steps
+   (the records it touches re-read, or records with a create's key looked
+   for), its drift check against the plan's ``before`` values
+   (``reconcile.drift``), its write. Each group is read once, just before it
+   is written. By default drift stops the run before the drifted group
+   (``DriftError``): it and the later groups are not written, the earlier ones
+   stay written; ``skip_drifted`` records the drifted changes and writes the rest;
+4. writes by the path (sObject Collections or a Bulk API 2.0 job,
+   ``reconcile.writers``) that ``reconcile.steps`` decides, each request framed
+   by a ``send`` and a ``result`` journal event fsynced to disk. A write whose
+   answer leaves its outcome open (``OutcomeUnknown``: a 5xx, a dropped
    connection) is never re-sent as it was: it is settled at once, as in 2, and
    only what the org shows was not written is sent again;
 5. when nothing is pending any more, writes ``apply.json`` once.
@@ -55,7 +57,7 @@ from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
 from reconcile.model import Action, Change, ChangeStatus, PlanKind, PlanState, SObject, change_from_dict, pointed_ref
 from reconcile.ports import BulkIngest, OrgWriter
-from reconcile.steps import Step, StepKind, Via, create_key, read_steps, write_path, write_requests, write_steps
+from reconcile.steps import Step, StepKind, Via, apply_steps, create_key, write_path, write_requests
 from reconcile.writers import BulkWriter, CollectionsWriter, WriteItem, Writer
 
 __all__ = ["apply_plan", "report_from_result", "ApplyReport", "ChangeResult",
@@ -208,7 +210,7 @@ def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: OrgWriter, config: Co
                calls_before: int | None = None) -> ApplyReport:
     """Apply (or resume applying) ``doc``; see the module docstring.
 
-    Raises ``DriftError`` (drift, nothing written), ``LockedError``, or the
+    Raises ``DriftError`` (drift: the run stopped before the drifted group), ``LockedError``, or the
     ``SalesforceError`` that stopped the run (``ApiLimitExceeded``,
     ``SessionExpired``, ``TransientError``, ``OutcomeUnknown`` …). Every error
     raised after the lock was taken carries the run's ``ApplyReport`` as
@@ -287,6 +289,7 @@ class _Run:
         self.own_calls = 0
         self.base_calls = getattr(sf, "calls", None)
         self.pending_by_group: dict[tuple[Action, str], int] = defaultdict(int)
+        self.reads_left: dict[tuple[Action, str], int] = defaultdict(int)   # read requests per group
         self.key_of: Callable[[Change], str] = lambda change: create_key(change, config)
         if progress is not None and hasattr(sf, "bulk_progress"):
             sf.bulk_progress = self._tick_bulk   # records done while a Bulk job runs
@@ -361,8 +364,7 @@ class _Run:
         try:
             try:
                 self._settle()
-                self._check()
-                self._write()
+                self._groups()
             except (DriftError, _Stop):
                 raise
             except SalesforceError as err:   # a read (settle, drift check) was refused
@@ -418,45 +420,60 @@ class _Run:
             results = settle.settle_deletes(number, change_ids, payload, rows)
         self._log("settle", request=number, action=str(action), sobject=sobject, results=results)
 
-    # 2. the drift check
+    # 2-3. each group of writes: read it, check it, write it
 
-    def _check(self) -> None:
+    def _groups(self) -> None:
+        """Run the steps of the changes still pending (``reconcile.steps.apply_steps``), one
+        group of writes after another: the group's reads, its drift check, its write. The
+        records a group touches are read just before it is written, so an edit landing while
+        an earlier group was written is seen; ``replaced`` is what that read saw."""
         pending = self._pending()
         if not pending:
             return
+        steps = apply_steps(pending, self.config)
+        self.pending_by_group.clear()
+        self.reads_left.clear()
+        for change in pending:
+            self.pending_by_group[(change.action, change.sobject)] += 1
+        for step in steps:
+            if step.kind is not StepKind.WRITE:
+                self.reads_left[(Action(str(step.action)), str(step.sobject))] += step.requests
+        group: tuple[Action, str] | None = None
         compared = drift.Compared()
-        for step in read_steps(pending, self.config):
-            changes = [self.by_id[c] for c in step.change_ids]
-            sobject = str(step.sobject)
-            if step.kind is StepKind.REREAD:
-                self._reread(sobject, changes, step.fields, compared)
-            elif step.kind is StepKind.COUNT_CONTACTS:
-                deletes = drift.account_deletes_to_count(changes, compared.current)
-                if deletes:
-                    self.own_calls += 1
-                    counts = self.sf.count_contacts_by_account([str(c.record_id) for c in deletes])
-                    contacts = [c for c in pending
-                                if c.sobject == SObject.CONTACT and c.action is not Action.CREATE]
-                    drift.accounts_in_use(deletes, contacts, compared, counts)
-            elif step.kind is StepKind.FIND_NEW:
-                found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
-                drift.new_duplicates(sobject, changes, found, self.key_of, compared)
-        current, drifted, skipped = compared.current, compared.drifted, compared.skipped
+        for step in steps:
+            action, sobject = Action(str(step.action)), str(step.sobject)
+            if (action, sobject) != group:     # a new group: what it needs may have failed
+                group, compared = (action, sobject), drift.Compared()
+                self._mark_dependents(self.by_id[i] for i in step.change_ids)
+            changes = [c for c in (self.by_id[i] for i in step.change_ids)
+                       if not self.state.is_final(c.change_id)]
+            if step.kind is not StepKind.WRITE:
+                if changes:
+                    self._budget_check()
+                    self._read(step, changes, compared)
+                self.reads_left[group] -= step.requests
+                continue
+            self._check_group(step, changes, compared)
+            changes = [c for c in changes if not self.state.is_final(c.change_id)]
+            self.pending_by_group[group] = len(changes)
+            self._write_group(action, sobject, [self._item(c) for c in changes])
 
-        if drifted and not self.skip_drifted:
-            self._log("drift", checked=[c.change_id for c in pending], current=current,
-                      drifted=drifted, skipped=skipped, final=False, refused=True)
-            self._log("refused", drifted=len(drifted))
-            report = self._report(stop_reason="drift")
-            error = DriftError(
-                f"{len(drifted)} record(s) changed in Salesforce since the plan was made, so nothing "
-                f"was written; apply with --skip-drifted to write the other changes, or make a new plan")
-            error.report = report  # type: ignore[attr-defined]
-            raise error
-        self._log("drift", checked=[c.change_id for c in pending], current=current,
-                  drifted=drifted, skipped=skipped, final=bool(drifted))
-        self._mark_dependents()
-        self._tick()
+    def _read(self, step: Step, changes: list[Change], compared: drift.Compared) -> None:
+        """One read step of a group; what it finds goes into ``compared``."""
+        sobject = str(step.sobject)
+        if step.kind is StepKind.REREAD:
+            self._reread(sobject, changes, step.fields, compared)
+        elif step.kind is StepKind.COUNT_CONTACTS:
+            # Sent after the Contact deletes were written: every Contact still pointing
+            # at one of these Accounts would be deleted with it.
+            deletes = drift.account_deletes_to_count(changes, compared.current)
+            if deletes:
+                self.own_calls += 1
+                counts = self.sf.count_contacts_by_account([str(c.record_id) for c in deletes])
+                drift.accounts_in_use(deletes, compared, counts)
+        elif step.kind is StepKind.FIND_NEW:
+            found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
+            drift.new_duplicates(sobject, changes, found, self.key_of, compared)
 
     def _reread(self, sobject: str, changes: Sequence[Change], fields: Sequence[str],
                 compared: drift.Compared) -> None:
@@ -470,30 +487,47 @@ class _Run:
             if change.change_id in compared.current:
                 compared.current[change.change_id][settle.STAMP] = rows[str(change.record_id)].get(settle.STAMP)
 
-    def _recheck(self, step: Step) -> None:
-        """Read a group again just before it is written (``steps.write_steps``): a record
-        changed since the drift check is drift now, and is not written (whatever
-        ``skip_drifted`` says: the other groups may already be written); one that already
-        holds the planned values is skipped; the values read are what the write replaces."""
-        changes = [c for c in (self.by_id[i] for i in step.change_ids) if not self.state.is_final(c.change_id)]
+    def _check_group(self, step: Step, changes: list[Change], compared: drift.Compared) -> None:
+        """The drift check of one group, on what its reads found just now. By default any
+        drift stops the run before this group: nothing of it or of a later group is
+        written (``DriftError``), the groups written before stay written. ``skip_drifted``
+        records the drifted changes as drifted and writes the rest. A record that already
+        holds the planned values is skipped."""
         if not changes:
             return
-        compared = drift.Compared()
-        self._reread(str(step.sobject), changes, step.fields, compared)
-        for item in compared.drifted:
-            item["message"] = f"{item['message']} (while this apply ran: not overwritten)"
-        self._log("drift", checked=[c.change_id for c in changes], current=compared.current,
-                  drifted=compared.drifted, skipped=compared.skipped, final=True, group=True)
+        checked = [c.change_id for c in changes]
+        if compared.drifted and not self.skip_drifted:
+            self._log("drift", checked=checked, current=compared.current, drifted=compared.drifted,
+                      skipped=compared.skipped, final=False, refused=True)
+            self._log("refused", drifted=len(compared.drifted), action=str(step.action),
+                      sobject=str(step.sobject))
+            error = DriftError(self._drift_message(step, len(compared.drifted)))
+            error.report = self._report(stop_reason="drift")  # type: ignore[attr-defined]
+            raise error
+        self._log("drift", checked=checked, current=compared.current, drifted=compared.drifted,
+                  skipped=compared.skipped, final=bool(compared.drifted))
         self._tick()
+
+    def _drift_message(self, step: Step, drifted: int) -> str:
+        written = sum(1 for c in self.changes if self.state.status_of(c.change_id) is ChangeStatus.APPLIED)
+        done = (f"the {written} change(s) written before it stay written (this plan stays 'applying' "
+                f"until an apply finishes it)" if written else "nothing was written")
+        return (f"{drifted} record(s) changed in Salesforce since the plan was made (read just before "
+                f"the {step.sobject} {step.action} group), so that group and the ones after it were not "
+                f"written; {done}. To continue: `reconcile apply {self.plan_id[:12]} --skip-drifted` "
+                f"writes the other changes and records the drifted ones, or make a new plan")
 
     def _resolved(self, value: Any) -> Any:
         ref = pointed_ref(value)
         return self.state.created.get(ref, value) if ref else value
 
-    def _mark_dependents(self) -> None:
-        """Fail pending changes that point at a create which did not happen."""
+    def _mark_dependents(self, changes: Iterable[Change]) -> None:
+        """Fail those of ``changes`` still pending that point at a create which did not
+        happen."""
         marks = []
-        for change in self._pending():
+        for change in changes:
+            if self.state.is_final(change.change_id):
+                continue
             for ref in change.refs():
                 if ref in self.state.created:
                     continue
@@ -508,27 +542,6 @@ class _Run:
                     break
         if marks:
             self._log("mark", results=marks)
-
-    # 3. the writes
-
-    def _write(self) -> None:
-        """Run the write steps of the changes still pending, in ``reconcile.steps``' order."""
-        steps = write_steps(self._pending(), self.config)
-        self.pending_by_group.clear()
-        for change in self._pending():
-            self.pending_by_group[(change.action, change.sobject)] += 1
-        for step in steps:
-            if step.kind is StepKind.REREAD:
-                self._recheck(step)
-                continue
-            action, sobject = Action(str(step.action)), str(step.sobject)
-            if action is Action.CREATE:
-                self._mark_dependents()
-            changes = [c for c in (self.by_id[i] for i in step.change_ids)
-                       if not self.state.is_final(c.change_id)]
-            self.pending_by_group[(action, sobject)] = len(changes)
-            items = [self._item(c) for c in changes]
-            self._write_group(action, sobject, items)
 
     def _item(self, change: Change) -> WriteItem:
         if change.action is Action.DELETE:
@@ -548,7 +561,9 @@ class _Run:
         return Via.COLLECTIONS, self.writer
 
     def _requests_needed(self) -> int:
-        needed = 0
+        """The requests the steps still to run need: the reads of the groups not yet read
+        and the writes of the changes still pending."""
+        needed = sum(self.reads_left.values())
         for (_action, sobject), n in self.pending_by_group.items():
             if n > 0:
                 via, writer = self._writer_for(sobject, n)
@@ -569,7 +584,10 @@ class _Run:
                 round_no += 1
                 self.sleep(delay)
 
-    def _budget_check(self, number: int) -> None:
+    def _budget_check(self, number: int | None = None) -> None:
+        """Stop before the next request (write request ``number``, or a group's read) when
+        the requests still needed would pass the configured share of the org's daily API
+        requests."""
         usage = getattr(self.sf, "usage", None)
         if not usage or not usage.total:
             return

@@ -1,14 +1,14 @@
 """The drift check's comparisons: pure functions over what apply read just before writing.
 
-The caller (apply) re-reads the records, counts the Contacts of Accounts to
-delete and looks for records that appeared with a create's key; these functions
-compare that with the plan. Each problem is a dict ``{change_id, message,
+The caller (apply) reads what one group of writes touches just before writing
+it — re-reads the records, counts the Contacts of Accounts to delete, looks for
+records that appeared with a create's key; these functions compare that with
+the plan. Each problem is a dict ``{change_id, message,
 fields: {F: {planned, current}}}`` as the journal's ``drift`` event records it.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,25 +67,18 @@ def account_deletes_to_count(accounts: Sequence[Change], current: Mapping[str, A
     return [c for c in accounts if c.action is Action.DELETE and c.change_id in current]
 
 
-def accounts_in_use(deletes: Sequence[Change], contacts: Sequence[Change], compared: Compared,
-                    counts: Mapping[str, int]) -> None:
-    """An Account delete is drift when a Contact the plan does not delete points at it:
-    deleting an Account takes its Contacts with it. ``counts``: Contacts per Account id now."""
-    refused = {d["change_id"] for d in compared.drifted}
-    going: dict[str, int] = defaultdict(int)  # account id -> Contacts this run deletes
-    for contact in contacts:
-        if contact.action is Action.DELETE and contact.change_id not in refused:
-            account = (compared.current.get(contact.change_id) or {}).get("AccountId")
-            if account:
-                going[str(account)[:15]] += 1
+def accounts_in_use(deletes: Sequence[Change], compared: Compared, counts: Mapping[str, int]) -> None:
+    """An Account delete is drift while any Contact points at it: deleting an Account takes
+    its Contacts with it. ``counts``: Contacts per Account id, counted just before the
+    Account deletes are written, so after this run's Contact deletes: the Contacts the plan
+    deletes are gone by then, and any left are ones it does not delete (or could not)."""
     by_key = {str(k)[:15]: v for k, v in counts.items()}
     for change in deletes:
-        key = str(change.record_id)[:15]
-        others = by_key.get(key, 0) - going.get(key, 0)
+        others = by_key.get(str(change.record_id)[:15], 0)
         if others > 0:
             compared.drifted.append({"change_id": change.change_id,
-                                     "message": f"{others} Contact(s) that this plan does not delete point at "
-                                                f"the Account {change.record_id}; deleting it would delete them too",
+                                     "message": f"{others} Contact(s) still point at the Account "
+                                                f"{change.record_id}; deleting it would delete them too",
                                      "fields": {"Contacts": {"planned": 0, "current": others}}})
 
 

@@ -11,14 +11,17 @@ current run has made so far. The events:
              plan folder it writes from: archive id, real path, device, inode).
 ``settle``   a request left without an answer by an earlier run, settled by
              asking the org: ``request`` and ``results`` (as in ``result``).
-``drift``    the drift check: ``checked`` (change ids), ``current`` (per change the values read just now,
+``drift``    the drift check of one group of writes, on what was read just before it:
+             ``checked`` (change ids), ``current`` (per change the values read just now,
              i.e. what a write would replace), ``drifted`` (change_id, message,
              fields {F: {planned, current}}), ``skipped`` (change_id, message:
              the record already holds the planned values), ``final`` (true with
              ``--skip-drifted``: the drifted changes are done with; false: the
-             run refuses and they stay pending), ``refused`` (true when nothing is
-             written: then the ``skipped`` ones stay pending too, to be read again).
-``refused``  nothing written because of drift: ``drifted`` (count).
+             run refuses and they stay pending), ``refused`` (true when the run
+             stops before this group: then the ``skipped`` ones stay pending too,
+             to be read again).
+``refused``  the run stopped before a group because of drift: ``drifted`` (count),
+             ``action``, ``sobject`` (the group); earlier groups stay written.
 ``mark``     reconcile's own verdict on changes it will not send (a create whose
              Account could not be created): ``results``.
 ``send``     written and fsynced BEFORE a request goes out: ``request`` (number,

@@ -6,17 +6,17 @@ order of apply's requests and the write path of each group of changes
 
 - ``plan.estimate_api_calls`` is the sum of the steps' ``requests``;
 - ``reconcile show`` and the HTML page list the steps ("Apply steps");
-- ``apply`` runs the read steps of its pending changes for the drift check and
-  then the write steps, in this order.
+- ``apply`` runs them in this order.
 
-The order: check the org's identity; re-read the records that updates and
-deletes touch (one sobject at a time); count the Contacts still pointing at
-Accounts the plan deletes; look for records that appeared with the key of a
-planned create (e-mail, or an Account's Name); then write — Account creates,
-the other creates (they may point at a new Account), updates, deletes
-(Contacts and Leads before Accounts: deleting an Account takes its Contacts);
-each update or delete group after the first write step is read once more just
-before it is written.
+The order: check the org's identity; then each group of writes (one action on
+one sobject) in write order — Account creates, the other creates (they may
+point at a new Account), updates, deletes (Contacts and Leads before Accounts:
+deleting an Account takes its Contacts) — each preceded by the reads that check
+it, sent just before it is written: the records an update or delete touches are
+re-read (``retrieve_size`` ids a request), the Contacts still pointing at
+Accounts to delete are counted (after the Contact deletes were written), and
+records that appeared with a planned create's key (e-mail, or an Account's Name)
+are looked for. Each group's records are read once, by its own read steps.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, BULK_CALLS_PER_JOB, BULK_
 from reconcile.model import Action, Change, SObject, change_from_dict
 from reconcile.soql import COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, in_batches, in_query_head
 
-__all__ = ["Step", "StepKind", "Via", "build_steps", "read_steps", "write_steps", "write_groups",
+__all__ = ["Step", "StepKind", "Via", "build_steps", "apply_steps", "read_steps", "write_step", "write_groups",
            "write_rank", "write_path", "batch_size", "write_requests", "create_key", "SOBJECT_WRITE_ORDER"]
 
 #: Accounts are written before the Contacts that need them (and deleted after them).
@@ -78,11 +78,9 @@ class Step:
         """What the step does, in words: ``update 450 Contact record(s)``."""
         if self.kind is StepKind.CHECK_ORG:
             return "check that the connection is to the plan's org"
-        if self.kind is StepKind.REREAD and self.action:
-            return (f"re-read {self.records} {self.sobject} record(s) just before the {self.action}, "
-                    "to check for drift again")
         if self.kind is StepKind.REREAD:
-            return f"re-read {self.records} {self.sobject} record(s) to check for drift"
+            return (f"re-read {self.records} {self.sobject} record(s) just before the {self.action}, "
+                    "to check for drift")
         if self.kind is StepKind.COUNT_CONTACTS:
             return f"count the Contacts pointing at {self.records} Account(s) to delete"
         if self.kind is StepKind.FIND_NEW:
@@ -169,28 +167,15 @@ def write_groups(changes: Iterable[Change]) -> list[tuple[Action, str, list[Chan
     return [(action, sobject, groups[(action, sobject)]) for action, sobject in ordered]
 
 
-def write_steps(changes: Iterable[Change], config: Config, *, collections_only: bool = False) -> list[Step]:
-    """The write steps of ``changes``: one per action and sobject, in write order. Every
-    update or delete group but the first write step is read again just before it is
-    written (a ``REREAD`` step with its ``action``): the drift check's read happened before
-    the groups ahead of it were written, and an edit landing meanwhile must not be
-    overwritten. The first group needs none: the drift check read it just now."""
-    steps = []
-    for number, (action, sobject, group) in enumerate(write_groups(changes)):
-        if number and action is not Action.CREATE:
-            ids = list(dict.fromkeys(c.record_id for c in group if c.record_id))
-            size = max(1, config.retrieve_size)
-            steps.append(Step(kind=StepKind.REREAD, via=Via.RETRIEVE, sobject=sobject, action=action,
-                              records=len(ids), batch_size=size, requests=math.ceil(len(ids) / size),
-                              change_ids=tuple(c.change_id for c in group),
-                              fields=tuple(sorted({f for c in group for f in c.fields}))))
-        via = write_path(sobject, len(group), config, collections_only=collections_only)
-        steps.append(Step(kind=StepKind.WRITE, via=via, sobject=sobject, action=action,
-                          records=len(group), batch_size=batch_size(via, config),
-                          requests=write_requests(via, len(group), config),
-                          change_ids=tuple(c.change_id for c in group),
-                          fields=tuple(sorted({f for c in group for f in c.fields}))))
-    return steps
+def write_step(action: Action, sobject: str, group: list[Change], config: Config, *,
+               collections_only: bool = False) -> Step:
+    """The write step of one group (``write_groups``): its path, batch size and requests."""
+    via = write_path(sobject, len(group), config, collections_only=collections_only)
+    return Step(kind=StepKind.WRITE, via=via, sobject=sobject, action=action,
+                records=len(group), batch_size=batch_size(via, config),
+                requests=write_requests(via, len(group), config),
+                change_ids=tuple(c.change_id for c in group),
+                fields=tuple(sorted({f for c in group for f in c.fields})))
 
 
 def _find_queries(sobject: str, keys: set[str], config: Config, instance_url: str | None) -> int:
@@ -213,38 +198,44 @@ def _in_queries(head: str, tail: str, values: list[str], config: Config, instanc
         return 0    # the adapter refuses such a value before sending anything
 
 
-def read_steps(changes: Iterable[Change], config: Config, instance_url: str | None = None) -> list[Step]:
-    """The drift check's reads of ``changes``, in the order apply sends them.
+def read_steps(action: Action, sobject: str, group: list[Change], config: Config,
+               instance_url: str | None = None) -> list[Step]:
+    """The reads that check one group of writes (``write_groups``), sent just before it is
+    written: the records an update or delete touches (and, before Account deletes, the
+    Contacts still pointing at them), or the records that appeared with a create's key.
     ``instance_url``: the org's (``https://…``), for the exact count of queries."""
-    changes = list(changes)
-    steps: list[Step] = []
-    rereads: dict[str, list[Change]] = {}
-    creates: dict[str, list[Change]] = {}
-    for change in changes:
-        (creates if change.action is Action.CREATE else rereads).setdefault(str(change.sobject), []).append(change)
-    for sobject, group in rereads.items():
-        ids = list(dict.fromkeys(c.record_id for c in group if c.record_id))
-        size = max(1, config.retrieve_size)
-        steps.append(Step(kind=StepKind.REREAD, via=Via.RETRIEVE, sobject=sobject, records=len(ids),
-                          batch_size=size, requests=math.ceil(len(ids) / size),
-                          change_ids=tuple(c.change_id for c in group),
-                          fields=tuple(sorted({f for c in group for f in c.fields}))))
-    account_deletes = [c for c in rereads.get(SObject.ACCOUNT.value, []) if c.action is Action.DELETE]
-    if account_deletes:
-        ids = list(dict.fromkeys(str(c.record_id) for c in account_deletes))
-        requests = (_in_queries(COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ids, config, instance_url)
-                    if instance_url else 1)
-        steps.append(Step(kind=StepKind.COUNT_CONTACTS, via=Via.SOQL, sobject=SObject.ACCOUNT.value,
-                          records=len(account_deletes), requests=requests,
-                          change_ids=tuple(c.change_id for c in account_deletes)))
-    for sobject, group in creates.items():
+    if action is Action.CREATE:
         unique = set(create_key(c, config) for c in group)   # apply asks for each key once
         if len(unique) > config.bulk_query_threshold:
             via, requests = Via.BULK_QUERY, BULK_QUERY_CALLS
         else:
             via, requests = Via.SOQL, _find_queries(sobject, unique, config, instance_url)
-        steps.append(Step(kind=StepKind.FIND_NEW, via=via, sobject=sobject, records=len(unique),
-                          requests=requests, change_ids=tuple(c.change_id for c in group)))
+        return [Step(kind=StepKind.FIND_NEW, via=via, sobject=sobject, action=action, records=len(unique),
+                     requests=requests, change_ids=tuple(c.change_id for c in group))]
+    ids = list(dict.fromkeys(c.record_id for c in group if c.record_id))
+    size = max(1, config.retrieve_size)
+    steps = [Step(kind=StepKind.REREAD, via=Via.RETRIEVE, sobject=sobject, action=action, records=len(ids),
+                  batch_size=size, requests=math.ceil(len(ids) / size),
+                  change_ids=tuple(c.change_id for c in group),
+                  fields=tuple(sorted({f for c in group for f in c.fields})))]
+    if action is Action.DELETE and sobject == SObject.ACCOUNT:
+        accounts = list(dict.fromkeys(str(c.record_id) for c in group))
+        requests = (_in_queries(COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, accounts, config, instance_url)
+                    if instance_url else 1)
+        steps.append(Step(kind=StepKind.COUNT_CONTACTS, via=Via.SOQL, sobject=sobject, action=action,
+                          records=len(group), requests=requests,
+                          change_ids=tuple(c.change_id for c in group)))
+    return steps
+
+
+def apply_steps(changes: Iterable[Change], config: Config, *, instance_url: str | None = None,
+                collections_only: bool = False) -> list[Step]:
+    """Each group of writes of ``changes`` in write order, preceded by its read steps: what
+    apply sends after checking the org, in this order."""
+    steps: list[Step] = []
+    for action, sobject, group in write_groups(changes):
+        steps.extend(read_steps(action, sobject, group, config, instance_url))
+        steps.append(write_step(action, sobject, group, config, collections_only=collections_only))
     return steps
 
 
@@ -259,5 +250,4 @@ def build_steps(plan: Mapping[str, Any] | Iterable[Change | Mapping[str, Any]], 
             instance_url = (plan.get("org") or {}).get("instance_url")
         collections_only = collections_only or plan.get("kind") == "rollback"
     return [Step(kind=StepKind.CHECK_ORG, via=Via.REST, requests=1),
-            *read_steps(changes, config, instance_url),
-            *write_steps(changes, config, collections_only=collections_only)]
+            *apply_steps(changes, config, instance_url=instance_url, collections_only=collections_only)]

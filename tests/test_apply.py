@@ -47,7 +47,7 @@ class FakeSalesforce:
 
     def insert(self, sobject: str, **fields: Any) -> str:
         self._seq += 1
-        record_id = f"{PREFIX[sobject]}{self._seq:015d}"
+        record_id = f"{PREFIX[sobject]}{self._seq:012d}AAA"   # 18 characters, the first 15 unique
         self.records[record_id] = {"Id": record_id, **fields}
         self.sobject_of[record_id] = sobject
         return record_id
@@ -233,8 +233,9 @@ def test_apply_writes_every_change_and_records_what_it_replaced(plan_dir):
     assert data["status"] == "applied" and data["counts"]["applied"] == 3
     check_seal(plan_dir / "apply.json", data)
     assert data["results"][1]["fields"]["Title"] == {"before": "Engineer", "replaced": "Engineer", "after": "CTO"}
-    # 2 re-reads (Contact, Lead) + 2 writes + the Leads read again just before they are written
-    assert data["api_calls"] == sf.calls == 5
+    # each group read once, just before it is written: Contacts read, written; Leads read, written
+    assert data["api_calls"] == sf.calls == 4
+    assert [m for m, _, _ in sf.log] == ["retrieve", "update", "retrieve", "update"]
     for name in ("apply.json", "journal.jsonl"):
         assert stat.S_IMODE((plan_dir / name).stat().st_mode) == 0o600
     kinds = [e["event"] for e in read_events(plan_dir / "journal.jsonl")[0]]
@@ -515,6 +516,42 @@ def test_api_share_stops_before_a_request_that_would_pass_it(plan_dir):
     sf.usage_step = 0
     assert run(doc, plan_dir, sf).status == "applied"
     assert set(sf.writes.values()) == {1}
+
+
+def test_the_api_share_counts_the_reads_still_to_come(plan_dir):
+    """A Contact and a Lead update: a read and a write each, 4 requests. With 77 of 100
+    used and a share of 80 %, the writes alone (2) would fit; the reads make it 81."""
+    sf = FakeSalesforce()
+    (contact,) = contacts(sf, 1)
+    lead = sf.insert("Lead", Email="l@example.com", Status="Working", LastName="L")
+    doc = make_plan(sf, [update(sf, contact, Title="CTO"), update(sf, lead, Status="Inactive")])
+    sf.usage = ApiUsage(used=77, total=100)
+    with pytest.raises(ApiLimitExceeded, match="the 4 request") as caught:
+        run(doc, plan_dir, sf)
+    assert sf.calls == 0 and caught.value.report.counts["pending"] == 2
+    sf.usage = ApiUsage(used=76, total=100)   # exactly the share: every request fits
+    assert run(doc, plan_dir, sf).status == "applied"
+    assert sf.calls == 4 and sf.usage.used == 80
+
+
+def test_an_account_still_holding_a_contact_the_plan_keeps_is_not_deleted(plan_dir):
+    """The Contacts of Accounts to delete are counted just before the Account deletes,
+    after the plan's Contact deletes: a Contact the plan deletes does not hold its Account
+    back, one it keeps does (deleting the Account would take it along)."""
+    sf = FakeSalesforce()
+    emptied, kept = sf.insert("Account", Name="Emptied"), sf.insert("Account", Name="Kept")
+    goes = sf.insert("Contact", Email="goes@example.com", LastName="G", AccountId=emptied)
+    stays = sf.insert("Contact", Email="stays@example.com", LastName="S", AccountId=kept)
+    doc = make_plan(sf, [delete(sf, emptied, "Name"), delete(sf, kept, "Name"), delete(sf, goes, "Email")])
+    report = run(doc, plan_dir, sf, skip_drifted=True)
+    results = by_id(report)
+    assert results[f"Contact:{goes}"].status is ChangeStatus.APPLIED
+    assert results[f"Account:{emptied}"].status is ChangeStatus.APPLIED
+    assert results[f"Account:{kept}"].status is ChangeStatus.DRIFTED
+    assert results[f"Account:{kept}"].message == (f"1 Contact(s) still point at the Account {kept}; "
+                                                   "deleting it would delete them too")
+    assert kept in sf.records and stays in sf.records and emptied not in sf.records
+    assert [m for m, _, _ in sf.log] == ["retrieve", "delete", "retrieve", "count", "delete"]
 
 
 def test_create_whose_answer_was_lost_is_settled_by_email_without_a_duplicate(plan_dir):

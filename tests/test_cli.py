@@ -259,3 +259,36 @@ def test_a_partially_applied_plan_reports_again_and_exits_1_without_sending(cli,
     again = cli("apply", pid)
     assert again.exit_code == 1 and "already applied" in again.stdout
     assert org.stats.requests == 0
+
+
+def test_drift_in_a_later_group_stops_before_it_and_says_the_earlier_group_stays_written(cli, org, tmp_path):
+    """Each group is read just before it is written: a Lead edited after approval is found
+    by the Lead group's read, after the Contact group was written. The run stops there
+    (exit 1), says the Contact stays written and how to go on; --skip-drifted finishes."""
+    outcomes = tmp_path / "two.csv"
+    outcomes.write_text("email,outcome,new_title,cupola_status\n"
+                        "alice.archer@example.com,title_change,Chief Archer,active\n"
+                        "lena.lead@example.com,inactive,,active\n", encoding="utf-8")
+    pid = plan_id_of(cli("plan", str(outcomes)).stdout)
+    assert cli("approve", pid, "--by", "Jane").exit_code == 0
+    alice = next(r for r in org.store.records("Contact") if r["Email"] == "alice.archer@example.com")
+    lena = next(r for r in org.store.records("Lead") if r["Email"] == "lena.lead@example.com")
+    org.store.edit(lena["Id"], {"Status": "Closed - Converted"})
+
+    stopped = cli("apply", pid)
+    assert stopped.exit_code == 1
+    assert org.store.get(alice["Id"])["Title"] == "Chief Archer"          # the first group: written
+    assert org.store.get(lena["Id"])["Status"] == "Closed - Converted"    # never overwritten
+    error = " ".join(stopped.stderr.split())
+    assert "before the Lead update group" in error and "the 1 change(s) written before it stay written" in error
+    assert f"reconcile apply {pid} --skip-drifted" in error and "or make a new plan" in error
+    assert f"drifted: Lead:{lena['Id']}" in stopped.stdout and "Closed - Converted" in stopped.stdout
+    assert "State: applying" in cli("show", pid).stdout
+
+    finished = cli("apply", pid, "--skip-drifted", "--json")
+    assert finished.exit_code == 1                                       # partially applied
+    report = json.loads(finished.stdout)
+    assert report["status"] == "partially applied"
+    assert {r["change_id"].split(":")[0]: r["status"] for r in report["results"]} == {
+        "Contact": "applied", "Lead": "drifted"}
+    assert org.store.get(lena["Id"])["Status"] == "Closed - Converted"

@@ -158,11 +158,11 @@ def test_estimate_api_calls_counts_rereads_and_collection_writes():
     # 450 Contact updates: 1 re-read (≤2,000 ids) + 3 collection requests (200 a request)
     assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 450), config) == 1 + 1 + 3
     # 2,001 Lead updates: 2 re-reads + 11 writes; plus 1 Account create (1 query + 1 write)
-    # and 201 Contact creates (1 query + 2 writes); the creates are written first, so the
-    # Leads are read once more just before they are written (2 re-reads)
+    # and 201 Contact creates (1 query + 2 writes); the creates are written first, and the
+    # Leads are read once, just before they are written
     changes = (_changes(Action.UPDATE, SObject.LEAD, 2001) + _changes(Action.CREATE, SObject.ACCOUNT, 1)
                + _changes(Action.CREATE, SObject.CONTACT, 201))
-    assert estimate_api_calls(changes, config) == 1 + (2 + 11) + 2 + (1 + 1) + (1 + 2)
+    assert estimate_api_calls(changes, config) == 1 + (2 + 11) + (1 + 1) + (1 + 2)
     assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 450), Config(collection_size=50)) == 1 + 1 + 9
 
 

@@ -16,6 +16,7 @@ import pytest
 from test_apply_e2e import CONFIG, NOW, make_plan, plan_dir_for, run, seed_people, writes_per_record
 
 from reconcile.apply import apply_plan
+from reconcile.errors import DriftError
 from reconcile.model import ChangeStatus
 from reconcile.salesforce import connect
 from reconcile.sandbox import SandboxServer
@@ -118,9 +119,11 @@ def test_bulk_jobs_with_503s_after_commit_write_every_record_once(sb, tmp_path):
 
 # -- the drift window ---------------------------------------------------------------------------
 
-def test_an_edit_between_the_drift_check_and_its_groups_write_is_not_overwritten(sb, sf, tmp_path):
-    """Each group is read again just before it is written: a Lead edited while the
-    Contacts were being written is drift, not overwritten."""
+def test_an_edit_landing_while_an_earlier_group_is_written_is_caught_by_its_groups_read(sb, sf, tmp_path):
+    """Each group is read just before it is written (and only then): a Lead edited while
+    the Contacts were being written is drift, found by the Lead group's read. By default
+    the run stops before the Lead group: the Contacts stay written, no Lead is written
+    and the edit is not overwritten; --skip-drifted then writes the other Lead."""
     contact_ids, lead_ids = seed_people(sb, 3, 2, tag="w")
     doc = make_plan(sb, [(c, "Title", "Engineer", "CTO") for c in contact_ids]
                     + [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids])
@@ -133,7 +136,16 @@ def test_an_edit_between_the_drift_check_and_its_groups_write_is_not_overwritten
             sb.store.edit(lead_ids[0], {"Status": "Closed - Converted"})   # lands mid-apply
         return answers
     sf.update = update_then_someone_edits
-    report = run(doc, plan_dir, sf)
+    with pytest.raises(DriftError, match="before the Lead update group") as caught:
+        run(doc, plan_dir, sf)
+    stopped = caught.value.report
+    assert stopped.status == "applying" and stopped.counts["applied"] == 3 and stopped.counts["pending"] == 2
+    assert [r.change_id for r in stopped.drifted] == [f"Lead:{lead_ids[0]}"]
+    assert all(sb.store.get(c)["Title"] == "CTO" for c in contact_ids)
+    assert [sb.store.get(lid)["Status"] for lid in lead_ids] == ["Closed - Converted", "Working - Contacted"]
+
+    sf.update = update
+    report = run(doc, plan_dir, sf, skip_drifted=True)
     statuses = {r.change_id: r for r in report.results}
     edited = statuses[f"Lead:{lead_ids[0]}"]
     assert edited.status is ChangeStatus.DRIFTED
@@ -141,6 +153,7 @@ def test_an_edit_between_the_drift_check_and_its_groups_write_is_not_overwritten
     assert sb.store.get(lead_ids[0])["Status"] == "Closed - Converted"      # not overwritten
     assert statuses[f"Lead:{lead_ids[1]}"].status is ChangeStatus.APPLIED
     assert report.status == "partially applied"
+    assert set(writes_per_record(sb).values()) == {1}
 
 
 def test_replaced_is_what_was_read_just_before_the_groups_write(sb, sf, tmp_path):

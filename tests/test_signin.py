@@ -214,7 +214,7 @@ def test_the_sandbox_refuses_soap_login_from_v65():
 
 @pytest.mark.parametrize("after, resent", [
     (3, "GET"),        # the create pre-check query
-    (6, "POST"),       # the Contact create (a write)
+    (4, "POST"),       # the Contact create (a write)
     (8, "PATCH"),      # the Lead update (a write)
 ])
 def test_a_session_expiring_mid_apply_under_jwt_is_renewed_and_nothing_is_written_twice(org, tmp_path, after,

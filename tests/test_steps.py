@@ -37,18 +37,29 @@ def test_steps_come_in_apply_order_whatever_the_plan_order():
     steps = build_steps(changes, Config())
     assert [(s.kind, s.sobject, s.action) for s in steps] == [
         (StepKind.CHECK_ORG, None, None),
-        (StepKind.REREAD, "Account", None), (StepKind.REREAD, "Lead", None),
-        (StepKind.REREAD, "Contact", None),
-        (StepKind.COUNT_CONTACTS, "Account", None),
-        (StepKind.FIND_NEW, "Contact", None), (StepKind.FIND_NEW, "Account", None),
-        # the Account before the Contact that points at it; Contacts deleted before Accounts
-        (StepKind.WRITE, "Account", Action.CREATE), (StepKind.WRITE, "Contact", Action.CREATE),
-        # every update or delete group after the first write step is read again just before it
+        # each group of writes right after the reads that check it: the Account before the
+        # Contact that points at it; Contacts deleted before Accounts
+        (StepKind.FIND_NEW, "Account", Action.CREATE), (StepKind.WRITE, "Account", Action.CREATE),
+        (StepKind.FIND_NEW, "Contact", Action.CREATE), (StepKind.WRITE, "Contact", Action.CREATE),
         (StepKind.REREAD, "Lead", Action.UPDATE), (StepKind.WRITE, "Lead", Action.UPDATE),
         (StepKind.REREAD, "Contact", Action.UPDATE), (StepKind.WRITE, "Contact", Action.UPDATE),
         (StepKind.REREAD, "Contact", Action.DELETE), (StepKind.WRITE, "Contact", Action.DELETE),
-        (StepKind.REREAD, "Account", Action.DELETE), (StepKind.WRITE, "Account", Action.DELETE)]
-    assert estimate_api_calls(changes, Config()) == sum(s.requests for s in steps) == 17
+        # the Contacts still pointing at the Accounts are counted after the Contact deletes
+        (StepKind.REREAD, "Account", Action.DELETE), (StepKind.COUNT_CONTACTS, "Account", Action.DELETE),
+        (StepKind.WRITE, "Account", Action.DELETE)]
+    # every record read once: 1 org check, 4 re-reads (one a group), 1 count, 2 finds, 6 writes
+    assert estimate_api_calls(changes, Config()) == sum(s.requests for s in steps) == 14
+    assert [s.requests for s in steps if s.kind is StepKind.REREAD] == [1, 1, 1, 1]
+
+
+def test_each_group_is_read_in_batches_of_its_own():
+    """One read request a ``retrieve_size`` ids of each update or delete group: 4,001
+    Contact updates take 3 reads, 10 Lead updates 1, nothing is read twice."""
+    changes = ([_change(Action.UPDATE, SObject.CONTACT, f"003{i}", Title="x") for i in range(4001)]
+               + [_change(Action.UPDATE, SObject.LEAD, f"00Q{i}", Status="x") for i in range(10)])
+    reads = [(s.sobject, s.records, s.requests) for s in build_steps(changes, Config())
+             if s.kind is StepKind.REREAD]
+    assert reads == [("Contact", 4001, 3), ("Lead", 10, 1)]
 
 
 def test_a_group_above_the_threshold_is_one_bulk_step_but_leads_stay_on_collections():
@@ -107,7 +118,10 @@ def test_the_estimate_is_what_apply_spends_on_a_small_plan(sb, tmp_path):
     report, answered = _apply_counting(sb, doc, CONFIG, tmp_path)
     assert report.status == "applied", report.results
     assert {s.kind for s in build_steps(doc, CONFIG)} == set(StepKind)
-    assert estimate == report.api_calls == answered == 17
+    # 1 org check, 2 finds, 4 re-reads (Contact updates and the Contact delete are two
+    # groups, read each just before its write: one more read than reading all Contacts
+    # at once), 1 count, 6 writes
+    assert estimate == report.api_calls == answered == 14
     assert all(n == 1 for n in writes_per_record(sb).values())
 
 
@@ -137,6 +151,29 @@ def test_the_estimate_is_what_apply_spends_on_a_plan_with_bulk_jobs(sb, tmp_path
     assert len(jobs) == sum(s.requests // BULK_CALLS_PER_JOB for s in steps if s.via is Via.BULK)
     assert estimate == report.api_calls == answered
     print(f"\n{len(doc['changes'])} changes: estimated {estimate} API calls, apply spent {answered}")
+
+
+def test_a_plan_of_creates_and_updates_reads_each_record_once(sb, tmp_path):
+    """Creates and updates of Contacts and Leads: each update group is read once, just
+    before its write, so apply spends what it did before the groups were read twice —
+    1 org check, 1 query for the creates' e-mails, 1 re-read a group of updates (450
+    Contacts, 250 Leads) and the writes (1 create, 3 + 2 updates): 10, not 12."""
+    contact_ids, lead_ids = seed_people(sb, 450, 250, tag="cu")
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "Director") for cid in contact_ids]
+                    + [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids],
+                    creates=[("Contact", f"new{i}@example.org", {"LastName": f"N{i}", "Email": f"new{i}@example.org"})
+                             for i in range(30)])
+    steps = build_steps(doc, CONFIG)
+    assert [(s.kind, s.sobject, s.requests) for s in steps if s.kind is not StepKind.WRITE] == [
+        (StepKind.CHECK_ORG, None, 1), (StepKind.FIND_NEW, "Contact", 1),
+        (StepKind.REREAD, "Contact", 1), (StepKind.REREAD, "Lead", 1)]
+    report, answered = _apply_counting(sb, doc, CONFIG, tmp_path)
+    assert report.status == "applied"
+    assert estimate_api_calls(doc["changes"], CONFIG, instance_url=doc["org"]["instance_url"]) \
+        == report.api_calls == answered == 10
+    reads = [p for m, p, _ in sb.stats.log if m == "POST" and "/composite/sobjects/" in p]
+    assert len(reads) == 2                                   # one retrieve a group, none twice
+    assert set(writes_per_record(sb).values()) == {1} and len(writes_per_record(sb)) == 730
 
 
 def test_the_queries_for_new_records_are_counted_as_the_adapter_batches_them(sb, tmp_path):
