@@ -31,6 +31,7 @@ cleanly: the changes not yet written stay pending and running apply again resume
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -38,7 +39,8 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import partial
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ from filelock import FileLock, Timeout
 
 from reconcile import drift, settle
 from reconcile.archive import JOURNAL as JOURNAL_NAME
-from reconcile.archive import RECORD_FORMAT_VERSION, RESULT, record_bytes, seal
+from reconcile.archive import RECORD_FORMAT_VERSION, RESULT, sealed_chunks
 from reconcile.backoff import Backoff
 from reconcile.canonical import canonical_bytes
 from reconcile.clock import Clock, utc_now
@@ -57,8 +59,20 @@ from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
 from reconcile.model import Action, Change, ChangeStatus, PlanKind, PlanState, SObject, change_from_dict, pointed_ref
 from reconcile.ports import BulkIngest, OrgWriter
-from reconcile.steps import Step, StepKind, Via, apply_steps, create_key, write_path, write_requests
-from reconcile.writers import BulkWriter, CollectionsWriter, WriteItem, Writer
+from reconcile.steps import (
+    Step,
+    StepKind,
+    Via,
+    apply_steps,
+    bulk_jobs,
+    bulk_row_bytes,
+    create_key,
+    planned_record,
+    write_path,
+    write_rank,
+    write_requests,
+)
+from reconcile.writers import BulkWriter, CollectionsWriter, ItemResult, StartedJob, WriteItem, Writer
 
 __all__ = ["apply_plan", "report_from_result", "ApplyReport", "ChangeResult",
            "TRANSIENT_ITEM_CODES", "DEPENDENCY_FAILED"]
@@ -88,9 +102,12 @@ class ChangeResult:
     drift: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["status"] = str(self.status)
-        return out
+        # by hand: dataclasses.asdict deep-copies every nested value (20 s at 100,000 changes)
+        return {"change_id": self.change_id, "action": self.action, "sobject": self.sobject,
+                "record_id": self.record_id, "status": str(self.status),
+                "error_code": self.error_code, "message": self.message, "ref": self.ref,
+                "fields": {f: dict(v) for f, v in self.fields.items()},
+                "drift": {f: dict(v) for f, v in self.drift.items()}}
 
 
 @dataclass(frozen=True)
@@ -255,6 +272,10 @@ def report_from_result(data: Mapping[str, Any]) -> ApplyReport:
                        warnings=tuple(data.get("warnings") or ()))
 
 
+def _raise(error: BaseException) -> Any:
+    raise error
+
+
 class _Stop(Exception):
     """Internal: the run stops with changes pending."""
 
@@ -290,6 +311,8 @@ class _Run:
         self.base_calls = getattr(sf, "calls", None)
         self.pending_by_group: dict[tuple[Action, str], int] = defaultdict(int)
         self.reads_left: dict[tuple[Action, str], int] = defaultdict(int)   # read requests per group
+        self._group_now: tuple[Action, str] | None = None   # the group _groups is at, and what
+        self._compared = drift.Compared()                   # its reads found
         self.key_of: Callable[[Change], str] = lambda change: create_key(change, config)
         if progress is not None and hasattr(sf, "bulk_progress"):
             sf.bulk_progress = self._tick_bulk   # records done while a Bulk job runs
@@ -438,25 +461,117 @@ class _Run:
         for step in steps:
             if step.kind is not StepKind.WRITE:
                 self.reads_left[(Action(str(step.action)), str(step.sobject))] += step.requests
-        group: tuple[Action, str] | None = None
-        compared = drift.Compared()
-        for step in steps:
-            action, sobject = Action(str(step.action)), str(step.sobject)
-            if (action, sobject) != group:     # a new group: what it needs may have failed
-                group, compared = (action, sobject), drift.Compared()
-                self._mark_dependents(self.by_id[i] for i in step.change_ids)
-            changes = [c for c in (self.by_id[i] for i in step.change_ids)
-                       if not self.state.is_final(c.change_id)]
-            if step.kind is not StepKind.WRITE:
-                if changes:
-                    self._budget_check()
-                    self._read(step, changes, compared)
-                self.reads_left[group] -= step.requests
+        self._group_now, self._compared = None, drift.Compared()
+        at = 0
+        while at < len(steps):
+            alongside = self._alongside(steps, at)
+            if not alongside:
+                self._run_step(steps[at])
+                at += 1
                 continue
-            self._check_group(step, changes, compared)
-            changes = [c for c in changes if not self.state.is_final(c.change_id)]
-            self.pending_by_group[group] = len(changes)
-            self._write_group(action, sobject, [self._item(c) for c in changes])
+            # A Bulk job whose rank has Collections groups after it (Contact and Lead updates:
+            # neither waits for the other): the job is closed, the other groups are read,
+            # checked and written while the org runs it, and it is waited for last. Each
+            # request keeps its own send and result events.
+            started = self._run_step(steps[at], start=True)
+            try:
+                for other in alongside:
+                    self._run_step(other)
+            except Exception as stop:   # a stop, drift, a refusal: the job is still waited for
+                if started is not None:
+                    try:
+                        self._finish_job(*started)
+                    except (SalesforceError, _Stop):
+                        pass     # left open in the journal: the next run settles it
+                    if isinstance(stop, DriftError):   # its report was made before the job's results
+                        stop.report = self._report(stop_reason="drift")  # type: ignore[attr-defined]
+                raise
+            if started is not None:
+                retry = self._finish_job(*started)
+                if retry:
+                    self._write_group(started[1], started[2], retry)
+            at += 1 + len(alongside)
+
+    def _run_step(self, step: Step, *, start: bool = False,
+                  ) -> tuple[int, Action, str, list[WriteItem], StartedJob] | None:
+        """One step of ``_groups``: a read of the current group, or its drift check and
+        write. ``start``: send the write (one Bulk job) without waiting for it."""
+        action, sobject = Action(str(step.action)), str(step.sobject)
+        if (action, sobject) != self._group_now:     # a new group: what it needs may have failed
+            self._group_now, self._compared = (action, sobject), drift.Compared()
+            self._mark_dependents(self.by_id[i] for i in step.change_ids)
+        group, compared = self._group_now, self._compared
+        changes = [c for c in (self.by_id[i] for i in step.change_ids)
+                   if not self.state.is_final(c.change_id)]
+        if step.kind is not StepKind.WRITE:
+            if changes:
+                self._budget_check()
+                self._read(step, changes, compared)
+            self.reads_left[group] -= step.requests
+            return None
+        self._check_group(step, changes, compared)
+        changes = [c for c in changes if not self.state.is_final(c.change_id)]
+        self.pending_by_group[group] = len(changes)
+        items = [self._item(c) for c in changes]
+        if start:
+            return self._start_job(action, sobject, items)
+        self._write_group(action, sobject, items)
+        return None
+
+    def _alongside(self, steps: Sequence[Step], at: int) -> list[Step]:
+        """The steps to run while the Bulk job of ``steps[at]`` runs: the groups of the same
+        write rank right after it that are written through Collections, each with its read
+        steps. Empty unless ``steps[at]`` is one Bulk job this connection can start and leave."""
+        step = steps[at]
+        if step.kind is not StepKind.WRITE or step.via is not Via.BULK:
+            return []
+        writer = self.bulk_writer
+        if not isinstance(writer, BulkWriter) or not writer.can_start:
+            return []
+        action, sobject = Action(str(step.action)), str(step.sobject)
+        pending = [self.by_id[c] for c in step.change_ids if not self.state.is_final(c)]
+        if self._writer_for(sobject, len(pending))[0] is not Via.BULK:
+            return []
+        if len(bulk_jobs([bulk_row_bytes(planned_record(c)) for c in pending], self.config)) != 1:
+            return []
+        rank = write_rank(action, sobject)
+        out: list[Step] = []
+        nxt = at + 1
+        while nxt < len(steps):
+            end = nxt
+            while end < len(steps) and steps[end].kind is not StepKind.WRITE:
+                end += 1        # the group's reads, then its write
+            if end == len(steps):
+                break
+            write = steps[end]
+            if (write.via is not Via.COLLECTIONS
+                    or write_rank(Action(str(write.action)), str(write.sobject)) != rank):
+                break
+            out.extend(steps[nxt:end + 1])
+            nxt = end + 1
+        return out
+
+    def _start_job(self, action: Action, sobject: str, items: list[WriteItem],
+                   ) -> tuple[int, Action, str, list[WriteItem], StartedJob] | None:
+        """Send the group's one Bulk job without waiting for it (None: nothing is left
+        open; what needs sending again was sent with the group's retries)."""
+        if not items:
+            return None
+        writer = self.bulk_writer
+        assert isinstance(writer, BulkWriter)
+        number = self._begin(action, sobject, items, writer)
+        try:
+            return number, action, sobject, items, writer.start(action, sobject, items)
+        except SalesforceError as err:
+            retry = self._answered(number, action, sobject, items, partial(_raise, err))
+            self._write_group(action, sobject, retry)
+            return None
+
+    def _finish_job(self, number: int, action: Action, sobject: str, items: list[WriteItem],
+                    started: StartedJob) -> list[WriteItem]:
+        writer = self.bulk_writer
+        assert isinstance(writer, BulkWriter)
+        return self._answered(number, action, sobject, items, lambda: writer.finish(started))
 
     def _read(self, step: Step, changes: list[Change], compared: drift.Compared) -> None:
         """One read step of a group; what it finds goes into ``compared``."""
@@ -564,10 +679,10 @@ class _Run:
         """The requests the steps still to run need: the reads of the groups not yet read
         and the writes of the changes still pending."""
         needed = sum(self.reads_left.values())
-        for (_action, sobject), n in self.pending_by_group.items():
+        for (action, sobject), n in self.pending_by_group.items():
             if n > 0:
                 via, writer = self._writer_for(sobject, n)
-                needed += write_requests(via, n, self.config, size=writer.batch_size)
+                needed += write_requests(via, n, self.config, size=writer.batch_size, action=action)
         return needed
 
     def _write_group(self, action: Action, sobject: str, items: list[WriteItem]) -> None:
@@ -576,7 +691,7 @@ class _Run:
         while queue:
             retry: list[WriteItem] = []
             _via, writer = self._writer_for(sobject, len(queue))
-            for chunk in _chunks(queue, writer.batch_size):
+            for chunk in writer.chunks(action, sobject, queue):
                 retry.extend(self._request(action, sobject, list(chunk), writer))
             queue = retry
             if queue:
@@ -603,6 +718,11 @@ class _Run:
     def _request(self, action: Action, sobject: str, chunk: list[WriteItem],
                  writer: Writer) -> list[WriteItem]:
         """Send one request (a collections call or a Bulk job); return the items to retry."""
+        number = self._begin(action, sobject, chunk, writer)
+        return self._answered(number, action, sobject, chunk, lambda: writer.write(action, sobject, chunk))
+
+    def _begin(self, action: Action, sobject: str, chunk: list[WriteItem], writer: Writer) -> int:
+        """Journal request ``number``'s ``send`` (after the budget check); its number."""
         number = self.state.requests + 1
         self._budget_check(number)
         change_ids = [item.change_id for item in chunk]
@@ -611,8 +731,14 @@ class _Run:
         self.own_calls += 1
         if hasattr(writer, "on_job"):   # a Bulk job: journal its id as soon as it exists
             writer.on_job = lambda job_id: self._log("job", request=number, job_id=job_id)
+        return number
+
+    def _answered(self, number: int, action: Action, sobject: str, chunk: list[WriteItem],
+                  call: Callable[[], list[ItemResult]]) -> list[WriteItem]:
+        """Journal request ``number``'s answer (``call()``); return the items to retry."""
+        change_ids = [item.change_id for item in chunk]
         try:
-            answers = writer.write(action, sobject, chunk)
+            answers = call()
         except OutcomeUnknown as err:
             return self._settle_unknown(number, action, sobject, chunk, err)
         except SalesforceError as err:
@@ -692,8 +818,9 @@ class _Run:
                             drift=state.drift.get(change.change_id, {}))
 
     def _report(self, *, stop_reason: str | None, finished: bool = False,
-                status: str | None = None) -> ApplyReport:
-        results = tuple(self._result(c) for c in self.changes)
+                status: str | None = None, results: tuple[ChangeResult, ...] | None = None) -> ApplyReport:
+        if results is None:
+            results = tuple(self._result(c) for c in self.changes)
         counts = {str(s): 0 for s in ChangeStatus}
         for r in results:
             counts[str(r.status)] += 1
@@ -706,7 +833,7 @@ class _Run:
                            warnings=tuple(self.state.warnings))
 
     def _finish(self) -> ApplyReport:
-        results = [self._result(c) for c in self.changes]
+        results = tuple(self._result(c) for c in self.changes)
         statuses = [r.status for r in results]
         if all(s is ChangeStatus.APPLIED or (s is ChangeStatus.SKIPPED) for s in statuses):
             status = PlanState.APPLIED
@@ -714,7 +841,7 @@ class _Run:
             status = PlanState.FAILED
         else:
             status = PlanState.PARTIALLY_APPLIED
-        report = self._report(stop_reason=None, finished=True, status=str(status))
+        report = self._report(stop_reason=None, finished=True, status=str(status), results=results)
         document = {
             "format_version": RECORD_FORMAT_VERSION,
             "plan_id": self.plan_id,
@@ -722,7 +849,6 @@ class _Run:
             "started_at": self.state.started_at,
             "finished_at": self.now(),
             "status": str(status),
-            "results": [r.to_dict() for r in report.results],
             "created": dict(self.state.created),
             "counts": dict(report.counts),
             "api_calls": self.state.calls,
@@ -733,6 +859,10 @@ class _Run:
         # The journal is complete once `finish` is on disk; the result pins its bytes, and is
         # sealed like every archive record, so `verify` and rollback can check both.
         self._log("finish", status=str(status), counts=dict(report.counts))
-        document["journal_sha256"] = sha256((self.plan_dir / JOURNAL_NAME).read_bytes()).hexdigest()
-        write_atomic(self.plan_dir / RESULT, record_bytes(seal(document)))
+        with open(self.plan_dir / JOURNAL_NAME, "rb") as journal:   # hashed as it is read
+            document["journal_sha256"] = hashlib.file_digest(journal, "sha256").hexdigest()
+        # written a few thousand results at a time (the same bytes as record_bytes(seal(...))):
+        # at 100,000 changes the whole list as dicts and as text would be hundreds of MB
+        write_atomic(self.plan_dir / RESULT,
+                     sealed_chunks(document, "results", lambda: (r.to_dict() for r in results)))
         return report

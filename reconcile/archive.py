@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconcile.canonical import canonical_bytes
+from reconcile.canonical import canonical_bytes, canonical_chunks
 from reconcile.errors import IntegrityError, PlanNotFound
 from reconcile.fsutil import folder_identity, read_bytes, write_atomic
 from reconcile.journal import has_sends, read_events
@@ -78,6 +78,18 @@ def sha256_hex(data: bytes) -> str:
 def record_bytes(record: dict[str, Any]) -> bytes:
     """Canonical bytes of an approval or result record."""
     return canonical_bytes(record)
+
+
+def sealed_chunks(record: Mapping[str, Any], key: str, items: Callable[[], Iterable[Any]]) -> Iterator[bytes]:
+    """``record_bytes(seal({**record, key: list(items())}))`` in pieces: ``items()`` is
+    called twice (once for the digest, once to write), so a large list of results is
+    never held as dicts nor as text."""
+    if key in record or "sha256" in record:
+        raise ValueError(f"sealed_chunks: {key!r} and 'sha256' are written by it")
+    digest = hashlib.sha256()
+    for chunk in canonical_chunks(record, items=(key, items())):
+        digest.update(chunk)
+    yield from canonical_chunks({**record, "sha256": digest.hexdigest()}, items=(key, items()))
 
 
 def seal(record: dict[str, Any]) -> dict[str, Any]:
@@ -159,9 +171,11 @@ class Archive:
         raise PlanNotFound(f"no plan {ref!r} in {self.root} (give a plan id, a unique prefix of one, "
                            "or a path; `reconcile log` lists them)")
 
-    def write(self, plan_dir: Path, name: str, data: bytes | str, *, overwrite: bool = False) -> Path:
-        """Write one archive file atomically; an existing file is never replaced unless
-        ``overwrite`` (only for a plan's own renderings before its plan.json exists)."""
+    def write(self, plan_dir: Path, name: str, data: bytes | str | Iterable[bytes], *,
+              overwrite: bool = False) -> Path:
+        """Write one archive file atomically (``data`` may come in pieces, written as they
+        come); an existing file is never replaced unless ``overwrite`` (only for a plan's
+        own renderings before its plan.json exists)."""
         raw = data.encode("utf-8") if isinstance(data, str) else data
         plan_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         target = plan_dir / name

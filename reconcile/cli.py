@@ -231,11 +231,14 @@ def show(
         if as_json:
             _emit_json(loaded.doc)
             return 0
+        wf.check_head(loaded)
+
         def write(console: Console) -> None:
             console.print(f"State: {loaded.state}", markup=False)
             render_show(loaded.doc, console, ctx.config, full=full)
 
-        _paged(write)
+        with wf.plan_shape(loaded):
+            _paged(write)
         return 0
 
     _run(body, as_json)
@@ -437,10 +440,13 @@ def demo(
 @app.command(cls=Command)
 def benchmark(
     sizes: str = typer.Option("1000,10000,100000", "--sizes", help="Comma-separated numbers of outcomes."),
-    apply_up_to: int = typer.Option(10_000, "--apply-up-to", help="Also approve and apply plans up to this many outcomes."),
+    apply_up_to: int = typer.Option(10_000, "--apply-up-to", help="Also apply plans up to this many outcomes."),
+    leads: float = typer.Option(0.5, "--leads", help="Leads in the org per outcome (Contacts: one per outcome)."),
+    duplicates: float = typer.Option(0.05, "--duplicates", help="Share of Contacts that duplicate another's address."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """API calls, wall time and peak memory of plan and apply against the sandbox org."""
+    """API calls, wall time and peak memory (each phase in its own process) of plan,
+    approve and apply against the sandbox org, beside the pipeline's own approach."""
     from reconcile.bench import run_benchmark
 
     def body() -> int:
@@ -448,7 +454,9 @@ def benchmark(
             numbers = [int(s) for s in sizes.split(",") if s.strip()]
         except ValueError:
             raise UsageError(f"--sizes: expected numbers like 1000,10000, got {sizes!r}") from None
-        rows = run_benchmark(numbers, apply_up_to=apply_up_to,
+        if not (0 <= leads <= 1 and 0 <= duplicates < 1):
+            raise UsageError(f"--leads must be 0..1 and --duplicates 0..<1, got {leads} and {duplicates}")
+        rows = run_benchmark(numbers, apply_up_to=apply_up_to, leads_share=leads, duplicate_share=duplicates,
                              say=(lambda _l: None) if as_json else (lambda line: out.print(line, markup=False)))
         if as_json:
             _emit_json(rows)

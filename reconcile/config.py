@@ -18,6 +18,7 @@ file named by ``--config`` / ``RECONCILE_CONFIG``) overrides any of them::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -28,8 +29,19 @@ from reconcile.errors import ConfigError
 # Winter '27, the current release on 2026-12-02: "Winter '27 (API version 68.0)" in
 # https://developer.salesforce.com/docs/atlas.en-us.apexref.meta/apexref/apex_releasenotes.htm
 DEFAULT_API_VERSION = "68.0"
-# What one Bulk API 2.0 ingest job costs in API calls: create, upload, close, polls, three result files.
-BULK_CALLS_PER_JOB = 8
+# What one Bulk API 2.0 ingest job costs in API calls when every record is saved: create,
+# upload, close and two status polls; a create job also reads its successful results (the
+# new ids). The failed and unprocessed result files are read only when the job reports
+# failed or unprocessed records (an update or delete then also reads the successful ones
+# only if the counts leave a record unaccounted for).
+BULK_CALLS_PER_JOB = 5
+# One Bulk API 2.0 upload: "upload data that does not exceed 100 MB" (150 MB once base64
+# encoded: https://developer.salesforce.com/docs/platform/api-asynch/guide/upload-job-data.html).
+BULK_UPLOAD_BYTES = 100_000_000
+# Records a rolling 24 hours may upload through Bulk API 2.0 ingest jobs (the only record
+# limit; the org splits a job into 10,000-record batches itself:
+# https://developer.salesforce.com/docs/atlas.en-us.228.0.api_bulk_v2.meta/api_bulk_v2/bulk_api_2_limits.htm).
+BULK_RECORDS_PER_DAY = 150_000_000
 # ... and one Bulk API 2.0 query: create, two polls, one page of results.
 BULK_QUERY_CALLS = 4
 # Objects whose writes send ``Sforce-Auto-Assign: FALSE`` (the REST Assignment Rule header
@@ -37,6 +49,32 @@ BULK_QUERY_CALLS = 4
 # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_autoassign.htm).
 # Bulk API 2.0 has no such header, so apply writes them through Collections only.
 ASSIGNMENT_RULE_SOBJECTS = ("Lead", "Account")
+
+
+def bulk_job_calls(action: str) -> int:
+    """API calls of one Bulk API 2.0 ingest job that saves every record (``action``:
+    create / update / delete, or the Bulk operation insert / update / delete)."""
+    return BULK_CALLS_PER_JOB + (1 if str(action) in ("create", "insert") else 0)
+
+
+def bulk_query_calls(rows: int, config: Config) -> int:
+    """What one Bulk API 2.0 query over ``rows`` records costs: create, two polls, and
+    one results page per ``bulk_max_records`` rows (at least one)."""
+    return BULK_QUERY_CALLS - 1 + max(1, math.ceil(rows / config.bulk_max_records))
+
+
+def worth_counting(soql_calls: int, config: Config) -> bool:
+    """Whether asking the org how many rows a Bulk query would read (one ``COUNT()``
+    request) can pay off against ``soql_calls`` batched ``IN (…)`` queries: only when
+    even a one-page Bulk query plus the count costs fewer calls."""
+    return 1 + bulk_query_calls(0, config) < soql_calls
+
+
+def bulk_is_cheaper(soql_calls: int, rows: int | None, config: Config) -> bool:
+    """The read path by cost, for one object: ONE Bulk query over the object's ``rows``
+    rows (its whole table of non-empty values) when that costs fewer API calls than
+    ``soql_calls`` batched queries; batched queries when the rows are unknown."""
+    return rows is not None and bulk_query_calls(rows, config) < soql_calls
 
 
 @dataclass(frozen=True)
@@ -60,16 +98,15 @@ class Config:
     collection_size: int = 200
     retrieve_size: int = 2000
     bulk_threshold: int = 2_000
-    # Bulk API 2.0 writes: records per ingest job (one journal frame each).
-    bulk_job_size: int = 10_000
-    # Bulk API 2.0 reads: ``query_in`` with more distinct values than this runs ONE
-    # bulk query per object instead of batched ``IN (...)`` queries.
-    bulk_query_threshold: int = 10_000
+    # Bulk API 2.0 writes: at most this many records and bytes of CSV per ingest job (one
+    # journal frame each); a group is cut into as few jobs as these allow, of even sizes.
+    bulk_job_size: int = BULK_RECORDS_PER_DAY
+    bulk_job_bytes: int = BULK_UPLOAD_BYTES
     # Rows asked for per bulk query results page (``maxRecords``).
     bulk_max_records: int = 100_000
-    # Polling a bulk job: first wait in seconds, doubled up to the cap; give up
-    # waiting after bulk_timeout_seconds in all.
-    bulk_poll_seconds: float = 0.5
+    # Polling a bulk job: first wait in seconds (short: a small job is often done by then),
+    # doubled up to the cap; give up waiting after bulk_timeout_seconds in all.
+    bulk_poll_seconds: float = 0.1
     bulk_poll_max_seconds: float = 30.0
     bulk_timeout_seconds: float = 3600.0
     # Stop before the org's daily API usage would pass this share of its allowance.
@@ -107,8 +144,9 @@ _SECTIONS = {
                "lead_inactive_statuses": "lead_inactive_statuses"},
     "apply": {"collection_size": "collection_size", "bulk_threshold": "bulk_threshold",
               "api_share": "api_share", "max_attempts": "max_attempts",
-              "backoff_seconds": "backoff_seconds", "bulk_job_size": "bulk_job_size"},
-    "salesforce": {"api_version": "api_version", "bulk_query_threshold": "bulk_query_threshold",
+              "backoff_seconds": "backoff_seconds", "bulk_job_size": "bulk_job_size",
+              "bulk_job_bytes": "bulk_job_bytes"},
+    "salesforce": {"api_version": "api_version",
                    "bulk_max_records": "bulk_max_records", "bulk_poll_seconds": "bulk_poll_seconds",
                    "bulk_poll_max_seconds": "bulk_poll_max_seconds",
                    "bulk_timeout_seconds": "bulk_timeout_seconds"},

@@ -25,6 +25,7 @@ import errno
 import os
 import secrets
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,10 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path | str, data: bytes, mode: int = 0o600, *, overwrite: bool = False) -> None:
-    """Write ``data`` to ``path`` atomically with permissions ``mode``.
+def write_atomic(path: Path | str, data: bytes | Iterable[bytes], mode: int = 0o600, *,
+                 overwrite: bool = False) -> None:
+    """Write ``data`` (bytes, or pieces of them written one after another) to ``path``
+    atomically with permissions ``mode``.
 
     Raises ``FileExistsError`` when ``path`` exists and ``overwrite`` is false;
     in that case the existing file is left untouched.
@@ -105,7 +108,8 @@ def write_atomic(path: Path | str, data: bytes, mode: int = 0o600, *, overwrite:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for piece in ((data,) if isinstance(data, (bytes, bytearray, memoryview)) else data):
+                fh.write(piece)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())

@@ -1,4 +1,5 @@
-"""reconcile's vocabulary: frozen dataclasses and StrEnums on the hot path.
+"""reconcile's vocabulary: frozen dataclasses (with ``__slots__``: hundreds of
+thousands of them at 100,000 outcomes) and StrEnums on the hot path.
 
 StrEnums serialise as SPEC's strings. Plan items (Change, DuplicateGroup,
 Skipped, ReviewItem, Unchanged) carry exactly the keys of SPEC §4's outline so
@@ -104,7 +105,7 @@ def pointed_ref(value: Any) -> str | None:
 
 # -- input -----------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RowRef:
     """Where a determination came from: file name, 1-based line, and audit keys."""
     file: str
@@ -114,7 +115,7 @@ class RowRef:
     observed_at: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """One determination for one person (rows for the same e-mail already merged).
 
@@ -141,7 +142,7 @@ class Outcome:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Conflict:
     """Rows for one e-mail with contradictory outcomes that observed_at could not settle."""
     email: str
@@ -151,7 +152,7 @@ class Conflict:
     details: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutcomeSet:
     """What ``inputs.read_outcomes`` returns: determinations, conflicts, input metadata."""
     outcomes: tuple[Outcome, ...]
@@ -161,7 +162,7 @@ class OutcomeSet:
 
 # -- the org -----------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OrgRecord:
     """A record as read from Salesforce. ``fields`` holds every field read
     (``Id``, ``Email``, ``LastModifiedDate`` …) exactly as the API returned them."""
@@ -174,7 +175,7 @@ class OrgRecord:
         return (self.fields.get("Email") or "").strip().lower()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AccountInfo:
     id: str
     name: str
@@ -183,7 +184,7 @@ class AccountInfo:
     system_modstamp: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OrgInfo:
     instance_url: str
     org_id: str
@@ -206,7 +207,7 @@ def org_label(is_sandbox: bool | None) -> str:
     return "Sandbox" if is_sandbox else "PRODUCTION"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything the planner may know about the org. Read-only, built by snapshot.py."""
     org: OrgInfo
@@ -216,14 +217,14 @@ class Snapshot:
 
 # -- the Salesforce edge -------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordError:
     status_code: str
     message: str
     fields: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SaveResult:
     """One record's result from a collections request, in request order."""
     id: str | None
@@ -232,7 +233,7 @@ class SaveResult:
     created: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApiUsage:
     used: int
     total: int
@@ -240,13 +241,13 @@ class ApiUsage:
 
 # -- the plan --------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FieldChange:
     before: Any
     after: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     change_id: str
     action: Action
@@ -284,14 +285,14 @@ def change_from_dict(data: Mapping[str, Any]) -> Change:
 _ROW_KEYS = ("file", "line", "outcome", "source_id", "observed_at")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordStamp:
     id: str
     LastModifiedDate: str
     SystemModstamp: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DuplicateGroup:
     sobject: SObject
     email: str
@@ -300,7 +301,7 @@ class DuplicateGroup:
     decided_by: DecidedBy
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Skipped:
     email: str
     sobject: SObject | None
@@ -309,7 +310,7 @@ class Skipped:
     detail: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReviewItem:
     email: str
     reason: ReviewReason
@@ -319,7 +320,7 @@ class ReviewItem:
     rows: tuple[RowRef, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Unchanged:
     email: str
     sobject: SObject
@@ -327,7 +328,7 @@ class Unchanged:
     detail: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HandoffRow:
     """A row of the Marketing hand-off files (Multipub people)."""
     file: str                      # "inactive_people" or "email_update_requests"
@@ -339,7 +340,7 @@ class HandoffRow:
     source_id: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlanBody:
     """What the pure planner returns; plan.py wraps it into the versioned document."""
     prior_state: Mapping[str, Mapping[str, Any]]   # record id -> {sobject, fields}

@@ -45,6 +45,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import count
 from typing import Any
 from urllib.parse import urlparse
 
@@ -56,7 +57,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from reconcile.backoff import MAX_BACKOFF, Backoff
 from reconcile.clock import wall_seconds
-from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, Config
+from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, Config, bulk_is_cheaper, worth_counting
 from reconcile.errors import (
     ApiLimitExceeded,
     ConfigError,
@@ -510,6 +511,26 @@ def _unique(values: Iterable[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class BulkStarted:
+    """An ingest job that was uploaded and closed (``job_id`` None: nothing to send)."""
+    job_id: str | None
+    action: str
+    sobject: str
+    records: Sequence[Mapping[str, Any]]
+
+
+def poll_delays(config: Config) -> Iterator[float]:
+    """The waits before each status poll of a Bulk job: the project's backoff (exponential,
+    capped), starting short — ``bulk_poll_seconds`` (a small job is often done by the first
+    poll), doubled after each poll up to ``bulk_poll_max_seconds``. No jitter: one client
+    polls its own job."""
+    yield max(0.0, config.bulk_poll_seconds)
+    policy = Backoff(max(config.bulk_poll_seconds, 0.001), config.bulk_poll_max_seconds)
+    for polls in count(1):
+        yield policy.delay(polls)
+
+
+@dataclass(frozen=True)
 class BulkOutcome:
     """What a Bulk API 2.0 ingest job did. Rows are dicts of the result files'
     columns (empty cells are None): ``successful`` has ``sf__Id``, ``sf__Created``
@@ -549,6 +570,8 @@ class Salesforce:
         self.bulk_progress: Callable[[int], None] | None = None
         # Records per query page (Sforce-Query-Options: batchSize, 200..2000); None = the org's default.
         self.query_batch_size: int | None = None
+        # (sobject, field) -> rows whose field is not null: what a Bulk query would read.
+        self.row_counts: dict[tuple[str, str], int] = {}
 
     def __repr__(self) -> str:
         return f"<reconcile.salesforce.Salesforce https://{self._sf.sf_instance} calls={self.calls}>"
@@ -606,21 +629,33 @@ class Salesforce:
                 "daily_api_requests": ({"max": daily.get("Max"), "remaining": daily.get("Remaining")}
                                        if isinstance(daily, dict) else None)}
 
-    def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]:
+    def org_and_describe(self, sobjects: Sequence[str], *,
+                         count_field: str | None = None) -> tuple[OrgInfo, dict[str, dict]]:
         """The org's identity and the describes preflight needs, in ONE ``/composite``
-        request (independent GET subrequests; one API call for all of them)."""
-        org, describes, _rules = self._org_describe(sobjects, duplicate_rules=False)
+        request (independent GET subrequests; one API call for all of them).
+
+        With ``count_field``, the same request also asks ``SELECT COUNT() FROM sobject
+        WHERE count_field != null`` per sobject (``row_counts``: what a Bulk query would
+        read, so ``query_in`` can choose its read path by cost). A count the org
+        refuses is left unknown; it does not fail the request."""
+        org, describes, _rules = self._org_describe(sobjects, duplicate_rules=False, count_field=count_field)
         return org, describes
 
-    def preflight_read(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]:
+    def preflight_read(self, sobjects: Sequence[str], *, count_field: str | None = None,
+                       count_sobjects: Sequence[str] = (),
+                       ) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]:
         """``org_and_describe`` plus the org's active duplicate rules for Contact, Lead
         and Account (``DuplicateRule``), still ONE ``/composite`` request: the query rides
         along as one more subrequest, no extra API call. The rules are None when the
         user may not read them (View Setup and Configuration is needed since Summer '20:
-        https://developer.salesforce.com/docs/platform/object-reference/references/standard-objects/object-duplicaterule.html)."""
-        return self._org_describe(sobjects, duplicate_rules=True)
+        https://developer.salesforce.com/docs/platform/object-reference/references/standard-objects/object-duplicaterule.html).
+        ``count_field`` adds the ``COUNT()`` subrequests of ``org_and_describe`` for
+        ``count_sobjects`` (default: every described sobject)."""
+        return self._org_describe(sobjects, duplicate_rules=True, count_field=count_field,
+                                  count_sobjects=count_sobjects)
 
     def _org_describe(self, sobjects: Sequence[str], *, duplicate_rules: bool,
+                      count_field: str | None = None, count_sobjects: Sequence[str] = (),
                       ) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]:
         prefix = urlparse(self.base_url).path
         subrequests = [{"method": "GET", "url": f"{prefix}sobjects/{_name(s)}/describe/",
@@ -630,8 +665,12 @@ class Salesforce:
         if duplicate_rules:
             subrequests.append({"method": "GET", "referenceId": "duplicateRules",
                                 "url": f"{prefix}query/?q=" + encode_q(DUPLICATE_RULES_QUERY)})
+        counted = list(count_sobjects or sobjects) if count_field else []
+        counts = [{"method": "GET", "referenceId": f"count{i}",
+                   "url": f"{prefix}query/?q=" + encode_q(self._count_soql(s, count_field))}
+                  for i, s in enumerate(counted)]
         answer = _json(self._request("POST", "composite/",
-                                     json={"allOrNone": False, "compositeRequest": subrequests}))
+                                     json={"allOrNone": False, "compositeRequest": subrequests + counts}))
         by_ref = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
         bodies = {}
         rules: list[dict] | None = None
@@ -649,10 +688,29 @@ class Salesforce:
                 raise _error_for(f"GET {sub['url'].split('?')[0]}", int(part.get("httpStatusCode") or 0),
                                  part.get("body"))
             bodies[sub["referenceId"]] = part.get("body") or {}
+        for i, sobject in enumerate(counted):
+            part = by_ref.get(f"count{i}") or {}
+            total = (part.get("body") or {}).get("totalSize") if isinstance(part.get("body"), dict) else None
+            if 200 <= int(part.get("httpStatusCode") or 0) < 300 and isinstance(total, int):
+                self.row_counts[(sobject, str(count_field))] = total
         records = bodies["organization"].get("records") or []
         if not records:
             raise SalesforceError("the org returned no Organization row")
         return self._org(records[0]), {s: bodies[f"describe{i}"] for i, s in enumerate(sobjects)}, rules
+
+    @staticmethod
+    def _count_soql(sobject: str, field: str | None) -> str:
+        return f"SELECT COUNT() FROM {_name(sobject)} WHERE {_name(str(field))} != null"
+
+    def count_rows(self, sobject: str, field: str) -> int:
+        """Rows of ``sobject`` whose ``field`` is not null: one ``COUNT()`` query (whose
+        answer is ``totalSize`` alone), remembered in ``row_counts``."""
+        page = _json(self._request("GET", "query/", params="q=" + encode_q(self._count_soql(sobject, field))))
+        total = page.get("totalSize") if isinstance(page, dict) else None
+        if not isinstance(total, int):
+            raise SalesforceError(f"COUNT() of {sobject} returned no totalSize")
+        self.row_counts[(sobject, field)] = total
+        return total
 
     def query(self, soql: str) -> list[dict]:
         """All records of one SOQL query, following ``nextRecordsUrl``, without ``attributes``."""
@@ -660,20 +718,35 @@ class Salesforce:
 
     def query_in(self, sobject: str, field: str, values: Iterable[str],
                  fields: Sequence[str]) -> list[dict]:
-        """``SELECT fields FROM sobject WHERE field IN (values)``, as few requests as the
-        URL limit allows (values de-duplicated, escaped).
+        """``SELECT fields FROM sobject WHERE field IN (values)`` (values de-duplicated,
+        escaped), by whichever read path costs fewer API calls for this input and this org:
 
-        With more than ``config.bulk_query_threshold`` distinct values it runs ONE
-        Bulk API 2.0 query instead (``WHERE field != null``) and keeps the rows whose
-        ``field`` equals a value, trimmed and case-insensitively: the same records
-        (in another order; string values as the org returns them)."""
+        - batched ``IN (…)`` queries, as few as the URL limit allows; or
+        - ONE Bulk API 2.0 query over the object's rows with a ``field``
+          (``WHERE field != null``), keeping the rows whose ``field`` equals a value,
+          trimmed and case-insensitively: the same records (in another order; string
+          values as the org returns them). It costs ``config.bulk_query_calls`` for the
+          org's row count: known from ``org_and_describe(count_field=…)``, or asked
+          with one ``COUNT()`` query when the batches are many enough to make that pay.
+
+        No cliff: one more value costs at most one more batch, or nothing."""
         head = in_query_head(_name(sobject), _name(field), [_name(f) for f in fields])
         unique = _unique(values)
-        if len(unique) > self._config.bulk_query_threshold:
+        batches = list(self._in_queries(head, ")", unique))
+        rows = self.row_counts.get((sobject, field))
+        if rows is None and worth_counting(len(batches), self._config):
+            rows = self.count_rows(sobject, field)
+        if bulk_is_cheaper(len(batches), rows, self._config):
             return self._query_in_bulk(sobject, field, unique, fields)
         records: list[dict] = []
-        for soql in self._in_queries(head, ")", unique):
-            records.extend(self._query_pages(soql))
+        seen: set[Any] = set()
+        for soql in batches:
+            for record in self._query_pages(soql):
+                # SOQL matches case-insensitively: "A@x.com" and "a@x.com" in two batches
+                # find the same record twice; it is returned once, as from one query
+                if record.get("Id") is None or record["Id"] not in seen:
+                    seen.add(record.get("Id"))
+                    records.append(record)
         return records
 
     def _query_in_bulk(self, sobject: str, field: str, values: list[str],
@@ -682,8 +755,9 @@ class Salesforce:
         extra = field not in names
         select = names + [_name(field)] if extra else names
         wanted = {_fold(v) for v in values if isinstance(v, str)}
-        rows = self.bulk_query(f"SELECT {', '.join(select)} FROM {_name(sobject)} "
-                               f"WHERE {field} != null")
+        # the whole table's rows with a value, read a page at a time: only matches are kept
+        rows = self._bulk_query_rows(f"SELECT {', '.join(select)} FROM {_name(sobject)} "
+                                     f"WHERE {field} != null")
         out = []
         for row in rows:
             value = row.get(field)
@@ -701,6 +775,11 @@ class Salesforce:
         Creates the job, polls it with backoff until ``JobComplete`` (``Failed`` /
         ``Aborted`` → SalesforceError with the job's errorMessage), then reads the
         results in pages of ``config.bulk_max_records``."""
+        return list(self._bulk_query_rows(soql))
+
+    def _bulk_query_rows(self, soql: str) -> Iterator[dict]:
+        """``bulk_query``'s rows as they are read, one results page at a time: a caller
+        that keeps few of them never holds the whole table."""
         job = _json(self._request("POST", "jobs/query", json={
             "operation": "query", "query": soql, "contentType": "CSV",
             "columnDelimiter": "COMMA", "lineEnding": "LF"}))
@@ -710,7 +789,6 @@ class Salesforce:
             raise SalesforceError(f"bulk query job {job_id} ended {info.get('state')}: "
                                   f"{info.get('errorMessage') or 'no reason given'}",
                                   code=f"BULK_JOB_{str(info.get('state')).upper()}")
-        rows: list[dict] = []
         locator: str | None = None
         while True:
             params = {"maxRecords": str(self._config.bulk_max_records)}
@@ -718,10 +796,10 @@ class Salesforce:
                 params["locator"] = locator
             response = self._request("GET", f"jobs/query/{job_id}/results", params=params,
                                      headers={"Accept": "text/csv"})
-            rows.extend(_csv_rows(response, stamps=True))
+            yield from _iter_csv_rows(response, stamps=True)
             locator = response.headers.get("Sforce-Locator")
             if not locator or locator == "null":
-                return rows
+                return
 
     def bulk_ingest(self, action: str, sobject: str, records: Sequence[Mapping[str, Any]], *,
                     on_job: Callable[[str], None] | None = None) -> BulkOutcome:
@@ -751,11 +829,18 @@ class Salesforce:
         opt-in AssignmentRuleHeader) is UNCONFIRMED: a Lead job cannot promise
         what the collections path does (owners unchanged).
         """
+        return self.bulk_ingest_finish(self.bulk_ingest_start(action, sobject, records, on_job=on_job))
+
+    def bulk_ingest_start(self, action: str, sobject: str, records: Sequence[Mapping[str, Any]], *,
+                          on_job: Callable[[str], None] | None = None) -> BulkStarted:
+        """``bulk_ingest``'s first half: open the job, upload, close (the job then runs on
+        the org's side); ``bulk_ingest_finish`` waits for it and reads its results. In
+        between the caller may send other requests (apply writes the Leads meanwhile)."""
         if action not in BULK_OPERATIONS:
             raise ValueError(f"bulk ingest action must be one of {', '.join(BULK_OPERATIONS)}, "
                              f"not {action!r}")
         if not records:
-            return BulkOutcome(job_id=None, state="JobComplete")
+            return BulkStarted(None, action, sobject, records)
         body = _ingest_csv(action, sobject, records)
         job_id = self._bulk_upload(action, sobject, body, on_job)
         try:
@@ -763,6 +848,13 @@ class Salesforce:
         except OutcomeUnknown as err:
             raise OutcomeUnknown(f"bulk {action} job {job_id} ({len(records)} {sobject} "
                                  f"records): {err.message}", code=err.code, status=err.status) from None
+        return BulkStarted(job_id, action, sobject, records)
+
+    def bulk_ingest_finish(self, started: BulkStarted) -> BulkOutcome:
+        """Wait for a job ``bulk_ingest_start`` closed; its outcome (see ``bulk_ingest``)."""
+        action, sobject, records, job_id = started.action, started.sobject, started.records, started.job_id
+        if job_id is None:
+            return BulkOutcome(job_id=None, state="JobComplete")
         try:
             info = self._bulk_wait("ingest", job_id)
             state = str(info.get("state"))
@@ -772,21 +864,47 @@ class Salesforce:
                     f"record: {info.get('errorMessage') or 'no reason given'}",
                     code=f"BULK_JOB_{state.upper()}")
             else:
-                base = f"jobs/ingest/{job_id}/"
-                accept = {"Accept": "text/csv"}
-                return BulkOutcome(
-                    job_id=job_id, state=state,
-                    successful=_csv_rows(self._request("GET", base + "successfulResults/", headers=accept)),
-                    failed=_csv_rows(self._request("GET", base + "failedResults/", headers=accept)),
-                    unprocessed=_csv_rows(self._request("GET", base + "unprocessedrecords/", headers=accept)),
-                    records_processed=int(info.get("numberRecordsProcessed") or 0),
-                    records_failed=int(info.get("numberRecordsFailed") or 0),
-                    error_message=info.get("errorMessage"))
+                return self._bulk_outcome(action, job_id, state, info, records)
         except SalesforceError as err:
             failure = OutcomeUnknown(f"bulk {action} job {job_id} ({len(records)} {sobject} records) "
                                      f"was closed but its outcome could not be read: {err.message}",
                                      code=err.code, status=err.status)
         raise failure
+
+    def _bulk_outcome(self, action: str, job_id: str, state: str, info: Mapping[str, Any],
+                      records: Sequence[Mapping[str, Any]]) -> BulkOutcome:
+        """The rows of a finished job, reading only the result files the job info says hold
+        something (``numberRecordsProcessed`` counts the failed records too:
+        https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_info.htm).
+        An insert reads ``successfulResults`` for the new ids; an update or delete whose
+        failed and unprocessed rows account for every record not saved learns the saved
+        ones from what it sent (their ids), without reading ``successfulResults``."""
+        processed = int(info.get("numberRecordsProcessed") or 0)
+        failed_count = int(info.get("numberRecordsFailed") or 0)
+        base = f"jobs/ingest/{job_id}/"
+        accept = {"Accept": "text/csv"}
+
+        def read(what: str) -> list[dict]:
+            return _csv_rows(self._request("GET", base + what + "/", headers=accept))
+
+        saved = processed - failed_count
+        successful = read("successfulResults") if action == "insert" and saved > 0 else []
+        failed = read("failedResults") if failed_count else []
+        incomplete = state != "JobComplete" or processed < len(records)
+        unprocessed = read("unprocessedrecords") if incomplete else []
+        accounted = len(failed) == failed_count and saved + len(failed) + len(unprocessed) == len(records)
+        if action == "insert":
+            if not accounted and saved <= 0:
+                successful = read("successfulResults")
+        elif not accounted:
+            successful = read("successfulResults")
+        else:
+            not_saved = {str(row.get("sf__Id") or row.get("Id") or "")[:15] for row in (*failed, *unprocessed)}
+            successful = [{"sf__Id": str(record["Id"]), "sf__Created": "false"} for record in records
+                          if str(record["Id"])[:15] not in not_saved]
+        return BulkOutcome(job_id=job_id, state=state, successful=successful, failed=failed,
+                           unprocessed=unprocessed, records_processed=processed,
+                           records_failed=failed_count, error_message=info.get("errorMessage"))
 
     def bulk_job_settle(self, job_id: str) -> str:
         """Settle an ingest job an earlier run created but never saw finish: its final
@@ -884,13 +1002,9 @@ class Salesforce:
             self._sleep(self._backoff(attempt, None))
 
     def _bulk_wait(self, kind: str, job_id: str) -> dict:
-        """Poll ``jobs/{kind}/{id}`` until a final state; waits double from
-        ``bulk_poll_seconds`` up to ``bulk_poll_max_seconds``."""
-        policy = Backoff(self._config.bulk_poll_seconds, self._config.bulk_poll_max_seconds)
-        polls, waited = 0, 0.0
-        while True:
-            delay = policy.delay(polls)
-            polls += 1
+        """Poll ``jobs/{kind}/{id}`` until a final state, waiting ``poll_delays`` between polls."""
+        waited = 0.0
+        for delay in poll_delays(self._config):
             self._sleep(delay)
             waited += delay
             info = _json(self._request("GET", f"jobs/{kind}/{job_id}"))
@@ -902,6 +1016,7 @@ class Salesforce:
             if waited >= self._config.bulk_timeout_seconds:
                 raise TransientError(f"bulk {kind} job {job_id} is still {state} after "
                                      f"{waited:.0f} seconds", code="BULK_JOB_TIMEOUT")
+        raise AssertionError("poll_delays never ends")
 
     def _bulk_abort(self, job_id: str) -> None:
         try:
@@ -1177,12 +1292,15 @@ def _ingest_csv(action: str, sobject: str, records: Sequence[Mapping[str, Any]])
 
 def _csv_rows(response: requests.Response, *, stamps: bool = False) -> list[dict]:
     """A CSV body → dicts (empty cell → None; with ``stamps``, ``…Z`` datetimes → ``…+0000``)."""
+    return list(_iter_csv_rows(response, stamps=stamps))
+
+
+def _iter_csv_rows(response: requests.Response, *, stamps: bool = False) -> Iterator[dict]:
     text = response.content.decode("utf-8-sig", errors="replace")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
-        return []
-    rows = []
+        return
     for cells in reader:
         if not cells:
             continue
@@ -1194,8 +1312,7 @@ def _csv_rows(response: requests.Response, *, stamps: bool = False) -> list[dict
                 row[name] = cell[:-1] + "+0000"
             else:
                 row[name] = cell
-        rows.append(row)
-    return rows
+        yield row
 
 
 def _not_sent(exc: requests.RequestException) -> bool:
@@ -1267,11 +1384,14 @@ class SalesforceReader:
     def describe(self, sobject: str) -> dict:
         return self._sf.describe(sobject)
 
-    def org_and_describe(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict]]:
-        return self._sf.org_and_describe(sobjects)
+    def org_and_describe(self, sobjects: Sequence[str], *,
+                         count_field: str | None = None) -> tuple[OrgInfo, dict[str, dict]]:
+        return self._sf.org_and_describe(sobjects, count_field=count_field)
 
-    def preflight_read(self, sobjects: Sequence[str]) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]:
-        return self._sf.preflight_read(sobjects)
+    def preflight_read(self, sobjects: Sequence[str], *, count_field: str | None = None,
+                       count_sobjects: Sequence[str] = (),
+                       ) -> tuple[OrgInfo, dict[str, dict], list[dict] | None]:
+        return self._sf.preflight_read(sobjects, count_field=count_field, count_sobjects=count_sobjects)
 
     def query_in(self, sobject: str, field: str, values: Iterable[str],
                  fields: Sequence[str]) -> list[dict]:

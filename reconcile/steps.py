@@ -22,22 +22,29 @@ are looked for. Each group's records are read once, by its own read steps.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import accumulate
 from typing import Any
 
-from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
-from reconcile.model import Action, Change, SObject, change_from_dict
+from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, Config, bulk_job_calls, bulk_query_calls, worth_counting
+from reconcile.model import Action, Change, SObject, change_from_dict, pointed_ref
 from reconcile.soql import COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, in_batches, in_query_head
 
 __all__ = ["Step", "StepKind", "Via", "build_steps", "apply_steps", "read_steps", "write_step", "write_groups",
-           "write_rank", "write_path", "batch_size", "write_requests", "create_key", "SOBJECT_WRITE_ORDER"]
+           "write_rank", "write_path", "batch_size", "write_requests", "create_key", "SOBJECT_WRITE_ORDER",
+           "bulk_jobs", "bulk_row_bytes", "planned_record"]
 
 #: Accounts are written before the Contacts that need them (and deleted after them).
 SOBJECT_WRITE_ORDER = (SObject.ACCOUNT.value, SObject.CONTACT.value, SObject.LEAD.value)
 # A request URL has room for the query around the IN (…) list: this much is kept for it.
 _URL_ROOM = 500
+# A Bulk upload's header row and slack, kept out of ``config.bulk_job_bytes``.
+_CSV_HEADER_ROOM = 64 * 1024
+# What a record id takes in a CSV cell: a reference to a record the plan creates is
+# counted as the 18-character id it becomes.
+_ID_CHARS = 18
 
 
 class StepKind(StrEnum):
@@ -116,16 +123,65 @@ def write_path(sobject: str, count: int, config: Config, *, collections_only: bo
 
 
 def batch_size(via: Via, config: Config) -> int:
-    """Records a request (Collections) or a job (Bulk)."""
+    """Records a request (Collections) or, at most, a job (Bulk)."""
     return max(1, config.bulk_job_size if via is Via.BULK else config.collection_size)
 
 
-def write_requests(via: Via, count: int, config: Config, *, size: int | None = None) -> int:
+def write_requests(via: Via, count: int, config: Config, *, size: int | None = None,
+                   action: Action | str = Action.UPDATE, jobs: int | None = None) -> int:
     """API calls to write ``count`` records by ``via``: one a Collections request, or
-    ``BULK_CALLS_PER_JOB`` a Bulk job (create, upload, close, two polls, three result files).
-    ``size``: records a request, when not the configured one."""
-    per_request = BULK_CALLS_PER_JOB if via is Via.BULK else 1
-    return math.ceil(count / max(1, size or batch_size(via, config))) * per_request
+    ``bulk_job_calls(action)`` a Bulk job (``jobs`` of them when known, else one per
+    ``size`` records). ``size``: records a request, when not the configured one."""
+    if via is Via.BULK:
+        if jobs is None:
+            jobs = math.ceil(count / max(1, size or batch_size(via, config)))
+        return jobs * bulk_job_calls(str(action))
+    return math.ceil(count / max(1, size or batch_size(via, config)))
+
+
+def bulk_row_bytes(record: Mapping[str, Any]) -> int:
+    """At most how many bytes ``record`` takes as a row of a Bulk upload's CSV: each value
+    quoted with every character doubled (a quote is), a comma, or ``#N/A`` for a null."""
+    total = 1
+    for value in record.values():
+        total += 5 if value is None or value == "" else 2 * len(str(value).encode("utf-8")) + 3
+    return total
+
+
+def bulk_jobs(row_bytes: Sequence[int], config: Config) -> list[int]:
+    """How many records each Bulk job of a group takes, in order: as few jobs as the limits
+    allow (``config.bulk_job_size`` records and ``config.bulk_job_bytes`` of CSV a job), cut
+    into even sizes (10,001 records in two jobs are 5,001 and 5,000, never 10,000 and 1)."""
+    n = len(row_bytes)
+    if not n:
+        return []
+    limit = max(1, config.bulk_job_bytes - _CSV_HEADER_ROOM)
+    ends = list(accumulate(row_bytes))
+    jobs = max(1, math.ceil(n / max(1, config.bulk_job_size)), math.ceil(ends[-1] / limit))
+    while True:
+        sizes = [n // jobs + (1 if i < n % jobs else 0) for i in range(jobs)]
+        start, fits = 0, True
+        for size in sizes:
+            used = ends[start + size - 1] - (ends[start - 1] if start else 0)
+            if used > limit and size > 1:
+                fits = False
+                break
+            start += size
+        if fits or jobs >= n:
+            return sizes
+        jobs += 1
+
+
+def planned_record(change: Change) -> dict[str, Any]:
+    """The record apply sends for ``change`` as far as the plan knows it (a reference to a
+    record the plan creates stands for its 18-character id): for sizing Bulk jobs."""
+    if change.action is Action.DELETE:
+        return {"Id": change.record_id}
+    record: dict[str, Any] = {"Id": change.record_id} if change.action is Action.UPDATE else {}
+    for name in change.fields:
+        after = change.after(name)
+        record[name] = "x" * _ID_CHARS if pointed_ref(after) else after
+    return record
 
 
 def create_key(change: Change, config: Config) -> str:
@@ -169,11 +225,14 @@ def write_groups(changes: Iterable[Change]) -> list[tuple[Action, str, list[Chan
 
 def write_step(action: Action, sobject: str, group: list[Change], config: Config, *,
                collections_only: bool = False) -> Step:
-    """The write step of one group (``write_groups``): its path, batch size and requests."""
+    """The write step of one group (``write_groups``): its path, batch size and requests
+    (a Bulk group: as few jobs as Salesforce's limits allow, of even sizes)."""
     via = write_path(sobject, len(group), config, collections_only=collections_only)
+    jobs = bulk_jobs([bulk_row_bytes(planned_record(c)) for c in group], config) if via is Via.BULK else None
     return Step(kind=StepKind.WRITE, via=via, sobject=sobject, action=action,
-                records=len(group), batch_size=batch_size(via, config),
-                requests=write_requests(via, len(group), config),
+                records=len(group), batch_size=max(jobs) if jobs else batch_size(via, config),
+                requests=write_requests(via, len(group), config, action=action,
+                                        jobs=len(jobs) if jobs else None),
                 change_ids=tuple(c.change_id for c in group),
                 fields=tuple(sorted({f for c in group for f in c.fields})))
 
@@ -206,10 +265,12 @@ def read_steps(action: Action, sobject: str, group: list[Change], config: Config
     ``instance_url``: the org's (``https://…``), for the exact count of queries."""
     if action is Action.CREATE:
         unique = set(create_key(c, config) for c in group)   # apply asks for each key once
-        if len(unique) > config.bulk_query_threshold:
-            via, requests = Via.BULK_QUERY, BULK_QUERY_CALLS
-        else:
-            via, requests = Via.SOQL, _find_queries(sobject, unique, config, instance_url)
+        via, requests = Via.SOQL, _find_queries(sobject, unique, config, instance_url)
+        if worth_counting(requests, config):
+            # the adapter's choice by cost: a COUNT() of the rows a Bulk query would read, then
+            # that query when it is cheaper (counted here with one results page: a large org
+            # whose count makes the batches cheaper spends 1 + the batches instead)
+            via, requests = Via.BULK_QUERY, 1 + bulk_query_calls(0, config)
         return [Step(kind=StepKind.FIND_NEW, via=via, sobject=sobject, action=action, records=len(unique),
                      requests=requests, change_ids=tuple(c.change_id for c in group))]
     ids = list(dict.fromkeys(c.record_id for c in group if c.record_id))
@@ -231,9 +292,16 @@ def read_steps(action: Action, sobject: str, group: list[Change], config: Config
 def apply_steps(changes: Iterable[Change], config: Config, *, instance_url: str | None = None,
                 collections_only: bool = False) -> list[Step]:
     """Each group of writes of ``changes`` in write order, preceded by its read steps: what
-    apply sends after checking the org, in this order."""
+    apply sends after checking the org, in this order. Groups of one rank do not depend on
+    each other; a Bulk group goes first among them, so that apply can leave its job
+    running while it reads and writes the others."""
+    groups = write_groups(changes)
+    bulk = [write_path(sobject, len(group), config, collections_only=collections_only) is Via.BULK
+            for _action, sobject, group in groups]
+    order = sorted(range(len(groups)), key=lambda i: (write_rank(groups[i][0], groups[i][1]), not bulk[i]))
     steps: list[Step] = []
-    for action, sobject, group in write_groups(changes):
+    for i in order:   # sorted() is stable: plan order otherwise
+        action, sobject, group = groups[i]
         steps.extend(read_steps(action, sobject, group, config, instance_url))
         steps.append(write_step(action, sobject, group, config, collections_only=collections_only))
     return steps

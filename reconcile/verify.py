@@ -35,6 +35,7 @@ def _verify_one(arch: ar.Archive, plan_dir: Path, config: Config) -> list[str]:
     raw = read_bytes(plan_path)
     if plan_doc.canonical_bytes(doc) != raw:
         raise IntegrityError(f"{plan_path}: not in canonical form; the file was edited")
+    plan_doc.check_schema(doc, plan_path)   # everything again: verify is the thorough check
     if doc["plan_id"] != plan_dir.name:
         raise IntegrityError(f"{plan_path}: plan id {doc['plan_id'][:12]} does not match its folder")
     plan_sha = ar.sha256_hex(raw)

@@ -2,12 +2,14 @@
 
 ``CollectionsWriter`` sends up to ``collection_size`` records a request through
 sObject Collections (allOrNone=false). ``BulkWriter`` sends each chunk as one
-Bulk API 2.0 ingest job (``bulk_job_size`` records a job): for groups larger
-than ``config.bulk_threshold``, where Collections would cost one request per
-200 records. Which writer a group uses is decided by ``reconcile.steps``.
+Bulk API 2.0 ingest job, as few jobs as Salesforce's limits allow (100 MB of
+CSV an upload; ``steps.bulk_jobs`` cuts a group into even jobs): for groups
+larger than ``config.bulk_threshold``, where Collections would cost one request
+per 200 records. Which writer a group uses is decided by ``reconcile.steps``;
+``chunks`` cuts a group into the writer's requests.
 
 Bulk API 2.0, in detail. A job costs a handful of requests whatever its size
-(create, upload, close, polls, three result files). Bulk results come back in
+(create, upload, close, polls; the result files it needs). Bulk results come back in
 no particular order, so they are matched to the changes by id, never by
 position: updates and deletes by ``sf__Id`` (the first 15 characters; a failed
 row's uploaded ``Id`` when ``sf__Id`` is empty), creates by a key column unique
@@ -25,7 +27,7 @@ Leads on Collections).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,8 +35,9 @@ from reconcile.config import Config
 from reconcile.errors import OutcomeUnknown
 from reconcile.model import Action, SaveResult
 from reconcile.ports import BulkIngest, OrgWriter
+from reconcile.steps import bulk_jobs, bulk_row_bytes
 
-__all__ = ["Writer", "WriteItem", "ItemResult", "CollectionsWriter", "BulkWriter", "records_payload",
+__all__ = ["Writer", "WriteItem", "ItemResult", "CollectionsWriter", "BulkWriter", "records_payload", "fixed_chunks",
            "parse_sf_error", "NO_RESULT", "NOT_PROCESSED"]
 
 NO_RESULT = "NO_RESULT"
@@ -64,9 +67,16 @@ class Writer(Protocol):
     unknown raises OutcomeUnknown."""
     batch_size: int
 
+    def chunks(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Iterable[Sequence[WriteItem]]: ...
+
     def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any: ...
 
     def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]: ...
+
+
+def fixed_chunks(items: Sequence[WriteItem], size: int) -> Iterable[Sequence[WriteItem]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start:start + size]
 
 
 def records_payload(action: Action, items: Sequence[WriteItem]) -> list[Any]:
@@ -86,6 +96,9 @@ class CollectionsWriter:
         self.sf = sf
         self.batch_size = config.collection_size
         self.allow_duplicates = allow_duplicates
+
+    def chunks(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Iterable[Sequence[WriteItem]]:
+        return fixed_chunks(items, self.batch_size)
 
     def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
         return records_payload(action, items)
@@ -137,8 +150,19 @@ def parse_sf_error(text: str | None) -> tuple[str, str]:
     return code.strip() or "UNKNOWN_ERROR", message.strip()
 
 
+@dataclass(frozen=True)
+class StartedJob:
+    """A Bulk job ``BulkWriter.start`` sent and ``finish`` has yet to wait for."""
+    action: Action
+    sobject: str
+    items: tuple[WriteItem, ...]
+    keys: Mapping[str, str]
+    started: Any
+
+
 class BulkWriter:
-    """Bulk API 2.0 ingest: ``batch_size`` (``config.bulk_job_size``) records a job."""
+    """Bulk API 2.0 ingest: as few jobs as ``config.bulk_job_size`` records and
+    ``config.bulk_job_bytes`` of CSV a job allow, of even sizes (``steps.bulk_jobs``)."""
 
     def __init__(self, sf: BulkIngest, config: Config):
         self.sf = sf
@@ -147,19 +171,52 @@ class BulkWriter:
         # Called with each job's id as soon as the job exists (apply journals it).
         self.on_job: Callable[[str], None] | None = None
 
+    def chunks(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Iterable[Sequence[WriteItem]]:
+        start = 0
+        for size in bulk_jobs([bulk_row_bytes(item.record) for item in items], self.config):
+            yield items[start:start + size]
+            start += size
+
     def payload(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> Any:
         return records_payload(action, items)
 
     def key_field(self, sobject: str) -> str:
         return self.config.account_name_field if sobject == "Account" else self.config.email_field
 
+    @property
+    def can_start(self) -> bool:
+        """Whether a job can be started now and finished later (``start``/``finish``)."""
+        return hasattr(self.sf, "bulk_ingest_start") and hasattr(self.sf, "bulk_ingest_finish")
+
     def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]:
         action = Action(action)
-        keys = self._keys(action, sobject, items)          # item key -> change_id
-        records = ([{"Id": item.record["Id"]} for item in items] if action is Action.DELETE
-                   else [dict(item.record) for item in items])
+        keys = self._keys(action, sobject, items)
         extra = {"on_job": self.on_job} if self.on_job is not None else {}
-        outcome = self.sf.bulk_ingest(_OPERATION[action], sobject, records, **extra)
+        outcome = self.sf.bulk_ingest(_OPERATION[action], sobject, self._records(action, items), **extra)
+        return self._answers(action, sobject, items, keys, outcome)
+
+    def start(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> StartedJob:
+        """Send one job (open, upload, close) without waiting for it: apply sends other
+        groups' requests meanwhile, then calls ``finish``."""
+        action = Action(action)
+        keys = self._keys(action, sobject, items)
+        extra = {"on_job": self.on_job} if self.on_job is not None else {}
+        started = self.sf.bulk_ingest_start(_OPERATION[action], sobject,  # type: ignore[attr-defined]
+                                            self._records(action, items), **extra)
+        return StartedJob(action, sobject, tuple(items), keys, started)
+
+    def finish(self, job: StartedJob) -> list[ItemResult]:
+        """Wait for a job ``start`` sent; one ``ItemResult`` per item, as ``write``."""
+        outcome = self.sf.bulk_ingest_finish(job.started)  # type: ignore[attr-defined]
+        return self._answers(job.action, job.sobject, job.items, job.keys, outcome)
+
+    @staticmethod
+    def _records(action: Action, items: Sequence[WriteItem]) -> list[dict[str, Any]]:
+        return ([{"Id": item.record["Id"]} for item in items] if action is Action.DELETE
+                else [dict(item.record) for item in items])
+
+    def _answers(self, action: Action, sobject: str, items: Sequence[WriteItem], keys: Mapping[str, str],
+                 outcome: Any) -> list[ItemResult]:
         answers: dict[str, ItemResult] = {}
 
         def claim(row: Mapping[str, Any], what: str) -> str:

@@ -14,6 +14,7 @@ from reconcile.errors import ApiLimitExceeded, OutcomeUnknown, SalesforceError
 from reconcile.model import Action
 from reconcile.salesforce import BulkOutcome
 from reconcile.sandbox import SandboxServer
+from reconcile.soql import encode_q
 from reconcile.writers import NO_RESULT, NOT_PROCESSED, BulkWriter, WriteItem, parse_sf_error
 
 CONFIG = Config(bulk_poll_seconds=0.0)
@@ -63,10 +64,13 @@ def test_bulk_query_in_equals_the_batched_in_query(sb):
     batched = connect(sb)
     by_in = batched.query_in("Contact", "Email", wanted, fields)
     assert batched.calls == 1
-    bulk = connect(sb, replace(CONFIG, bulk_query_threshold=5))
+    # URLs so short that the addresses take many batched queries: one Bulk query is cheaper
+    head = encode_q(f"SELECT {', '.join(fields)} FROM Contact WHERE Email IN ()")
+    bulk = connect(sb, replace(CONFIG, max_query_url=len(batched.base_url + "query/?q=" + head) + 80))
+    bulk.org_and_describe(["Contact"], count_field="Email")     # counts the rows: no extra call
     by_bulk = bulk.query_in("Contact", "Email", wanted, fields)
-    print(f"\nbulk query_in: {bulk.calls} API calls (create, 2 polls, 1 results page)")
-    assert bulk.calls == 4
+    print(f"\nbulk query_in: {bulk.calls - 1} API calls (create, 2 polls, 1 results page)")
+    assert bulk.calls == 1 + 4 and any("/jobs/query" in p for p in paths(sb))
     key = lambda r: r["Id"]  # noqa: E731
     assert sorted(by_bulk, key=key) == sorted(by_in, key=key)
     assert len(by_in) == 4 + 14
@@ -77,16 +81,85 @@ def test_bulk_query_in_equals_the_batched_in_query(sb):
     assert all(set(r) == {"Id"} for r in ids_only)
 
 
-def test_query_in_switches_to_one_bulk_query_above_the_threshold(sb):
+def _one_address_a_query(sb, **changes):
+    """A configuration whose query URLs hold one ``switch.N@bulk.example.com`` address each."""
+    base = connect(sb).base_url + "query/?q="
+    head = encode_q("SELECT Id FROM Contact WHERE Email IN (") + encode_q(")")
+    one = len(encode_q("'switch.0@bulk.example.com'"))
+    return replace(CONFIG, max_query_url=len(base) + len(head) + one + one // 2, **changes)
+
+
+def test_query_in_chooses_the_cheaper_read_path_by_calls(sb):
+    """Batched queries while they cost no more than a COUNT() and one Bulk query (1 + 4);
+    beyond that the org is asked its row count, and a Bulk query runs when it is cheaper
+    for that count: no cliff at a fixed number of addresses (issue 13)."""
     contacts(sb, "switch", 10)
-    sf = connect(sb, replace(CONFIG, bulk_query_threshold=5))
     five = [f"switch.{i}@bulk.example.com" for i in range(5)]
-    assert len(sf.query_in("Contact", "Email", five + five, ["Id"])) == 5   # 5 distinct values
-    assert not any("/jobs/" in p for p in paths(sb))
     six = [f"switch.{i}@bulk.example.com" for i in range(6)]
-    assert len(sf.query_in("Contact", "Email", six, ["Id"])) == 6
+
+    sf = connect(sb, _one_address_a_query(sb))
+    assert len(sf.query_in("Contact", "Email", five + five, ["Id"])) == 5   # 5 distinct: 5 queries
+    assert sf.calls == 5 and not any("/jobs/" in p for p in paths(sb))
+
+    sf = connect(sb, _one_address_a_query(sb))
+    assert len(sf.query_in("Contact", "Email", six, ["Id"])) == 6          # 6 queries > 1 + 4
     jobs = [p for p in paths(sb) if "/jobs/query" in p]
-    assert len(jobs) == 4 and not any("/query/" in p and "jobs" not in p for p in paths(sb)[1:])
+    assert sf.calls == 1 + 4 and len(jobs) == 4
+    assert sf.row_counts[("Contact", "Email")] == len(sb.store.records("Contact"))
+
+    # A large org: a Bulk query would read so many result pages that six queries are cheaper.
+    before = len(paths(sb))
+    sf = connect(sb, _one_address_a_query(sb, bulk_max_records=1))
+    assert len(sf.query_in("Contact", "Email", six, ["Id"])) == 6
+    assert sf.calls == 1 + 6 and not any("/jobs/" in p for p in paths(sb)[before:])
+
+
+def test_counts_from_the_plans_composite_request_cost_no_extra_call(sb):
+    """``org_and_describe(count_field=…)`` asks ``SELECT COUNT() … WHERE Email != null`` per
+    object inside the one /composite request; query_in then needs no COUNT() of its own.
+    COUNT() answers with totalSize alone:
+    https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_count.htm"""
+    contacts(sb, "counts", 10)
+    sf = connect(sb, _one_address_a_query(sb))
+    sf.org_and_describe(["Contact", "Lead"], count_field="Email")
+    assert sf.calls == 1
+    with_email = [r for r in sb.store.records("Contact") if r.get("Email")]
+    assert sf.row_counts[("Contact", "Email")] == len(with_email)
+    assert ("Lead", "Email") in sf.row_counts
+    six = [f"counts.{i}@bulk.example.com" for i in range(6)]
+    assert len(sf.query_in("Contact", "Email", six, ["Id"])) == 6
+    assert sf.calls == 1 + 4
+
+
+def test_the_preflight_composite_carries_describes_org_duplicate_rules_and_counts_in_one_call(sb):
+    """Plan's preflight is ONE /composite request: the describes (Account with --allow-create),
+    the Organization row, the DuplicateRule query and a COUNT() per e-mail object; Account
+    (no e-mail field to count) is described but not counted. Composite subrequests:
+    https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_composite.htm"""
+    contacts(sb, "preflight", 3)
+    sf = connect(sb, _one_address_a_query(sb))
+    org, describes, rules = sf.preflight_read(["Contact", "Lead", "Account"], count_field="Email",
+                                              count_sobjects=["Contact", "Lead"])
+    assert sf.calls == 1
+    assert set(describes) == {"Contact", "Lead", "Account"} and org.org_id
+    assert rules is not None and {r["SobjectType"] for r in rules} >= {"Contact", "Lead"}
+    assert sf.row_counts[("Contact", "Email")] == sum(1 for r in sb.store.records("Contact") if r.get("Email"))
+    assert ("Lead", "Email") in sf.row_counts and ("Account", "Email") not in sf.row_counts
+
+
+def test_a_bulk_query_in_keeps_only_matches_from_every_results_page(sb):
+    """The whole table is read a page at a time (Sforce-Locator) and only matching rows
+    are kept: the same records as batched queries."""
+    contacts(sb, "paged", 12)
+    wanted = [f"PAGED.{i}@bulk.example.com" for i in range(0, 12, 2)]
+    by_in = connect(sb).query_in("Contact", "Email", wanted, ["Id", "Email"])
+    sf = connect(sb, _one_address_a_query(sb, bulk_max_records=5))
+    sf.row_counts[("Contact", "Email")] = 1   # told the org is small: the Bulk path is taken
+    before = len(paths(sb))
+    by_bulk = sf.query_in("Contact", "Email", wanted, ["Id", "Email"])
+    pages = [p for p in paths(sb)[before:] if p.endswith("/results")]
+    assert len(pages) > 1
+    assert sorted(r["Id"] for r in by_bulk) == sorted(r["Id"] for r in by_in) and len(by_in) == 6
 
 
 def test_bulk_query_pages_by_locator_and_reads_nulls(sb):
@@ -121,6 +194,16 @@ def test_polling_backs_off_to_the_cap(sb):
     assert sf.calls == 1 + 5 + 1
 
 
+def test_polling_starts_short_and_doubles():
+    """A small job is often done within a fraction of a second: the first poll comes after
+    0.1 s, then the waits double up to bulk_poll_max_seconds (one function: poll_delays)."""
+    from itertools import islice
+
+    from reconcile.salesforce import poll_delays
+    assert list(islice(poll_delays(Config()), 5)) == [0.1, 0.2, 0.4, 0.8, 1.6]
+    assert list(islice(poll_delays(replace(Config(), bulk_poll_max_seconds=0.3)), 4)) == [0.1, 0.2, 0.3, 0.3]
+
+
 def test_polling_gives_up_after_the_timeout(sb):
     sb.bulk.polls_in_progress = 100
     sf = connect(sb, replace(CONFIG, bulk_poll_seconds=1.0, bulk_poll_max_seconds=1.0,
@@ -145,13 +228,16 @@ def test_bulk_update_with_row_failures_matched_by_id(sb):
     sf = connect(sb)
     outcome = sf.bulk_ingest("update", "Contact", records)
     assert isinstance(outcome, BulkOutcome) and outcome.state == "JobComplete"
-    assert sf.calls == 8                      # create, upload, close, 2 polls, 3 result files
+    # create, upload, close, 2 polls, failedResults: 3 failed of 40 processed, so the 37
+    # others were saved (their ids are the ones sent); successfulResults is not read
+    assert sf.calls == 6
+    assert [p.rsplit("/", 2)[-2] for p in paths(sb) if "/jobs/ingest/" in p and p.endswith("/")] == ["failedResults"]
     assert outcome.records_processed == 40 and outcome.records_failed == 3
     success_ids = [r["sf__Id"] for r in outcome.successful]
     assert sorted(success_ids) == sorted(set(ids) - {ids[3], ids[5], ids[7]})
-    assert success_ids != [i for i in ids if i in set(success_ids)], "results should come unordered"
     assert all(r["sf__Created"] == "false" for r in outcome.successful)
     failed = {r["sf__Id"]: r for r in outcome.failed}
+    assert list(failed) != [i for i in ids if i in failed], "results should come unordered"
     assert failed[ids[5]]["sf__Error"] == ("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST:bad value for "
                                           "restricted picklist field: Bogus:Contact_Status__c --")
     assert failed[ids[3]]["sf__Error"].startswith("FIELD_CUSTOM_VALIDATION_EXCEPTION:Title is locked")
@@ -163,6 +249,28 @@ def test_bulk_update_with_row_failures_matched_by_id(sb):
     assert sb.store.get(ids[11])["Contact_Status__c"] == "Inactive"
     assert sb.store.get(ids[3])["Title"] == "Before"
     assert sb.stats.write_requests == 1 and len(sb.stats.writes) == 37
+
+
+def test_a_bulk_job_reads_only_the_result_files_its_job_info_says_hold_something(sb):
+    """Get Job Info's numberRecordsProcessed (failed ones included) and numberRecordsFailed
+    (https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_info.htm)
+    tell which result files hold rows: an update that saved every record reads none
+    (5 calls: create, upload, close, 2 polls); an insert reads successfulResults for the
+    new ids, nothing else (6 calls)."""
+    ids = contacts(sb, "quiet", 30, Title="Before")
+    sf = connect(sb)
+    before = len(paths(sb))
+    outcome = sf.bulk_ingest("update", "Contact", [{"Id": i, "Title": "After"} for i in ids])
+    assert sf.calls == 5 and not any(p.endswith("Results/") or p.endswith("records/") for p in paths(sb)[before:])
+    assert sorted(r["sf__Id"] for r in outcome.successful) == sorted(ids) and not outcome.failed
+    assert all(sb.store.get(i)["Title"] == "After" for i in ids)
+    sf = connect(sb)
+    before = len(paths(sb))
+    made = sf.bulk_ingest("insert", "Contact", [{"LastName": f"Q{i}", "Email": f"quiet.new{i}@bulk.example.com"}
+                                                for i in range(7)])
+    assert sf.calls == 6
+    assert [p.rsplit("/", 2)[-2] for p in paths(sb)[before:] if p.endswith("/")] == ["successfulResults"]
+    assert len(made.successful) == 7 and all(sb.store.get(r["sf__Id"]) for r in made.successful)
 
 
 def test_bulk_writer_update_results_by_change_id(sb):
@@ -353,9 +461,10 @@ def test_20000_updates_in_one_job_cost_a_handful_of_calls(sb):
     results = writer.write(Action.UPDATE, "Contact", items)
     elapsed = time.perf_counter() - started
     print(f"\nbulk update of {n:,} records: {sf.calls} API calls, {elapsed:.2f} s")
-    assert sf.calls == 8 and all(r.success for r in results)
+    assert sf.calls == 5 and all(r.success for r in results)   # no result file: nothing failed
     before = sf.calls
     rows = sf.query_in("Contact", "Email", [f"big.{i}@bulk.example.com" for i in range(n)],
                        ["Id", "Title"])
     print(f"query_in of {n:,} addresses through one bulk query: {sf.calls - before} API calls")
-    assert sf.calls - before == 4 and len(rows) == n and {r["Title"] for r in rows} == {"Bulk 20k"}
+    # a COUNT() (this connection did not count the rows yet) and one Bulk query
+    assert sf.calls - before == 1 + 4 and len(rows) == n and {r["Title"] for r in rows} == {"Bulk 20k"}

@@ -261,6 +261,40 @@ def test_a_partially_applied_plan_reports_again_and_exits_1_without_sending(cli,
     assert org.stats.requests == 0
 
 
+def _crafted(cli, pid: str, edit) -> str:
+    """A copy of plan ``pid`` edited and given the id of its new content, in its own folder:
+    loading accepts it (the bytes hash to the id), only the schema can refuse it."""
+    from reconcile.plan import canonical_bytes, compute_plan_id
+    doc = json.loads(next(cli.archive.glob(f"{pid}*/plan.json")).read_bytes())
+    edit(doc)
+    doc.pop("plan_id")
+    doc["plan_id"] = compute_plan_id(doc)
+    folder = cli.archive / doc["plan_id"]
+    folder.mkdir()
+    (folder / "plan.json").write_bytes(canonical_bytes(doc))
+    return doc["plan_id"]
+
+
+def test_a_crafted_plan_with_a_recomputed_id_gets_one_line_errors_and_no_write(cli, org, tmp_path):
+    pid = plan_id_of(cli("plan", str(demo_outcomes(tmp_path))).stdout)
+    bad_change = _crafted(cli, pid, lambda d: d["changes"][0].update(fields="oops"))
+    shown = cli("show", bad_change)
+    assert shown.exit_code != 0 and "Traceback" not in shown.stderr
+    assert "not a valid plan: /changes/0/fields" in shown.stderr
+    assert cli("approve", bad_change, "--by", "Jane").exit_code == 0   # the head is sound
+    org.stats.reset()
+    applied = cli("apply", bad_change)
+    assert applied.exit_code != 0 and "not a valid plan: /changes/0/fields" in applied.stderr
+    assert len(applied.stderr.strip().splitlines()) == 1
+    assert org.stats.write_requests == 0
+    bad_head = _crafted(cli, pid, lambda d: d.update(org="somewhere"))
+    for command in (("approve", bad_head, "--by", "Jane"), ("show", bad_head)):
+        result = cli(*command)
+        assert result.exit_code != 0 and "not a valid plan: /org" in result.stderr, command
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (cli.archive / bad_head / "approval.json").exists()
+
+
 def test_drift_in_a_later_group_stops_before_it_and_says_the_earlier_group_stays_written(cli, org, tmp_path):
     """Each group is read just before it is written: a Lead edited after approval is found
     by the Lead group's read, after the Contact group was written. The run stops there

@@ -16,11 +16,12 @@ from reconcile.model import Action, Change, FieldChange, SObject
 from reconcile.plan import (
     FORMAT_VERSION,
     canonical_bytes,
+    check_schema,
     compute_plan_id,
     estimate_api_calls,
     load_plan,
     plan_schema,
-    validate,
+    schema_problem,
 )
 from reconcile.render.text import summary_line
 
@@ -99,7 +100,7 @@ def test_schema_and_code_agree():
     emitted: set[str] = set()
     for folder in sorted(p for p in SCENARIOS.iterdir() if p.is_dir()):
         doc = plan_document(*load_scenario(folder))
-        assert validate(doc, schema) == [], folder.name
+        assert schema_problem(doc) is None, folder.name
         emitted |= _doc_paths(doc, schema, schema)
     declared = _schema_paths(schema, schema)
     assert emitted - declared == set(), "keys written but not in plan.schema.json"
@@ -121,11 +122,10 @@ def test_load_plan_round_trip(doc, tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["changes"][0]["fields"]["Name"].update(after="Evil Corp"), "does not match its plan_id"),
     (lambda d: d.update(format_version=99), "format_version 99 is not one this reconcile reads"),
-    (lambda d: d["summary"].pop("delete"), "not a valid plan: /summary: missing key 'delete'"),
-    (lambda d: d["changes"][0].update(action="upsert"), "not a valid plan: /changes/0/action"),
-    (lambda d: d.update(surprise=1), "unexpected key 'surprise'"),
+    (lambda d: d["summary"].pop("delete"), "does not match its plan_id"),
+    (lambda d: d.update(plan_id=None), "does not match its plan_id"),
 ])
-def test_load_plan_refuses_a_changed_or_invalid_plan(doc, tmp_path, edit, message):
+def test_load_plan_refuses_a_changed_plan(doc, tmp_path, edit, message):
     changed = json.loads(canonical_bytes(doc))
     edit(changed)
     path = tmp_path / "plan.json"
@@ -133,6 +133,58 @@ def test_load_plan_refuses_a_changed_or_invalid_plan(doc, tmp_path, edit, messag
     with pytest.raises(IntegrityError, match=message) as info:
         load_plan(path)
     assert str(path) in str(info.value)
+
+
+def test_load_plan_checks_the_id_of_a_plan_in_another_form(doc, tmp_path):
+    """A hand-indented plan is read (its id recomputed from the content); one edited is refused."""
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    assert load_plan(path) == doc
+    changed = json.loads(canonical_bytes(doc))
+    changed["notes"] = ["edited"]
+    path.write_text(json.dumps(changed, indent=2), encoding="utf-8")
+    with pytest.raises(IntegrityError, match="does not match its plan_id"):
+        load_plan(path)
+
+
+def _resealed(doc, edit):
+    """A document edited and given the id of its new content (so only the schema can refuse it)."""
+    changed = json.loads(canonical_bytes(doc))
+    edit(changed)
+    changed["plan_id"] = compute_plan_id(changed)
+    return changed
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["summary"].pop("delete"), "not a valid plan: /summary: must contain \\['delete'\\]"),
+    (lambda d: d["changes"][0].update(action="upsert"), "not a valid plan: /changes/0/action: must be one of"),
+    (lambda d: d.update(surprise=1), "not a valid plan: /: must not contain {'surprise'}"),
+    (lambda d: d["inputs"].insert(0, {"name": "x", "sha256": "no", "rows": 1}), "/inputs/0/sha256: must match pattern"),
+])
+def test_check_schema_names_the_first_problem(doc, tmp_path, edit, message):
+    """The schema is checked by a compiled validator (fastjsonschema): once where the plan is
+    written (save_plan) and by verify, not on every load."""
+    changed = _resealed(doc, edit)
+    with pytest.raises(IntegrityError, match=message) as info:
+        check_schema(changed, tmp_path / "plan.json")
+    assert str(tmp_path / "plan.json") in str(info.value)
+    assert schema_problem(doc) is None
+
+
+def test_an_invalid_plan_is_never_written_and_verify_refuses_one(doc, tmp_path):
+    from reconcile import workflow as wf
+    ctx = wf.Context(config=Config(archive_dir=tmp_path / "plans"), env={})
+    bad = _resealed(doc, lambda d: d["changes"][0].update(action="upsert"))
+    with pytest.raises(IntegrityError, match="/changes/0/action"):
+        wf.save_plan(ctx, bad)
+    assert not (tmp_path / "plans" / bad["plan_id"] / "plan.json").exists()
+    # written behind reconcile's back: loading trusts the id, verify checks everything
+    folder = tmp_path / "plans" / bad["plan_id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plan.json").write_bytes(canonical_bytes(bad))
+    assert load_plan(folder / "plan.json")["plan_id"] == bad["plan_id"]
+    with pytest.raises(IntegrityError, match="not a valid plan: /changes/0/action"):
+        wf.verify(ctx, bad["plan_id"])
 
 
 def test_load_plan_refuses_files_that_are_not_plans(tmp_path):
@@ -200,8 +252,9 @@ def test_a_rollback_document_validates(doc, tmp_path):
 
 def test_estimate_api_calls_counts_bulk_jobs_for_large_groups_but_never_for_leads():
     config = Config(bulk_threshold=100, bulk_job_size=1000)
-    # 2,500 Contact updates: 1 org check + 2 re-reads + 3 Bulk jobs of 8 calls
-    assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 2500), config) == 1 + 2 + 3 * 8
+    # 2,500 Contact updates: 1 org check + 2 re-reads + 3 Bulk jobs of 5 calls (create, upload,
+    # close, two polls: an update that saves every record reads no result file)
+    assert estimate_api_calls(_changes(Action.UPDATE, SObject.CONTACT, 2500), config) == 1 + 2 + 3 * 5
     # 2,500 Lead updates stay on collections: 1 + 2 + 13
     assert estimate_api_calls(_changes(Action.UPDATE, SObject.LEAD, 2500), config) == 1 + 2 + 13
     # so do Account writes (Sforce-Auto-Assign: FALSE needs Collections): 1 + 2 + 13
@@ -218,10 +271,25 @@ def _creates(n: int, email_len: int) -> list[Change]:
 
 
 def test_estimate_counts_the_queries_that_check_creates_have_not_appeared():
-    config = Config(bulk_query_threshold=1000)
+    config = Config()
     # 300 addresses of 30 characters: (30 + 3) × 300 = 9,900 characters, one query; 2 writes
     assert estimate_api_calls(_creates(300, 30), config) == 1 + 1 + 2
     # 800 of them: 26,400 characters, two queries; 4 writes
     assert estimate_api_calls(_creates(800, 30), config) == 1 + 2 + 4
-    # above the threshold: one Bulk query (4 requests); 1,200 creates: 6 writes
-    assert estimate_api_calls(_creates(1200, 30), config) == 1 + 4 + 6
+    # 2,000: five queries, no more than a COUNT() and a Bulk query (1 + 4) would cost; 10 writes
+    assert estimate_api_calls(_creates(2000, 30), config) == 1 + 5 + 10
+    # 3,000: seven queries; a COUNT() and one Bulk query are cheaper: 1 + 4; one Bulk job writes
+    # 3,000 creates: a COUNT() and a Bulk query, one Bulk insert job (5 calls + its successful results)
+    assert estimate_api_calls(_creates(3000, 30), config) == 1 + (1 + 4) + 6
+
+
+def test_the_estimated_read_cost_has_no_cliff():
+    """One more address costs at most one more request, never a jump (issue 13: 10,000
+    addresses cost 45 read calls, 10,001 cost 7)."""
+    config = Config(collection_size=200, bulk_threshold=10**9)   # writes: n / 200 Collections requests
+    reads = []
+    for n in range(100, 6001, 100):
+        writes = -(-n // 200)
+        reads.append(estimate_api_calls(_creates(n, 30), config) - 1 - writes)
+    assert all(0 <= b - a <= 1 for a, b in zip(reads, reads[1:], strict=False)), reads
+    assert max(reads) == 5

@@ -852,11 +852,8 @@ class ScriptedBulk(requests.adapters.BaseAdapter):
 def test_bulk_ingest_writes_csv_with_na_for_null_and_empty_for_unchanged():
     job = {"id": "750000000000001AAA", "state": "Open"}
     fake = ScriptedBulk([(200, job), (201, None), (200, {**job, "state": "UploadComplete"}),
-                         (200, {**job, "state": "JobComplete", "numberRecordsProcessed": 3}),
-                         (200, '"sf__Id","sf__Created","Id","Title","Email"\n'
-                               '"003000000000002AAA","false","003000000000002AAA","",'
-                               '"x@example.org"\n'),
-                         (200, '"sf__Id","sf__Error","Id","Title","Email"\n'), (200, '"Id"\n')])
+                         (200, {**job, "state": "JobComplete", "numberRecordsProcessed": 3,
+                                "numberRecordsFailed": 0})])
     sf, _ = make(fake, config=Config(bulk_poll_seconds=0.5))
     outcome = sf.bulk_ingest("update", "Contact", [
         {"Id": "003000000000001AAA", "Title": None},
@@ -870,11 +867,27 @@ def test_bulk_ingest_writes_csv_with_na_for_null_and_empty_for_unchanged():
                                     '003000000000002AAA,,x@example.org\n'
                                     '003000000000003AAA,"Says ""hi"", twice\nreally",#N/A\n')
     assert close.method == "PATCH" and json.loads(close.body) == {"state": "UploadComplete"}
-    assert [r.url.rsplit("/", 2)[-2] for r in fake.sent[4:]] == [
-        "successfulResults", "failedResults", "unprocessedrecords"]
-    assert outcome.successful == [{"sf__Id": "003000000000002AAA", "sf__Created": "false",
-                                   "Id": "003000000000002AAA", "Title": None, "Email": "x@example.org"}]
-    assert outcome.failed == [] and outcome.unprocessed == [] and sf.calls == 7
+    # 3 processed, 0 failed: every record was saved, no result file is read
+    assert fake.sent[4:] == []
+    assert outcome.successful == [{"sf__Id": f"00300000000000{n}AAA", "sf__Created": "false"} for n in (1, 2, 3)]
+    assert outcome.failed == [] and outcome.unprocessed == [] and sf.calls == 4
+
+
+def test_a_bulk_update_whose_result_files_do_not_account_for_every_record_reads_the_successful_ones():
+    """The job info says 3 processed, 1 failed, but failedResults lists none: the saved
+    records cannot be told from the ids sent, so successfulResults is read too
+    (https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/get_job_successful_results.htm)."""
+    job = {"id": "750000000000004AAA", "state": "Open"}
+    fake = ScriptedBulk([(200, job), (201, None), (200, {**job, "state": "UploadComplete"}),
+                         (200, {**job, "state": "JobComplete", "numberRecordsProcessed": 3,
+                                "numberRecordsFailed": 1}),
+                         (200, '"sf__Id","sf__Error","Id","Title"\n'),
+                         (200, '"sf__Id","sf__Created","Id","Title"\n'
+                               '"003000000000001AAA","false","003000000000001AAA","T"\n')])
+    sf, _ = make(fake, config=Config(bulk_poll_seconds=0.5))
+    outcome = sf.bulk_ingest("update", "Contact", [{"Id": f"00300000000000{n}AAA", "Title": "T"} for n in (1, 2, 3)])
+    assert [r.url.rsplit("/", 2)[-2] for r in fake.sent[4:]] == ["failedResults", "successfulResults"]
+    assert [r["sf__Id"] for r in outcome.successful] == ["003000000000001AAA"]
 
 
 def test_bulk_query_follows_the_locator_and_reads_csv():

@@ -11,12 +11,12 @@ from rich.console import Console
 from test_apply_e2e import CONFIG, NOW, make_plan, plan_dir_for, seed_people, writes_per_record
 
 from reconcile.apply import apply_plan
-from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config
+from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config, bulk_job_calls
 from reconcile.model import Action, Change, FieldChange, SObject
 from reconcile.plan import estimate_api_calls
 from reconcile.render.html import render_html
 from reconcile.render.text import render_show
-from reconcile.steps import StepKind, Via, build_steps
+from reconcile.steps import StepKind, Via, build_steps, bulk_jobs, bulk_row_bytes, planned_record
 
 
 def _change(action: Action, sobject: SObject, key: str, **fields: object) -> Change:
@@ -67,10 +67,34 @@ def test_a_group_above_the_threshold_is_one_bulk_step_but_leads_stay_on_collecti
     contacts = [_change(Action.UPDATE, SObject.CONTACT, f"003{i}", Title="x") for i in range(2500)]
     leads = [_change(Action.UPDATE, SObject.LEAD, f"00Q{i}", Status="x") for i in range(2500)]
     writes = [s for s in build_steps(contacts + leads, config) if s.kind is StepKind.WRITE]
+    # 2,500 at most 1,000 a job: three even jobs (834, 833, 833), not 1,000 + 1,000 + 500
     assert [(s.sobject, s.via, s.batch_size, s.requests) for s in writes] == [
-        ("Contact", Via.BULK, 1000, 3 * BULK_CALLS_PER_JOB), ("Lead", Via.COLLECTIONS, 200, 13)]
+        ("Contact", Via.BULK, 834, 3 * BULK_CALLS_PER_JOB), ("Lead", Via.COLLECTIONS, 200, 13)]
     assert writes[0].change_ids == tuple(c.change_id for c in contacts)
     assert writes[0].fields == ("Title",)
+
+
+def test_bulk_jobs_are_sized_by_salesforces_limits_not_a_fixed_row_count():
+    """Bulk API 2.0 limits an upload to 100 MB of CSV
+    (https://developer.salesforce.com/docs/platform/api-asynch/guide/upload-job-data.html) and
+    a rolling 24 hours to 150,000,000 records; the org cuts a job into 10,000-record batches
+    itself (https://developer.salesforce.com/docs/atlas.en-us.228.0.api_bulk_v2.meta/api_bulk_v2/bulk_api_2_limits.htm).
+    So 10,001 Contact updates are one job, not 10,000 + 1; a group is cut only by those limits,
+    into even jobs; a create job reads its successful results (the new ids), one more call."""
+    updates = [_change(Action.UPDATE, SObject.CONTACT, f"003{i:015d}", Title="Director") for i in range(10_001)]
+    [write] = [s for s in build_steps(updates, Config()) if s.kind is StepKind.WRITE]
+    assert (write.via, write.requests, write.batch_size) == (Via.BULK, BULK_CALLS_PER_JOB, 10_001)
+    assert bulk_jobs([10] * 10_001, replace(Config(), bulk_job_size=10_000)) == [5_001, 5_000]
+    # the byte limit: rows of at most 59 bytes, 2,000 bytes a job (the header's room kept apart)
+    config = replace(Config(), bulk_job_bytes=64 * 1024 + 2_000)
+    rows = [bulk_row_bytes(planned_record(c)) for c in updates[:100]]
+    assert rows[0] == 1 + (2 * 18 + 3) + (2 * len("Director") + 3)
+    sizes = bulk_jobs(rows, config)
+    assert sizes == [25, 25, 25, 25]    # 3 jobs of 34 rows would be 2,006 bytes: one more job
+    assert bulk_jobs([10] * 5 + [1_999], config) == [2, 2, 1, 1]   # cut again until each job fits
+    creates = [_change(Action.CREATE, SObject.CONTACT, f"n{i}", Email=f"n{i}@example.org") for i in range(3_000)]
+    [create] = [s for s in build_steps(creates, Config()) if s.kind is StepKind.WRITE]
+    assert create.requests == BULK_CALLS_PER_JOB + 1 == bulk_job_calls("create")
 
 
 def test_show_and_the_page_list_the_same_steps(sb):
@@ -126,11 +150,14 @@ def test_the_estimate_is_what_apply_spends_on_a_small_plan(sb, tmp_path):
 
 
 @pytest.mark.parametrize("config, contacts, leads, creates", [
-    # several Bulk jobs for updates, creates and deletes, and a Bulk query for the creates' keys
-    (replace(CONFIG, bulk_threshold=20, bulk_job_size=30, bulk_query_threshold=40), 50, 30, 45),
+    # several Bulk jobs for updates, creates and deletes, and (URLs so short that the creates'
+    # keys take more queries than a COUNT() and a Bulk query) a Bulk query for them
+    (replace(CONFIG, bulk_threshold=20, bulk_job_size=30, max_query_url=200), 50, 30, 45),
     # the default sizes: 4,500 Contact updates in one Bulk job, the Leads on Collections
     (CONFIG, 4500, 30, 0),
-], ids=["small-thresholds", "4500-default"])
+    # jobs cut by bytes of CSV (2,000 a job beside the header's room): 60 updates in 2 jobs
+    (replace(CONFIG, bulk_threshold=20, bulk_job_bytes=64 * 1024 + 2_000), 60, 10, 0),
+], ids=["small-thresholds", "4500-default", "by-bytes"])
 def test_the_estimate_is_what_apply_spends_on_a_plan_with_bulk_jobs(sb, tmp_path, config, contacts,
                                                                     leads, creates):
     contact_ids, lead_ids = seed_people(sb, contacts, leads, tag="b")
@@ -143,12 +170,12 @@ def test_the_estimate_is_what_apply_spends_on_a_plan_with_bulk_jobs(sb, tmp_path
     steps = build_steps(doc, config)
     assert any(s.via is Via.BULK for s in steps)
     if creates:
-        assert any(s.via is Via.BULK_QUERY and s.requests == BULK_QUERY_CALLS for s in steps)
+        assert any(s.via is Via.BULK_QUERY and s.requests == 1 + BULK_QUERY_CALLS for s in steps)
     estimate = estimate_api_calls(doc["changes"], config, instance_url=doc["org"]["instance_url"])
     report, answered = _apply_counting(sb, doc, config, tmp_path)
     assert report.status == "applied"
     jobs = [p for m, p, _ in sb.stats.log if m == "POST" and p.endswith("/jobs/ingest")]
-    assert len(jobs) == sum(s.requests // BULK_CALLS_PER_JOB for s in steps if s.via is Via.BULK)
+    assert len(jobs) == sum(s.requests // bulk_job_calls(str(s.action)) for s in steps if s.via is Via.BULK)
     assert estimate == report.api_calls == answered
     print(f"\n{len(doc['changes'])} changes: estimated {estimate} API calls, apply spent {answered}")
 
@@ -195,3 +222,57 @@ def sb():
     from reconcile.sandbox import SandboxServer
     with SandboxServer(seed="empty") as server:
         yield server
+
+
+def test_a_bulk_job_runs_while_the_same_rank_collections_groups_are_written(sb, tmp_path):
+    """Contact updates (one Bulk job) and Lead updates (Collections) do not wait for each
+    other (the same write rank): the job is closed first, the Lead requests go out while
+    the org runs it, and only then is it polled. The estimate stays what apply spends, and
+    every record is written once."""
+    config = replace(CONFIG, bulk_threshold=20)
+    contact_ids, lead_ids = seed_people(sb, 40, 450, tag="par")
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "Director") for cid in contact_ids]
+                    + [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids])
+    steps = build_steps(doc, config)
+    # the Leads come first in the plan; the Bulk group goes first in its rank all the same
+    doc["changes"].sort(key=lambda c: c["sobject"] != "Lead")
+    steps = build_steps(doc, config)
+    assert [(s.sobject, s.via) for s in steps if s.kind is StepKind.WRITE] == [
+        ("Contact", Via.BULK), ("Lead", Via.COLLECTIONS)]
+    estimate = estimate_api_calls(doc["changes"], config, instance_url=doc["org"]["instance_url"])
+    report, answered = _apply_counting(sb, doc, config, tmp_path)
+    assert report.status == "applied" and estimate == report.api_calls == answered
+    log = [(m, p) for m, p, _ in sb.stats.log]
+    close = next(i for i, (m, p) in enumerate(log) if m == "PATCH" and "/jobs/ingest/" in p)
+    polls = [i for i, (m, p) in enumerate(log) if m == "GET" and "/jobs/ingest/" in p]
+    lead_writes = [i for i, (m, p) in enumerate(log) if m == "PATCH" and p.endswith("/composite/sobjects")]
+    assert len(lead_writes) == 3
+    assert close < min(lead_writes) and max(lead_writes) < min(polls)
+    assert all(n == 1 for n in writes_per_record(sb).values())
+
+
+def test_drift_found_while_a_bulk_job_runs_still_waits_for_the_job_and_journals_it(sb, tmp_path):
+    """The Lead group, read while the Contact job runs, has drifted: the run stops before
+    writing it, but the Contact job it left running is waited for and its results go into
+    the journal first (the Contacts are applied, not left for the next run to settle); a
+    run with --skip-drifted then writes the other Leads and nothing twice."""
+    from reconcile.errors import DriftError
+    from reconcile.salesforce import connect
+    config = replace(CONFIG, bulk_threshold=20)
+    contact_ids, lead_ids = seed_people(sb, 30, 5, tag="drj")
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "Director") for cid in contact_ids]
+                    + [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids])
+    sb.store.edit(lead_ids[0], {"Status": "Closed - Converted"})
+    sb.stats.reset()
+    sf = connect(config, env=sb.env, sleep=lambda s: None)
+    with pytest.raises(DriftError) as stopped:
+        apply_plan(doc, plan_dir_for(tmp_path, doc), sf, config, sleep=lambda s: None, now=lambda: NOW)
+    results = {r.change_id: r for r in stopped.value.report.results}
+    assert all(str(results[f"Contact:{cid}"].status) == "applied" for cid in contact_ids)
+    assert all(sb.store.get(cid)["Title"] == "Director" for cid in contact_ids)
+    assert all(sb.store.get(lid)["Status"] != "Inactive" for lid in lead_ids)
+    report = apply_plan(doc, plan_dir_for(tmp_path, doc), connect(config, env=sb.env, sleep=lambda s: None),
+                        config, skip_drifted=True, sleep=lambda s: None, now=lambda: NOW)
+    assert report.finished and sb.store.get(lead_ids[0])["Status"] == "Closed - Converted"
+    assert all(sb.store.get(lid)["Status"] == "Inactive" for lid in lead_ids[1:])
+    assert all(n == 1 for n in writes_per_record(sb).values())

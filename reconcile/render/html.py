@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -475,6 +475,10 @@ def _printable(value: Any) -> Any:
 
 def render_html(doc: Mapping[str, Any], config: Config | None = None) -> str:
     """The plan as one self-contained HTML page (``plan.html`` in the archive)."""
-    context = page_context(doc, config)
-    template = _environment().get_template(TEMPLATE)
-    return template.render(page=context)
+    return "".join(html_pieces(doc, config))
+
+
+def html_pieces(doc: Mapping[str, Any], config: Config | None = None) -> Iterator[str]:
+    """``render_html``'s text in the pieces the template yields them: the archive writes
+    them as they come, so a 100 MB page is never one string (nor a list of its pieces)."""
+    return _environment().get_template(TEMPLATE).generate(page=page_context(doc, config))
