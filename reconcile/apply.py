@@ -31,33 +31,47 @@ cleanly: the changes not yet written stay pending and running apply again resume
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-import hashlib
+from functools import partial
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from filelock import FileLock, Timeout
 
-from reconcile.archive import JOURNAL as JOURNAL_NAME, RECORD_FORMAT_VERSION, RESULT, sealed_chunks
 from reconcile import drift, settle
+from reconcile.archive import JOURNAL as JOURNAL_NAME
+from reconcile.archive import RECORD_FORMAT_VERSION, RESULT, sealed_chunks
+from reconcile.backoff import Backoff
+from reconcile.canonical import canonical_bytes
+from reconcile.clock import Clock, utc_now
 from reconcile.config import Config
-from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
-                              SalesforceError)
+from reconcile.errors import ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown, SalesforceError
 from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
-from reconcile.model import (Action, Change, ChangeStatus, PlanKind, PlanState, SObject, change_from_dict,
-                             pointed_ref)
+from reconcile.model import Action, Change, ChangeStatus, PlanKind, PlanState, SObject, change_from_dict, pointed_ref
 from reconcile.ports import BulkIngest, OrgWriter
-from reconcile.steps import (Step, StepKind, Via, apply_steps, bulk_jobs, bulk_row_bytes, create_key, planned_record,
-                             write_path, write_rank, write_requests)
+from reconcile.steps import (
+    Step,
+    StepKind,
+    Via,
+    apply_steps,
+    bulk_jobs,
+    bulk_row_bytes,
+    create_key,
+    planned_record,
+    write_path,
+    write_rank,
+    write_requests,
+)
 from reconcile.writers import BulkWriter, CollectionsWriter, ItemResult, StartedJob, WriteItem, Writer
 
 __all__ = ["apply_plan", "report_from_result", "ApplyReport", "ChangeResult",
@@ -68,10 +82,6 @@ TRANSIENT_ITEM_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
 # reconcile's own code for a create that needed a record the plan could not create.
 DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # -- results ---------------------------------------------------------------------------
@@ -141,7 +151,7 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 class _ApplyLock:
     """``plans/.apply.lock`` (non-blocking) plus ``.apply.lock.json`` saying who holds it."""
 
-    def __init__(self, root: Path, plan_id: str, now: Callable[[], str]):
+    def __init__(self, root: Path, plan_id: str, now: Clock):
         self.root = root
         self.plan_id = plan_id
         self.now = now
@@ -149,7 +159,7 @@ class _ApplyLock:
         self.lock = FileLock(str(root / ".apply.lock"), mode=0o600)
         self.warnings: list[str] = []
 
-    def __enter__(self) -> "_ApplyLock":
+    def __enter__(self) -> _ApplyLock:
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             self.lock.acquire(blocking=False)
@@ -172,8 +182,7 @@ class _ApplyLock:
                                          f"again to finish it")
             info = {"pid": os.getpid(), "hostname": socket.gethostname(),
                     "plan_id": self.plan_id, "started_at": self.now()}
-            write_atomic(self.info_path, json.dumps(info, sort_keys=True).encode() + b"\n",
-                         overwrite=True)
+            write_atomic(self.info_path, canonical_bytes(info), overwrite=True)
         except BaseException:
             self.lock.release()
             raise
@@ -210,7 +219,7 @@ def _pid_alive(pid: Any) -> bool:
 def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: OrgWriter, config: Config, *,
                skip_drifted: bool = False,
                progress: Callable[[int, int], None] | None = None,
-               now: Callable[[], str] = _utc_now,
+               now: Clock = utc_now,
                plan_sha256: str | None = None,
                sleep: Callable[[float], None] = time.sleep,
                writer: Writer | None = None,
@@ -277,7 +286,7 @@ class _Stop(Exception):
 class _Run:
     def __init__(self, doc: Mapping[str, Any], plan_dir: Path, sf: OrgWriter, config: Config, *,
                  skip_drifted: bool, progress: Callable[[int, int], None] | None,
-                 now: Callable[[], str], plan_sha256: str | None, sleep: Callable[[float], None],
+                 now: Clock, plan_sha256: str | None, sleep: Callable[[float], None],
                  writer: Writer, jitter: Callable[[], float], bulk_writer: Writer | None = None):
         self.doc = doc
         self.plan_id = str(doc["plan_id"])
@@ -344,7 +353,7 @@ class _Run:
         wanted = ["Id", *[f for f in fields if f != "Id"]]
         for chunk in _chunks(list(ids), self.config.retrieve_size):
             self.own_calls += 1
-            for record_id, row in zip(chunk, self.sf.retrieve(sobject, list(chunk), wanted)):
+            for record_id, row in zip(chunk, self.sf.retrieve(sobject, list(chunk), wanted), strict=True):
                 if row is not None:
                     rows[record_id] = row
         return rows
@@ -563,7 +572,7 @@ class _Run:
         try:
             return number, action, sobject, items, writer.start(action, sobject, items)
         except SalesforceError as err:
-            retry = self._answered(number, action, sobject, items, lambda: _raise(err))
+            retry = self._answered(number, action, sobject, items, partial(_raise, err))
             self._write_group(action, sobject, retry)
             return None
 
@@ -643,9 +652,9 @@ class _Run:
         ref = pointed_ref(value)
         return self.state.created.get(ref, value) if ref else value
 
-    def _mark_dependents(self, changes: Iterable[Change]) -> bool:
+    def _mark_dependents(self, changes: Iterable[Change]) -> None:
         """Fail those of ``changes`` still pending that point at a create which did not
-        happen. True if any."""
+        happen."""
         marks = []
         for change in changes:
             if self.state.is_final(change.change_id):
@@ -664,7 +673,6 @@ class _Run:
                     break
         if marks:
             self._log("mark", results=marks)
-        return bool(marks)
 
     def _item(self, change: Change) -> WriteItem:
         if change.action is Action.DELETE:
@@ -712,7 +720,7 @@ class _Run:
                 retry.extend(self._request(action, sobject, list(chunk), writer))
             queue = retry
             if queue:
-                delay = self.config.backoff_seconds * (2 ** round_no) * (0.5 + self.jitter())
+                delay = Backoff(self.config.backoff_seconds).delay(round_no, random=self.jitter)
                 round_no += 1
                 self.sleep(delay)
 

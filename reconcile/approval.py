@@ -85,14 +85,17 @@ def check_approval(plan_dir: Path, doc: dict[str, Any], config: Config | None = 
     config = config or Config()
     path = plan_dir / ar.APPROVAL
     if not path.is_file():
-        raise StateError(f"plan {doc['plan_id'][:12]} is not approved; run `reconcile approve {doc['plan_id'][:12]} --by NAME` after reviewing it")
+        raise StateError(f"plan {doc['plan_id'][:12]} is not approved; run "
+                         f"`reconcile approve {doc['plan_id'][:12]} --by NAME` after reviewing it")
     record = ar.read_json(path)
     ar.check_seal(path, record)
     if record.get("plan_id") != doc["plan_id"]:
-        raise IntegrityError(f"{path}: this approval is for plan {str(record.get('plan_id'))[:12]}, not {doc['plan_id'][:12]}; approve this plan itself")
+        raise IntegrityError(f"{path}: this approval is for plan {str(record.get('plan_id'))[:12]}, "
+                             f"not {doc['plan_id'][:12]}; approve this plan itself")
     actual = ar.sha256_hex(read_bytes(plan_dir / ar.PLAN))
     if record.get("plan_sha256") != actual:
-        raise IntegrityError(f"{plan_dir / ar.PLAN}: changed after approval (sha256 {actual[:12]}, approved {str(record.get('plan_sha256'))[:12]}); make and approve a new plan")
+        raise IntegrityError(f"{plan_dir / ar.PLAN}: changed after approval (sha256 {actual[:12]}, "
+                             f"approved {str(record.get('plan_sha256'))[:12]}); make and approve a new plan")
     check_files(plan_dir, record)
     check_signature(plan_dir, config)
     check_bound_to_journal(plan_dir)

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
+from reconcile.canonical import canonical_bytes, canonical_chunks
 from reconcile.errors import IntegrityError, PlanNotFound
 from reconcile.fsutil import folder_identity, read_bytes, write_atomic
 from reconcile.journal import has_sends, read_events
@@ -75,35 +77,7 @@ def sha256_hex(data: bytes) -> str:
 
 def record_bytes(record: dict[str, Any]) -> bytes:
     """Canonical bytes of an approval or result record."""
-    return (json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
-# record_bytes' form, for records written a piece at a time
-_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-_ITEMS_AT_A_TIME = 2_000
-
-
-def _record_chunks(record: Mapping[str, Any], key: str, items: Iterable[Any]) -> Iterator[bytes]:
-    """``record_bytes({**record, key: list(items)})`` in pieces, ``items`` encoded a few
-    thousand at a time (never the whole list, nor its text, at once)."""
-    yield b"{"
-    for i, name in enumerate(sorted([*record, key])):
-        yield (("," if i else "") + _ENCODER.encode(name) + ":").encode("utf-8")
-        if name != key:
-            yield _ENCODER.encode(record[name]).encode("utf-8")
-            continue
-        yield b"["
-        batch: list[Any] = []
-        first = True
-        for item in items:
-            batch.append(item)
-            if len(batch) == _ITEMS_AT_A_TIME:
-                yield (("" if first else ",") + _ENCODER.encode(batch)[1:-1]).encode("utf-8")
-                first, batch = False, []
-        if batch:
-            yield (("" if first else ",") + _ENCODER.encode(batch)[1:-1]).encode("utf-8")
-        yield b"]"
-    yield b"}\n"
+    return canonical_bytes(record)
 
 
 def sealed_chunks(record: Mapping[str, Any], key: str, items: Callable[[], Iterable[Any]]) -> Iterator[bytes]:
@@ -113,9 +87,9 @@ def sealed_chunks(record: Mapping[str, Any], key: str, items: Callable[[], Itera
     if key in record or "sha256" in record:
         raise ValueError(f"sealed_chunks: {key!r} and 'sha256' are written by it")
     digest = hashlib.sha256()
-    for chunk in _record_chunks(record, key, items()):
+    for chunk in canonical_chunks(record, items=(key, items())):
         digest.update(chunk)
-    yield from _record_chunks({**record, "sha256": digest.hexdigest()}, key, items())
+    yield from canonical_chunks({**record, "sha256": digest.hexdigest()}, items=(key, items()))
 
 
 def seal(record: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +168,8 @@ class Archive:
                 return matches[0]
             if len(matches) > 1:
                 raise PlanNotFound(f"plan id prefix {ref!r} matches {len(matches)} plans in {self.root}; give more characters")
-        raise PlanNotFound(f"no plan {ref!r} in {self.root} (give a plan id, a unique prefix of one, or a path; `reconcile log` lists them)")
+        raise PlanNotFound(f"no plan {ref!r} in {self.root} (give a plan id, a unique prefix of one, "
+                           "or a path; `reconcile log` lists them)")
 
     def write(self, plan_dir: Path, name: str, data: bytes | str | Iterable[bytes], *,
               overwrite: bool = False) -> Path:

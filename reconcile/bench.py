@@ -22,12 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 # The round trip the baseline's wall time is projected at (the measurement).
 BASELINE_RTT_SECONDS = 0.040
-
 
 def _email(i: int) -> str:
     return (f"person{i:07d}.o'neil@bench.example.com" if i % 97 == 0

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Literal
 
 import typer
 from rich.console import Console
@@ -61,7 +62,7 @@ class _usage_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: BaseException | None, _tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: BaseException | None, _tb: Any) -> Literal[False]:
         if isinstance(exc, _ClickUsageError):
             where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "reconcile"  # type: ignore[attr-defined]
             message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
@@ -97,9 +98,10 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    archive: Optional[Path] = typer.Option(None, "--archive", help="Archive directory (default ./plans, or $RECONCILE_ARCHIVE)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Configuration file (default ./reconcile.toml if present)."),
-    target_org: Optional[str] = typer.Option(None, "--target-org", help="Sign in as this Salesforce CLI alias or username (sf); overrides the environment."),
+    archive: Path | None = typer.Option(None, "--archive", help="Archive directory (default ./plans, or $RECONCILE_ARCHIVE)."),
+    config: Path | None = typer.Option(None, "--config", help="Configuration file (default ./reconcile.toml if present)."),
+    target_org: str | None = typer.Option(
+        None, "--target-org", help="Sign in as this Salesforce CLI alias or username (sf); overrides the environment."),
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
@@ -139,22 +141,23 @@ def _run(fn: Callable[[], int | None], as_json: bool = False, *, interrupted: st
     except InputError as exc:
         for problem in exc.problems:
             err.print(f"error: {problem}", markup=False)
-        err.print(f"error: {len(exc.problems)} problem(s) in the outcome files; nothing was read from or written to Salesforce", markup=False)
+        err.print(f"error: {len(exc.problems)} problem(s) in the outcome files; "
+                  "nothing was read from or written to Salesforce", markup=False)
         _json_error(as_json, exc, problems=exc.problems)
-        raise typer.Exit(exc.exit_code)
+        raise typer.Exit(exc.exit_code) from None
     except ReconcileError as exc:
         err.print(f"error: {exc}", markup=False)
         report = getattr(exc, "report", None)
         _json_error(as_json, exc, report=_report_json(report) if report is not None else None)
-        raise typer.Exit(exc.exit_code)
+        raise typer.Exit(exc.exit_code) from None
     except OSError as exc:   # the archive or an input cannot be read or written: one line, no traceback
         text = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
         err.print(f"error: {' '.join(text.split()) or exc.__class__.__name__}", markup=False)
         _json_error(as_json, exc, message=text)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print(interrupted, markup=False)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     raise typer.Exit(code)
 
 
@@ -176,9 +179,10 @@ def _short(plan_id: str) -> str:
 
 @app.command(cls=Command)
 def plan(
-    outcomes: List[Path] = typer.Argument(..., help="Pipeline outcome files (CSV or JSON Lines)."),
+    outcomes: list[Path] = typer.Argument(..., help="Pipeline outcome files (CSV or JSON Lines)."),
     allow_create: bool = typer.Option(False, "--allow-create", help="Create Contacts (and Accounts) for new_contact outcomes."),
-    detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="Exit 2 when the plan has changes, 0 when it has none."),
+    detailed_exitcode: bool = typer.Option(
+        False, "--detailed-exitcode", help="Exit 2 when the plan has changes, 0 when it has none."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Snapshot the org, apply the rules, and archive a reviewable plan."""
@@ -213,7 +217,9 @@ def plan(
 @app.command(cls=Command)
 def show(
     plan: str = typer.Argument(..., help="Plan id, unique id prefix, or path."),
-    full: bool = typer.Option(False, "--full", help="List every change, skipped and review item (a long plan goes through a pager on a terminal)."),
+    full: bool = typer.Option(
+        False, "--full",
+        help="List every change, skipped and review item (a long plan goes through a pager on a terminal)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan document itself."),
 ) -> None:
     """Show a plan for a terminal: counts per transition and reason with examples (--full: every change)."""
@@ -226,9 +232,13 @@ def show(
             _emit_json(loaded.doc)
             return 0
         wf.check_head(loaded)
+
+        def write(console: Console) -> None:
+            console.print(f"State: {loaded.state}", markup=False)
+            render_show(loaded.doc, console, ctx.config, full=full)
+
         with wf.plan_shape(loaded):
-            _paged(lambda console: (console.print(f"State: {loaded.state}", markup=False),
-                                    render_show(loaded.doc, console, ctx.config, full=full)))
+            _paged(write)
         return 0
 
     _run(body, as_json)
@@ -255,8 +265,9 @@ def approve(
     plan: str = typer.Argument(..., help="Plan id, unique id prefix, or path."),
     by: str = typer.Option(..., "--by", help="Who approves (recorded in the archive)."),
     comment: str = typer.Option("", "--comment", help="Why, or a ticket reference."),
-    sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEYFILE",
-                                        help="Sign the approval with this SSH key (ssh-keygen -Y sign; default: [approval] signing_key)."),
+    sign: Path | None = typer.Option(None, "--sign", metavar="KEYFILE",
+                                        help="Sign the approval with this SSH key "
+                                             "(ssh-keygen -Y sign; default: [approval] signing_key)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Record an approval bound to the plan's exact bytes and every file beside it (SHA-256)."""
@@ -279,7 +290,9 @@ def approve(
 @app.command("apply", cls=Command)
 def apply_cmd(
     plan: str = typer.Argument(..., help="Plan id, unique id prefix, or path."),
-    skip_drifted: bool = typer.Option(False, "--skip-drifted", help="Write the rest when some records changed since the plan; record the drifted ones."),
+    skip_drifted: bool = typer.Option(
+        False, "--skip-drifted",
+        help="Write the rest when some records changed since the plan; record the drifted ones."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Execute exactly the approved plan (drift-checked, journaled, resumable)."""
@@ -320,7 +333,8 @@ def rollback(
                         "path": str(result.plan_dir / "plan.json"), "state": "planned", "summary": doc["summary"]})
         else:
             out.print(summary_line(doc), markup=False)
-            out.print(f"Saved rollback plan {_short(doc['plan_id'])} of {_short(doc['parent_plan_id'])} (state: planned) in {result.plan_dir}", markup=False)
+            out.print(f"Saved rollback plan {_short(doc['plan_id'])} of {_short(doc['parent_plan_id'])} "
+                      f"(state: planned) in {result.plan_dir}", markup=False)
             out.print(f"  review:  {result.plan_dir / 'plan.html'}", markup=False)
             out.print(f"  approve: reconcile approve {_short(doc['plan_id'])} --by NAME", markup=False)
         return 0
@@ -353,7 +367,8 @@ def whoami(as_json: bool = JsonOpt) -> None:
 
 @app.command(cls=Command)
 def log(as_json: bool = JsonOpt) -> None:
-    """The archive's history as a table: every plan with its time, kind, state, counts, approver, and whether its files pass verify."""
+    """The archive's history as a table: every plan with its time, kind, state, counts, approver,
+    and whether its files pass verify."""
     def body() -> int:
         entries = wf.log(_context())
         if as_json:
@@ -391,7 +406,7 @@ def log(as_json: bool = JsonOpt) -> None:
 
 @app.command(cls=Command)
 def verify(
-    plan: Optional[str] = typer.Argument(None, help="One plan (default: the whole archive)."),
+    plan: str | None = typer.Argument(None, help="One plan (default: the whole archive)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Recompute every hash and check that approvals, results and rollbacks point at their plans."""

@@ -125,17 +125,15 @@ class Config:
     signing_key: str = ""            # approve signs with this key when --sign is not given
 
     def contact_fields(self) -> tuple[str, ...]:
-        """Fields read for each Contact in the snapshot."""
+        """Fields read for each Contact in the snapshot (``outcomes.fields_read`` adds
+        any field an outcome writes that is not named here)."""
         return ("Id", "Email", "FirstName", "LastName", self.title_field,
                 self.contact_status_field, "AccountId", "LastModifiedDate", "SystemModstamp")
 
     def lead_fields(self) -> tuple[str, ...]:
+        """Fields read for each Lead in the snapshot."""
         return ("Id", "Email", "FirstName", "LastName", self.title_field,
                 self.lead_status_field, "Company", "IsConverted", "LastModifiedDate", "SystemModstamp")
-
-    def fields_for(self, sobject: str) -> tuple[str, ...]:
-        return {"Contact": self.contact_fields(), "Lead": self.lead_fields(),
-                "Account": ("Id", "Name", "LastModifiedDate", "SystemModstamp")}[sobject]
 
 
 _SECTIONS = {
@@ -211,7 +209,7 @@ def _read_toml(path: Path) -> dict[str, object]:
             if not isinstance(value, type(default)):
                 raise ConfigError(f"{path}: {section}.{key} must be {type(default).__name__}, got {value!r}")
             if name in _PATHS and value:
-                value = str((path.parent / Path(str(value)).expanduser()))
+                value = str(path.parent / Path(str(value)).expanduser())
             out[name] = value
     assert set(out) <= set(known)
     return out

@@ -9,9 +9,9 @@ step. The archive is left in the demo directory for the user to open.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from reconcile import workflow as wf
 from reconcile.config import load_config

@@ -9,8 +9,9 @@ fields: {F: {planned, current}}}`` as the journal's ``drift`` event records it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from reconcile.model import Action, Change
 from reconcile.rules import same_value

@@ -25,8 +25,9 @@ import errno
 import os
 import secrets
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from reconcile.errors import IntegrityError
 

@@ -16,17 +16,17 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any
 
 from reconcile.chars import describe, first_invisible, scripts
 from reconcile.errors import InputError
 from reconcile.model import Conflict, Cupola, Outcome, OutcomeKind, OutcomeSet, RowRef
+from reconcile.outcomes import COLUMNS, OUTCOMES, PAYLOAD_COLUMNS, needed_by
 
-COLUMNS = ("email", "outcome", "new_email", "new_title", "first_name", "last_name",
-           "organization", "title", "multipub_id", "cupola_status", "observed_at", "source_id")
 REQUIRED_COLUMNS = ("email", "outcome")
 _VALID_OUTCOMES = ", ".join(k.value for k in OutcomeKind)
 _VALID_CUPOLA = 'active, inactive or empty'
@@ -42,23 +42,9 @@ _EMAIL = re.compile(r"^(?=[^@]{1,64}@)(?=.{1,254}$)"
                     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 
-# The payload each outcome owns: rows with the same outcome and the same payload
-# are one determination.
-_PAYLOAD = {
-    OutcomeKind.INACTIVE: (),
-    OutcomeKind.REACTIVATE: (),
-    OutcomeKind.EMAIL_CHANGE: ("new_email",),
-    OutcomeKind.TITLE_CHANGE: ("new_title",),
-    OutcomeKind.REPLACEMENT: ("new_email", "new_title"),
-    OutcomeKind.NEW_CONTACT: ("first_name", "last_name", "organization", "title"),
-}
-# Columns some outcome requires; checked against the header once, then per row.
-_NEEDED_BY = {
-    "new_email": (OutcomeKind.EMAIL_CHANGE,),
-    "new_title": (OutcomeKind.TITLE_CHANGE,),
-    "last_name": (OutcomeKind.NEW_CONTACT,),
-    "organization": (OutcomeKind.NEW_CONTACT,),
-}
+# Columns some outcome requires of every row (outcomes.py); checked against the
+# header once, then per row.
+_NEEDED_BY = needed_by()
 
 
 @dataclass
@@ -70,7 +56,7 @@ class _Row:
     observed: datetime | None
 
     def payload(self) -> tuple[str, ...]:
-        return tuple(self.values[name] for name in _PAYLOAD[self.kind])
+        return tuple(self.values[name] for name in OUTCOMES[self.kind].payload)
 
 
 @dataclass
@@ -238,7 +224,7 @@ def _csv_records(text: str, f: _File) -> Iterator[tuple[int, dict[str, str], fro
         if len(rec) > width:
             f.problem(line, None, f"row has {len(rec)} values but the header has {width} columns")
             continue
-        values = dict(zip(names, rec))  # a short row's missing values read as empty
+        values = dict(zip(names, rec, strict=False))  # a short row's missing values read as empty
         if needed_missing:
             kind = values.get("outcome", "").strip().lower()
             for column in needed_missing:
@@ -428,30 +414,26 @@ def _email_problem(text: str) -> str:
     return f"{shown} is not a valid e-mail address"
 
 
-_NEEDS = {
-    OutcomeKind.EMAIL_CHANGE: (("new_email", "e-mail address"),),
-    OutcomeKind.TITLE_CHANGE: (("new_title", "title"),),
-    OutcomeKind.NEW_CONTACT: (("last_name", "last name"), ("organization", "account name")),
-}
-
-
 def _check_required(line: int, kind: OutcomeKind, raw: dict[str, str], v: dict[str, str],
                     present: frozenset[str], f: _File) -> None:
     """A value the outcome needs is there, and none that it writes is only whitespace
     (a present-but-blank value would blank the field it writes)."""
-    if kind is OutcomeKind.REPLACEMENT:
-        blank = {name for name in ("new_email", "new_title") if raw.get(name, "") and not v[name]}
-        for name, what in (("new_email", "e-mail address"), ("new_title", "title")):
-            if name in blank:
-                f.problem(line, name, f"is blank (only whitespace); replacement would blank the {what}")
-        if not v["new_email"] and not v["new_title"] and not blank:
-            f.problem(line, "new_email", "missing; replacement needs new_email and/or new_title")
+    spec = OUTCOMES[kind]
+    if spec.needs_any:
+        blank = {n.column for n in spec.needs if raw.get(n.column, "") and not v[n.column]}
+        for need in spec.needs:
+            if need.column in blank:
+                f.problem(line, need.column, f"is blank (only whitespace); {kind.value} would blank the {need.what}")
+        if not blank and not any(v[n.column] for n in spec.needs):
+            f.problem(line, spec.needs[0].column,
+                      f"missing; {kind.value} needs {' and/or '.join(n.column for n in spec.needs)}")
         return
-    for name, what in _NEEDS.get(kind, ()):
+    for need in spec.needs:
+        name = need.column
         if v[name]:
             continue
         if raw.get(name, ""):
-            f.problem(line, name, f"is blank (only whitespace); {kind.value} would blank the {what}")
+            f.problem(line, name, f"is blank (only whitespace); {kind.value} would blank the {need.what}")
         elif name in present:  # a wholly missing column is reported once, on line 1
             f.problem(line, name, f"missing; {kind.value} needs {name}")
 
@@ -462,8 +444,8 @@ def _parse_time(text: str) -> datetime | None:
     except ValueError:
         return None
     if value.tzinfo is None:  # no offset given: read as UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _format_time(value: datetime) -> str:
@@ -474,7 +456,7 @@ def _format_time(value: datetime) -> str:
 # -- merging rows into determinations ---------------------------------------------
 
 def _describe(kind: OutcomeKind, payload: tuple[str, ...]) -> str:
-    parts = [f"{name}={value}" for name, value in zip(_PAYLOAD[kind], payload) if value]
+    parts = [f"{name}={value}" for name, value in zip(OUTCOMES[kind].payload, payload, strict=True) if value]
     return " ".join([kind.value, *parts])
 
 
@@ -512,7 +494,8 @@ def _merge(rows: list[_Row]) -> tuple[list[Outcome], list[Conflict]]:
             winner = groups[winner_key]
             overridden = [r for r in person if (r.kind, r.payload()) != winner_key]
             notes.append(f"{email}: {_describe(*winner_key)} ({_where(winner)}) has the latest observed_at "
-                         f"and overrides {'; '.join(_describe(r.kind, r.payload()) + ' (' + _where([r]) + ')' for r in overridden)}")
+                         "and overrides " + "; ".join(f"{_describe(r.kind, r.payload())} ({_where([r])})"
+                                                      for r in overridden))
         outcomes.append(_outcome(email, winner, person, overridden, notes))
     return outcomes, conflicts
 
@@ -522,20 +505,22 @@ _CUPOLA = {c.value: c for c in Cupola}
 
 def _single(email: str, row: _Row) -> Outcome:
     """The common case: one row for the person."""
-    v, owned = row.values, _PAYLOAD[row.kind]
+    v = row.values
     return Outcome(
-        email=email, kind=row.kind,
-        new_email=v["new_email"] if "new_email" in owned else "",
-        new_title=v["new_title"] if "new_title" in owned else "",
-        first_name=v["first_name"] if "first_name" in owned else "",
-        last_name=v["last_name"] if "last_name" in owned else "",
-        organization=v["organization"] if "organization" in owned else "",
-        title=v["title"] if "title" in owned else "",
+        email=email, kind=row.kind, **_owned(row),
         multipub_id=v["multipub_id"], cupola_status=_CUPOLA[v["cupola_status"]],
         observed_at=v["observed_at"], source_id=v["source_id"], rows=(row.ref,))
 
 
-def _latest_group(groups: dict[tuple[OutcomeKind, tuple[str, ...]], list[_Row]]):
+def _owned(row: _Row) -> dict[str, Any]:
+    """``Outcome`` keyword arguments: the row's values of the outcome's own columns, and
+    ``""`` for every other outcome's columns (not this outcome's)."""
+    owned = OUTCOMES[row.kind].payload
+    return {name: row.values[name] if name in owned else "" for name in PAYLOAD_COLUMNS}
+
+
+def _latest_group(groups: dict[tuple[OutcomeKind, tuple[str, ...]], list[_Row]]
+                  ) -> tuple[OutcomeKind, tuple[str, ...]] | None:
     """The determination whose latest row is strictly later than every other row, if any."""
     rows = [r for g in groups.values() for r in g]
     if any(r.observed is None for r in rows):
@@ -565,12 +550,8 @@ def _outcome(email: str, winner: list[_Row], person: list[_Row], overridden: lis
         notes.append(f"{email}: rows disagree on multipub_id ({', '.join(multipubs)} and/or empty); "
                      f"treated as a Multipub person ({multipubs[0]})")
     speaker = main or winner[-1]
-    owned = {name: first.values[name] for name in _PAYLOAD[first.kind]}  # the rest is not this outcome's
     return Outcome(
-        email=email, kind=first.kind,
-        new_email=owned.get("new_email", ""), new_title=owned.get("new_title", ""),
-        first_name=owned.get("first_name", ""), last_name=owned.get("last_name", ""),
-        organization=owned.get("organization", ""), title=owned.get("title", ""),
+        email=email, kind=first.kind, **_owned(first),
         multipub_id=multipubs[0] if multipubs else "",
         cupola_status=Cupola(cupola),
         observed_at=speaker.values["observed_at"], source_id=speaker.values["source_id"],

@@ -68,12 +68,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
+from reconcile.canonical import canonical_json
+from reconcile.clock import Clock
 from reconcile.errors import IntegrityError
 from reconcile.fsutil import append_line, folder_identity, read_bytes
 from reconcile.model import ChangeStatus
@@ -298,7 +298,7 @@ def replay(path: Path) -> JournalState:
 class Journal:
     """Appends events to one plan's journal; each append is durable on return."""
 
-    def __init__(self, path: Path, *, now: Callable[[], str]):
+    def __init__(self, path: Path, *, now: Clock):
         self.path = Path(path)
         self._now = now
         self.calls = 0          # set by the caller: HTTP requests so far in this run
@@ -319,14 +319,10 @@ class Journal:
             # Which folder this run wrote from: apply refuses a copy (archive.check_not_copied).
             fields["archive"] = folder_identity(self.path.parent)
         record = {"event": event, "at": self._now(), "calls": self.calls, **fields, "prev": self._prev}
-        line = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        line = canonical_json(record)
         append_line(self.path, line)
         self._prev = hashlib.sha256(line.encode("utf-8")).hexdigest()
         return record
-
-    def start(self, run: int, plan_id: str, warnings: list[str]) -> dict[str, Any]:
-        return self.append("start", run=run, pid=os.getpid(), host=socket.gethostname(),
-                           plan_id=plan_id, warnings=warnings)
 
     def _approval_sha256(self) -> str | None:
         try:
@@ -336,6 +332,3 @@ class Journal:
 
     def replay(self) -> JournalState:
         return replay(self.path)
-
-    def events(self) -> Iterator[dict[str, Any]]:
-        yield from read_events(self.path)[0]

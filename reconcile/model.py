@@ -8,9 +8,10 @@ that ``plan.py`` can serialise them with ``dataclasses.asdict``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 
 class SObject(StrEnum):
@@ -119,7 +120,8 @@ class Outcome:
     """One determination for one person (rows for the same e-mail already merged).
 
     ``email`` is normalised: trimmed and lower-cased. ``new_email`` likewise.
-    Empty optional values are ``""``.
+    Empty optional values are ``""``; a column the outcome does not own
+    (``outcomes.OUTCOMES[kind].payload``) is always ``""``.
     """
     email: str
     kind: OutcomeKind

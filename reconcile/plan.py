@@ -15,14 +15,17 @@ import gc
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import fastjsonschema
 
+# the one way a plan is written (re-exported: plan.canonical_bytes / canonical_chunks)
+from reconcile.canonical import canonical_bytes, canonical_chunks
 from reconcile.config import Config
 from reconcile.errors import IntegrityError
 from reconcile.fsutil import read_bytes
@@ -177,43 +180,6 @@ def make_document(body: PlanBody, *, org: OrgInfo, inputs: Iterable[Mapping[str,
     doc["by_action"], doc["by_reason"] = tallies(changes, [*doc["skipped"], *doc["review"]])
     doc["plan_id"] = compute_plan_id(doc)
     return doc
-
-
-_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-# Items of a top-level array or object encoded at a time: a 100,000-change plan is never
-# held as one string (nor as its UTF-8 bytes) beside the document.
-_CHUNK_ITEMS = 2_000
-
-
-def canonical_chunks(doc: Mapping[str, Any], *, chunk_items: int = _CHUNK_ITEMS) -> Iterator[bytes]:
-    """``canonical_bytes(doc)`` in pieces: the same bytes, a few thousand items at a time."""
-    yield b"{"
-    for i, key in enumerate(sorted(doc)):
-        value = doc[key]
-        yield (("," if i else "") + _ENCODER.encode(key) + ":").encode("utf-8")
-        if isinstance(value, list) and len(value) > chunk_items:
-            yield b"["
-            for at in range(0, len(value), chunk_items):
-                part = _ENCODER.encode(value[at:at + chunk_items])[1:-1]
-                yield (("," if at else "") + part).encode("utf-8")
-            yield b"]"
-        elif isinstance(value, dict) and len(value) > chunk_items:
-            keys = sorted(value)
-            yield b"{"
-            for at in range(0, len(keys), chunk_items):
-                part = _ENCODER.encode({k: value[k] for k in keys[at:at + chunk_items]})[1:-1]
-                yield (("," if at else "") + part).encode("utf-8")
-            yield b"}"
-        else:
-            yield _ENCODER.encode(value).encode("utf-8")
-    yield b"}\n"
-
-
-def canonical_bytes(doc: Mapping[str, Any]) -> bytes:
-    """Sorted keys, no insignificant white space, UTF-8 (json's C encoder: fast at 100k changes).
-    ``reconcile show --json`` prints the same document indented for people. Large plans are
-    written from ``canonical_chunks`` instead (the same bytes)."""
-    return b"".join(canonical_chunks(doc))
 
 
 def compute_plan_id(doc: Mapping[str, Any]) -> str:

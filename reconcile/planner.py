@@ -2,8 +2,9 @@
 
 No network, no clock, no files, no randomness: the same inputs always give
 the same plan, in the same order. Every rule of SPEC §2 lives here (the small
-pure helpers in ``rules.py``); ``plan.py`` turns the body into the versioned
-document.
+pure helpers in ``rules.py``); what each outcome writes, on which object, and
+whether the CUPOLA gate holds it is ``outcomes.py``'s table. ``plan.py`` turns
+the body into the versioned document.
 """
 
 from __future__ import annotations
@@ -13,15 +14,32 @@ from typing import Any
 
 from reconcile.config import Config
 from reconcile.model import (
-    Action, AccountInfo, Change, Conflict, Cupola, DuplicateGroup, FieldChange, HandoffRow, Outcome,
-    OutcomeKind, OutcomeSet, OrgRecord, PlanBody, ReviewItem, ReviewReason, RowRef, SkipReason, Skipped,
-    Snapshot, SObject, Unchanged, pointer,
+    AccountInfo,
+    Action,
+    Change,
+    Conflict,
+    Cupola,
+    DuplicateGroup,
+    FieldChange,
+    HandoffRow,
+    OrgRecord,
+    Outcome,
+    OutcomeSet,
+    PlanBody,
+    ReviewItem,
+    ReviewReason,
+    RowRef,
+    Skipped,
+    SkipReason,
+    Snapshot,
+    SObject,
+    Unchanged,
+    pointer,
 )
-from reconcile.rules import choose_account, choose_record, lead_is_active, norm_email, norm_name
+from reconcile.outcomes import OUTCOMES
+from reconcile.rules import choose_account, choose_record, norm_name
 
 MULTIPUB_DETAIL = "Skipped (Multipub/Marketing owns this contact)"
-_GATED = (OutcomeKind.EMAIL_CHANGE, OutcomeKind.TITLE_CHANGE, OutcomeKind.REPLACEMENT)
-_MOVES = (OutcomeKind.EMAIL_CHANGE, OutcomeKind.REPLACEMENT)
 
 
 def build_plan(outcome_set: OutcomeSet, snapshot: Snapshot, config: Config, *,
@@ -64,9 +82,9 @@ class _Planner:
                                 | {c.email for c in outcome_set.conflicts})
         self.claims: dict[str, set[str]] = {}
         for o in outcome_set.outcomes:
-            if o.kind in _MOVES and o.new_email and o.new_email != o.email:
+            if OUTCOMES[o.kind].moves_email and o.new_email and o.new_email != o.email:
                 self.claims.setdefault(o.new_email, set()).add(o.email)
-            elif o.kind is OutcomeKind.NEW_CONTACT:
+            elif OUTCOMES[o.kind].creates_contact:
                 self.claims.setdefault(o.email, set()).add(o.email)
 
         self.updates: list[Change] = []
@@ -107,7 +125,7 @@ class _Planner:
         for record in self.snapshot.records:
             state[record.id] = {"sobject": str(record.sobject), "fields": dict(record.fields)}
         for account in self.snapshot.accounts:
-            fields = {"Id": account.id, self.config.account_name_field: account.name,
+            fields: dict[str, Any] = {"Id": account.id, self.config.account_name_field: account.name,
                       "LastModifiedDate": account.last_modified, "SystemModstamp": account.system_modstamp}
             if account.contact_count is not None:  # counted only where several share a name
                 fields["contact_count"] = account.contact_count
@@ -141,7 +159,8 @@ class _Planner:
         # One item per record the person has (the reviewer fixes records), or one with none.
         records = sorted((r for s in (SObject.CONTACT, SObject.LEAD) for r in self._find(s, conflict.email)),
                          key=lambda r: (r.sobject, r.id))
-        for record in records or [None]:
+        targets: list[OrgRecord | None] = [*records] or [None]
+        for record in targets:
             self.review.append(ReviewItem(
                 email=conflict.email, reason=ReviewReason.CONFLICTING_OUTCOMES, detail=detail, rows=conflict.rows,
                 sobject=SObject(record.sobject) if record else None, record_id=record.id if record else None))
@@ -149,7 +168,7 @@ class _Planner:
     def _person(self, o: Outcome) -> None:
         if o.multipub_id:
             self._handoff(o)
-        if o.kind is OutcomeKind.NEW_CONTACT:
+        if OUTCOMES[o.kind].creates_contact:
             self._new_contact(o)
             return
         contact = self._choose(SObject.CONTACT, o.email)
@@ -175,28 +194,25 @@ class _Planner:
                 self._unchanged(o, target.record, target.unchanged)
         if not pending:
             return
-        if o.kind in _GATED and not self._gate(o, pending):
+        if OUTCOMES[o.kind].gated and not self._gate(o, pending):
             return
-        if o.kind in _MOVES and o.new_email and any(self.config.email_field in t.fields for t in pending):
+        if OUTCOMES[o.kind].moves_email and o.new_email and any(self.config.email_field in t.fields for t in pending):
             pending = self._email_free(o, pending)
         for target in pending:
             self.updates.append(self._update(o, target))
 
     def _handoff(self, o: Outcome) -> None:
+        spec = OUTCOMES[o.kind]
+        if spec.handoff is None or (spec.moves_email and not o.new_email):
+            return
         contact_ids = tuple(sorted(r.id for r in self._find(SObject.CONTACT, o.email)))
-        if o.kind is OutcomeKind.INACTIVE:
-            self.handoff.append(HandoffRow(file="inactive_people", email=o.email, multipub_id=o.multipub_id,
-                                           contact_ids=contact_ids, observed_at=o.observed_at,
-                                           source_id=o.source_id))
-        elif o.kind in _MOVES and o.new_email:
-            self.handoff.append(HandoffRow(file="email_update_requests", email=o.email,
-                                           multipub_id=o.multipub_id, new_email=o.new_email,
-                                           contact_ids=contact_ids, observed_at=o.observed_at,
-                                           source_id=o.source_id))
+        self.handoff.append(HandoffRow(file=spec.handoff, email=o.email, multipub_id=o.multipub_id,
+                                       new_email=o.new_email, contact_ids=contact_ids,
+                                       observed_at=o.observed_at, source_id=o.source_id))
 
     def _not_found_detail(self, o: Outcome) -> str:
         detail = "no Contact or Lead has this e-mail"
-        if o.kind in _MOVES and o.new_email:
+        if OUTCOMES[o.kind].moves_email and o.new_email:
             holders = [r for s in (SObject.CONTACT, SObject.LEAD) for r in self._find(s, o.new_email)]
             if holders:
                 detail += (f"; {o.new_email} is already held by "
@@ -213,7 +229,6 @@ class _Planner:
     def _desired(self, o: Outcome, t: _Target) -> None:
         c, record = self.config, t.record
         current = record.fields
-        is_lead = record.sobject == SObject.LEAD
         holds: list[str] = []
 
         def want(name: str, after: str, same: bool) -> None:
@@ -223,31 +238,16 @@ class _Planner:
                 t.fields[name] = FieldChange(before=current.get(name), after=after)
                 t.reasons.append(f"outcome {o.kind} → {name} = {after}")
 
-        if o.kind is OutcomeKind.INACTIVE:
-            if is_lead:
-                status = str(current.get(c.lead_status_field) or "").strip()
-                if status and status != c.lead_inactive and status in c.lead_inactive_statuses:
-                    holds.append(f"Lead is already inactive ({c.lead_status_field} = {status})")
-                else:
-                    want(c.lead_status_field, c.lead_inactive, status == c.lead_inactive)
+        for write in OUTCOMES[o.kind].writes.get(SObject(record.sobject), ()):
+            value = write.value(o, c)
+            if not value:
+                continue
+            held = write.hold(record, c) if write.hold is not None else None
+            if held:
+                holds.append(held)
             else:
-                want(c.contact_status_field, c.contact_inactive,
-                     str(current.get(c.contact_status_field) or "").strip() == c.contact_inactive)
-        elif o.kind is OutcomeKind.REACTIVATE:
-            if is_lead:
-                if lead_is_active(record, c):
-                    holds.append(f"Lead is already active ({c.lead_status_field} = "
-                                 f"{current.get(c.lead_status_field)}); not moved back to {c.lead_reactivate}")
-                else:
-                    want(c.lead_status_field, c.lead_reactivate, False)
-            else:
-                want(c.contact_status_field, c.contact_active,
-                     str(current.get(c.contact_status_field) or "").strip() == c.contact_active)
-        else:
-            if o.new_email:
-                want(c.email_field, o.new_email, norm_email(current.get(c.email_field)) == o.new_email)
-            if o.new_title:
-                want(c.title_field, o.new_title, str(current.get(c.title_field) or "").strip() == o.new_title)
+                name = write.field(c)
+                want(name, value, write.same(current.get(name)) == value)
         if not t.fields:
             t.unchanged = "; ".join(holds)
             return

@@ -5,7 +5,8 @@ and the sandbox org's connection satisfy them; tests may pass smaller fakes.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from reconcile.model import OrgInfo, SaveResult
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 
 def command_reference() -> str:
@@ -15,11 +17,12 @@ def command_reference() -> str:
     Context = root.context_class  # typer vendors click; reach it through the command
     ctx = Context(root, info_name="reconcile")
 
-    def walk(cmd, name: str, parent) -> None:
+    def walk(cmd: TyperCommand | TyperGroup, name: str, parent: Any) -> None:
+        # parent: click's Context, which typer vendors privately (no public name to annotate with)
         sub_ctx = Context(cmd, info_name=name.split()[-1], parent=parent)
-        if hasattr(cmd, "list_commands"):
+        if isinstance(cmd, TyperGroup):
             for sub_name in sorted(cmd.list_commands(sub_ctx)):
-                walk(cmd.get_command(sub_ctx, sub_name), f"{name} {sub_name}", sub_ctx)
+                walk(_command(cmd, sub_ctx, sub_name), f"{name} {sub_name}", sub_ctx)
             return
         usage = re.sub(r"\{(\w+)\}", lambda m: m.group(1).upper(),
                        " ".join(cmd.collect_usage_pieces(sub_ctx)))
@@ -29,7 +32,7 @@ def command_reference() -> str:
         lines.append(" ".join((cmd.help or "").strip().split("\n\n")[0].split()))  # first paragraph
         lines.append("")
         for param in cmd.params:
-            if param.param_type_name == "option" and param.name != "help":
+            if isinstance(param, TyperOption) and param.name != "help":
                 flags = ", ".join(f"`{o}`" for o in param.opts)
                 lines.append(f"- {flags}: {(param.help or '').strip()}")
         if lines[-1] != "":
@@ -38,6 +41,13 @@ def command_reference() -> str:
     lines.append("Global options (before the command): " + ", ".join(
         f"`{p.opts[0]}`" for p in root.params if p.param_type_name == "option" and p.name != "help"))
     lines.append("")
+    assert isinstance(root, TyperGroup)
     for name in sorted(root.list_commands(ctx)):
-        walk(root.get_command(ctx, name), f"reconcile {name}", ctx)
+        walk(_command(root, ctx, name), f"reconcile {name}", ctx)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _command(group: TyperGroup, ctx: Any, name: str) -> TyperCommand | TyperGroup:
+    cmd = group.get_command(ctx, name)
+    assert isinstance(cmd, (TyperCommand, TyperGroup)), name
+    return cmd

@@ -12,14 +12,13 @@ itself reversible.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
-from reconcile.model import (Action, Change, FieldChange, PlanBody, RowRef, SObject, Skipped,
-                             SkipReason, pointed_ref)
+from reconcile.model import Action, Change, FieldChange, PlanBody, RowRef, Skipped, SkipReason, SObject, pointed_ref
 from reconcile.rules import same_value
 from reconcile.steps import write_rank
-
 
 
 def restored_records(rollback_results: Iterable[Mapping[str, Any]]) -> frozenset[str]:
@@ -137,7 +136,7 @@ def build_rollback(parent: dict[str, Any], result: dict[str, Any],
             changes.append(change)
         # a delete is not undone: the record is in the Recycle Bin; restore it there.
 
-    for item, info in account_deletes:
+    for _item, info in account_deletes:
         rid = info["rid"]
         others = account_contacts.get(rid, 0) - deleted_contacts_by_account.get(rid, 0)
         if others > 0:

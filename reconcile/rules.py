@@ -3,13 +3,14 @@ group is written, which Account a new Contact joins, when a Lead is active."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from reconcile.config import Config
 from reconcile.model import AccountInfo, DecidedBy, DuplicateGroup, OrgRecord, RecordStamp
 
-_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def instant(value: Any) -> datetime:
@@ -23,8 +24,8 @@ def instant(value: Any) -> datetime:
     except ValueError:
         return _NEVER
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def norm_email(value: Any) -> str:
@@ -47,6 +48,23 @@ def norm_name(value: Any) -> str:
 def lead_is_active(record: OrgRecord, config: Config) -> bool:
     status = str(record.fields.get(config.lead_status_field) or "").strip()
     return bool(status) and status not in config.lead_inactive_statuses
+
+
+def lead_already_inactive(record: OrgRecord, config: Config) -> str | None:
+    """``inactive`` leaves a Lead alone whose Status is already another inactive value
+    (e.g. Disqualified): why, or None."""
+    status = str(record.fields.get(config.lead_status_field) or "").strip()
+    if status and status != config.lead_inactive and status in config.lead_inactive_statuses:
+        return f"Lead is already inactive ({config.lead_status_field} = {status})"
+    return None
+
+
+def lead_already_active(record: OrgRecord, config: Config) -> str | None:
+    """``reactivate`` never moves a working Lead back to the first open Status: why, or None."""
+    if lead_is_active(record, config):
+        return (f"Lead is already active ({config.lead_status_field} = "
+                f"{record.fields.get(config.lead_status_field)}); not moved back to {config.lead_reactivate}")
+    return None
 
 
 def _stamp(record: OrgRecord) -> RecordStamp:

@@ -8,7 +8,7 @@ simple-salesforce; every REST request then goes through ``Salesforce._request``,
 * keeps the org's daily API usage from the ``Sforce-Limit-Info`` header (``usage``),
 * retries transient failures of reads (502/503/504, ``SERVER_UNAVAILABLE``,
   ``UNABLE_TO_LOCK_ROW``, connection errors) with bounded, jittered
-  exponential backoff,
+  exponential backoff (``reconcile.backoff``, shared with Bulk job polling),
 * never re-sends a write (a Collections create, update or delete, a Bulk job's
   upload or close) whose outcome an answer left open: a 500, 502, 503 or 504,
   or a connection lost after the request went out, raises ``OutcomeUnknown``
@@ -43,8 +43,10 @@ import random
 import re
 import subprocess
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import count
+from typing import Any
 from urllib.parse import urlparse
 
 import jwt
@@ -53,14 +55,23 @@ import simple_salesforce
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from reconcile.backoff import MAX_BACKOFF, Backoff
+from reconcile.clock import wall_seconds
 from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, Config, bulk_is_cheaper, worth_counting
-from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, OutcomeUnknown,
-                              PermissionDenied, ReconcileError, SalesforceError, SessionExpired,
-                              TransientError)
+from reconcile.errors import (
+    ApiLimitExceeded,
+    ConfigError,
+    MalformedRequest,
+    OutcomeUnknown,
+    PermissionDenied,
+    ReconcileError,
+    SalesforceError,
+    SessionExpired,
+    TransientError,
+)
 from reconcile.model import ApiUsage, OrgInfo, RecordError, SaveResult
+from reconcile.soql import COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, encode_q, in_batches, in_query_head, soql_quote
 from reconcile.soql import SOQL_MAX_CHARS as _SOQL_MAX_CHARS
-from reconcile.soql import (COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, encode_q, in_batches,
-                            in_query_head, soql_quote)
 
 __all__ = ["connect", "sign_in", "SignIn", "Salesforce", "SalesforceReader", "BulkOutcome", "soql_quote",
            "parse_limit_info"]
@@ -79,7 +90,6 @@ DUPLICATE_RULES_QUERY = ("SELECT Id, DeveloperName, MasterLabel, SobjectType FRO
                          "ORDER BY SobjectType, DeveloperName")
 SOQL_MAX_CHARS = _SOQL_MAX_CHARS   # MALFORMED_QUERY above this
 TIMEOUT = (15.0, 300.0)           # connect, read (seconds); the org's own limit is 10 minutes
-MAX_BACKOFF = 30.0                # seconds; no single wait is longer
 TRANSIENT_STATUS = {502, 503, 504}
 # Answers that leave a write's outcome open: the org (500, 503) or a gateway in front of it
 # (502, 504) failed after the request arrived, so it may have been saved before the failure.
@@ -138,7 +148,6 @@ class SignIn:
     mode: str
     login: Callable[[], tuple[str, str]]
     renewable: bool
-    variables: tuple[str, ...]
 
 
 def connect(config: Config, env: Mapping[str, str] | None = None, *,
@@ -226,7 +235,7 @@ def sign_in(config: Config, env: Mapping[str, str], session: requests.Session, *
                  "set SALESFORCE_DOMAIN to your instance host, e.g. acme.my.salesforce.com")
         instance_url = _instance_url(value["SALESFORCE_DOMAIN"])
         token = value["SALESFORCE_ACCESS_TOKEN"]
-        return SignIn("access token", lambda: (token, instance_url), False, TOKEN_VARS)
+        return SignIn("access token", lambda: (token, instance_url), False)
     if mode == "SALESFORCE_PRIVATE_KEY_FILE":
         names = ("SALESFORCE_CLIENT_ID", "SALESFORCE_USERNAME", "SALESFORCE_PRIVATE_KEY_FILE")
         _require("JWT bearer sign-in", value, names)
@@ -242,7 +251,7 @@ def sign_in(config: Config, env: Mapping[str, str], session: requests.Session, *
         form = {"grant_type": "client_credentials", "client_id": value["SALESFORCE_CLIENT_ID"],
                 "client_secret": value["SALESFORCE_CLIENT_SECRET"]}
         return SignIn("client credentials", lambda: _token_request(session, url, form, "client credentials", names),
-                      True, names)
+                      True)
     # username and password
     if value["SALESFORCE_CLIENT_ID"] or value["SALESFORCE_CLIENT_SECRET"]:
         names = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_USERNAME",
@@ -253,7 +262,7 @@ def sign_in(config: Config, env: Mapping[str, str], session: requests.Session, *
                 "client_secret": value["SALESFORCE_CLIENT_SECRET"], "username": value["SALESFORCE_USERNAME"],
                 "password": value["SALESFORCE_PASSWORD"] + value["SALESFORCE_SECURITY_TOKEN"]}
         return SignIn("username-password (OAuth)",
-                      lambda: _token_request(session, url, form, "username-password", names), True, names)
+                      lambda: _token_request(session, url, form, "username-password", names), True)
     missing = [name for name in LOGIN_VARS if not value[name]]
     if missing:
         raise ConfigError(f"username/password login is half-configured: {', '.join(missing)} "
@@ -310,7 +319,7 @@ def _jwt_sign_in(value: Mapping[str, str], session: requests.Session) -> SignIn:
 
     def login() -> tuple[str, str]:
         claims = {"iss": value["SALESFORCE_CLIENT_ID"], "sub": value["SALESFORCE_USERNAME"],
-                  "aud": _audience(url), "exp": int(time.time()) + JWT_LIFETIME}
+                  "aud": _audience(url), "exp": int(wall_seconds()) + JWT_LIFETIME}
         failure = None
         try:
             assertion = jwt.encode(claims, key, algorithm="RS256")
@@ -322,7 +331,7 @@ def _jwt_sign_in(value: Mapping[str, str], session: requests.Session) -> SignIn:
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
         return _token_request(session, url, form, "JWT bearer", names)
 
-    return SignIn("JWT bearer", login, True, names)
+    return SignIn("JWT bearer", login, True)
 
 
 def _token_request(session: requests.Session, domain_url: str, form: Mapping[str, str],
@@ -395,7 +404,7 @@ def _soap_sign_in(value: Mapping[str, str], session: requests.Session, version: 
             raise failure
         return token, f"https://{instance}"
 
-    return SignIn("username-password (SOAP login)", login, True, LOGIN_VARS)
+    return SignIn("username-password (SOAP login)", login, True)
 
 
 def _cli_sign_in(alias: str, env: Mapping[str, str],
@@ -446,7 +455,7 @@ def _cli_sign_in(alias: str, env: Mapping[str, str],
                               f"`sf org login web --alias {alias}` (or update the CLI) and try again")
         return token, _instance_url(str(shown["instanceUrl"]))
 
-    return SignIn(f"Salesforce CLI ({alias})", login, True, ("SALESFORCE_TARGET_ORG",))
+    return SignIn(f"Salesforce CLI ({alias})", login, True)
 
 
 def _instance_url(domain: str) -> str:
@@ -515,10 +524,10 @@ def poll_delays(config: Config) -> Iterator[float]:
     capped), starting short — ``bulk_poll_seconds`` (a small job is often done by the first
     poll), doubled after each poll up to ``bulk_poll_max_seconds``. No jitter: one client
     polls its own job."""
-    delay = max(0.0, config.bulk_poll_seconds)
-    while True:
-        yield delay
-        delay = min(max(delay, 0.001) * 2, config.bulk_poll_max_seconds)
+    yield max(0.0, config.bulk_poll_seconds)
+    policy = Backoff(max(config.bulk_poll_seconds, 0.001), config.bulk_poll_max_seconds)
+    for polls in count(1):
+        yield policy.delay(polls)
 
 
 @dataclass(frozen=True)
@@ -1190,14 +1199,13 @@ class Salesforce:
             if isinstance(failure, TransientError) and attempt > 1:
                 failure = TransientError(f"{failure.message} (gave up after {attempt} attempts)",
                                          code=failure.code, status=failure.status)
+            assert failure is not None  # every path above returned or set it
             raise failure
 
     def _backoff(self, attempt: int, response: requests.Response | None) -> float:
-        delay = min(MAX_BACKOFF, self._config.backoff_seconds * 2 ** (attempt - 1))
         retry_after = response.headers.get("Retry-After", "") if response is not None else ""
-        if retry_after.isdigit():
-            delay = min(MAX_BACKOFF, max(delay, float(retry_after)))
-        return delay / 2 + self._rng.random() * delay / 2
+        return Backoff(self._config.backoff_seconds, MAX_BACKOFF).delay(
+            attempt - 1, random=self._rng.random, at_least=float(retry_after) if retry_after.isdigit() else 0.0)
 
     def _relogin(self) -> None:
         """Sign in again (the same mode) and use the new session from now on."""
@@ -1296,8 +1304,8 @@ def _iter_csv_rows(response: requests.Response, *, stamps: bool = False) -> Iter
     for cells in reader:
         if not cells:
             continue
-        row = {}
-        for name, cell in zip(header, cells):
+        row: dict[str, str | None] = {}
+        for name, cell in zip(header, cells, strict=False):  # a short row: its last cells are empty
             if cell == "":
                 row[name] = None
             elif stamps and _BULK_STAMP.match(cell):

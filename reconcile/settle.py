@@ -10,8 +10,9 @@ values, or was deleted).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from reconcile.drift import NOT_VISIBLE
 from reconcile.model import Change
@@ -100,7 +101,7 @@ def settle_updates(number: int, changes: Sequence[Change], payload: Sequence[Map
     have written it and been undone: drifted, never sent again; anything else → drifted."""
     stamps = stamps or {}
     results: list[dict[str, Any]] = []
-    for change, record in zip(changes, payload):
+    for change, record in zip(changes, payload, strict=True):
         row = rows.get(record["Id"])
         names = [f for f in record if f != "Id"]
         if row is not None and all(same_value(f, row.get(f), record[f]) for f in names):
@@ -132,7 +133,7 @@ def settle_deletes(number: int, change_ids: Sequence[str], payload: Sequence[str
                    rows: Mapping[str, Any]) -> list[dict[str, Any]]:
     """``payload``: the ids the request sent; ``rows``: those still readable, by id."""
     results: list[dict[str, Any]] = []
-    for change_id, record_id in zip(change_ids, payload):
+    for change_id, record_id in zip(change_ids, payload, strict=True):
         gone = record_id not in rows
         results.append({"change_id": change_id, "status": "applied" if gone else "pending",
                         "message": f"deleted by request {number} (settled)" if gone

@@ -6,14 +6,15 @@ can write to the org.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from reconcile.config import Config
 from reconcile.errors import PreflightError
-from reconcile.model import AccountInfo, OrgInfo, Cupola, OrgRecord, OutcomeKind, OutcomeSet, SObject, Snapshot
+from reconcile.model import AccountInfo, Cupola, OrgInfo, OrgRecord, OutcomeSet, Snapshot, SObject
+from reconcile.outcomes import OUTCOMES, fields_read, written_fields
 from reconcile.ports import OrgReader
 from reconcile.rules import norm_name
-
 
 PREFLIGHT_OBJECTS = ("Contact", "Lead")
 
@@ -40,9 +41,11 @@ def preflight(describes: Mapping[str, dict], config: Config, *, allow_create: bo
                     [config.contact_active, config.contact_inactive])
     _check_picklist(problems, "Lead", lead, config.lead_status_field,
                     [config.lead_inactive, config.lead_reactivate])
-    for sobject, fields in (("Contact", contact), ("Lead", lead)):
-        for name in (config.email_field, config.title_field):
-            _check_field(problems, sobject, fields, name, "updateable")
+    status = {SObject.CONTACT: config.contact_status_field, SObject.LEAD: config.lead_status_field}
+    for sobject, fields in ((SObject.CONTACT, contact), (SObject.LEAD, lead)):
+        for name in written_fields(config, sobject):
+            if name != status[sobject]:  # checked above, with its picklist values
+                _check_field(problems, sobject, fields, name, "updateable")
     if allow_create:
         for name in (config.email_field, "FirstName", "LastName", config.title_field,
                      "AccountId", config.contact_status_field):
@@ -109,7 +112,8 @@ def addresses_to_read(outcome_set: OutcomeSet) -> list[str]:
     is a share of the few requests a plan may spend."""
     wanted = {o.email for o in outcome_set.outcomes} | {c.email for c in outcome_set.conflicts}
     wanted.update(o.new_email for o in outcome_set.outcomes
-                  if o.new_email and o.cupola_status is Cupola.ACTIVE)
+                  if o.new_email and OUTCOMES[o.kind].moves_email
+                  and (o.cupola_status is Cupola.ACTIVE or not OUTCOMES[o.kind].gated))
     return sorted(wanted)
 
 
@@ -124,18 +128,18 @@ def take_snapshot(reader: OrgReader, outcome_set: OutcomeSet, config: Config, *,
     for sobject in (SObject.CONTACT, SObject.LEAD):
         say(f"reading {sobject}s for {len(emails)} addresses")
         for row in reader.query_in(sobject.value, config.email_field, emails,
-                                   config.fields_for(sobject.value)):
+                                   fields_read(config, sobject.value)):
             records.append(OrgRecord(sobject=sobject, id=row["Id"], fields=row))
 
     accounts: list[AccountInfo] = []
     # The planner matches names with inner spaces collapsed (rules.norm_name), so ask for
     # both spellings: "Acme  Corp" in the input must find the org's "Acme Corp" too.
-    names = sorted({name for o in outcome_set.outcomes if o.kind is OutcomeKind.NEW_CONTACT
+    names = sorted({name for o in outcome_set.outcomes if OUTCOMES[o.kind].creates_contact
                     for name in (o.organization.strip(), " ".join(o.organization.split())) if name})
     if allow_create and names:
         say(f"reading Accounts for {len(names)} organizations")
         rows = reader.query_in("Account", config.account_name_field, names,
-                               config.fields_for("Account"))
+                               fields_read(config, "Account"))
         # Contacts are counted only where several Accounts share a name (the count
         # decides between them); an unambiguous name costs no extra request.
         by_name: dict[str, list[str]] = {}

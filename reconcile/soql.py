@@ -1,10 +1,20 @@
 """SOQL text, pure: string literals, the query-string encoding, and ``IN (…)`` lists
 split to fit a request URL. The adapter sends these queries; ``reconcile.steps``
-counts them with the same arithmetic, so the estimate is what apply sends."""
+counts them with the same arithmetic, so the estimate is what apply sends.
+
+Why not simple-salesforce's ``format_soql`` / ``quote_soql_value`` (checked in
+1.12.10): they escape the eight named sequences of "Quoted String Escape
+Sequences" (https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_quotedstringescapes.htm)
+exactly as ``soql_quote`` does (a test holds the two to it), but pass every
+other control character through raw, where the page offers ``\\uXXXX``; and
+importing them would load simple-salesforce and requests into the pure core
+(``steps`` and the plan's estimate count with these functions), which the
+architecture test and ruff's banned-API rule keep in ``salesforce.py``.
+"""
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from urllib.parse import quote_plus
 
 __all__ = ["SOQL_MAX_CHARS", "QUERY_SAFE", "soql_quote", "encode_q", "in_query_head", "in_batches",

@@ -22,10 +22,11 @@ are looked for. Each group's records are read once, by its own read steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import accumulate
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from reconcile.config import ASSIGNMENT_RULE_SOBJECTS, Config, bulk_job_calls, bulk_query_calls, worth_counting
 from reconcile.model import Action, Change, SObject, change_from_dict, pointed_ref

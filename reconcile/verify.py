@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 from reconcile import archive as ar
@@ -70,7 +69,8 @@ def _verify_one(arch: ar.Archive, plan_dir: Path, config: Config) -> list[str]:
         for number, event in enumerate(events, 1):
             for cid in event.get("change_ids", []) or []:
                 if cid not in change_ids:
-                    raise IntegrityError(f"{journal_path}: event {number} names change {cid!r}, which plan {doc['plan_id'][:12]} does not have")
+                    raise IntegrityError(f"{journal_path}: event {number} names change {cid!r}, "
+                                         f"which plan {doc['plan_id'][:12]} does not have")
         broken = check_chain(journal_path)
         if broken:
             raise IntegrityError(f"{journal_path}: {broken}")
@@ -105,7 +105,8 @@ def _verify_one(arch: ar.Archive, plan_dir: Path, config: Config) -> list[str]:
         touched = {r.get("record_id") for r in parent_result.get("results", []) if r.get("status") == "applied"}
         for change in doc.get("changes", []):
             if change.get("record_id") not in touched:
-                raise IntegrityError(f"{plan_path}: change {change['change_id']} undoes record {change.get('record_id')}, which plan {parent_id[:12]}'s apply did not touch")
+                raise IntegrityError(f"{plan_path}: change {change['change_id']} undoes record "
+                                     f"{change.get('record_id')}, which plan {parent_id[:12]}'s apply did not touch")
         # inputs: the parent's apply.json, then (for what an earlier rollback left) the
         # apply.json of each earlier rollback of the same parent
         for number, inp in enumerate(doc.get("inputs", [])):
@@ -134,4 +135,5 @@ def _points_at(path: Path, record: dict, plan_id: str, plan_sha: str) -> None:
     if record.get("plan_id") != plan_id:
         raise IntegrityError(f"{path}: points at plan {str(record.get('plan_id'))[:12]}, not {plan_id[:12]}")
     if record.get("plan_sha256") != plan_sha:
-        raise IntegrityError(f"{path}: made for plan bytes {str(record.get('plan_sha256'))[:12]}, but plan.json hashes to {plan_sha[:12]}")
+        raise IntegrityError(f"{path}: made for plan bytes {str(record.get('plan_sha256'))[:12]}, "
+                             f"but plan.json hashes to {plan_sha[:12]}")

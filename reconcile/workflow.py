@@ -13,16 +13,18 @@ below, and returns data; the CLI only parses and prints. Errors are
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from reconcile import __version__
 from reconcile import archive as ar
 from reconcile import plan as plan_doc
-from reconcile.approval import approve as _approve, check_approval
+from reconcile.approval import approve as _approve
+from reconcile.approval import check_approval
+from reconcile.clock import Clock, utc_now
 from reconcile.config import Config
 from reconcile.errors import IntegrityError, ReconcileError, StateError, UsageError
 from reconcile.fsutil import refuse_links
@@ -33,20 +35,12 @@ if TYPE_CHECKING:
     from reconcile.apply import ApplyReport
 
 
-def utc_now() -> str:
-    """Now, in UTC with milliseconds; ``RECONCILE_NOW`` freezes it (reproducible runs and tests)."""
-    frozen = os.environ.get("RECONCILE_NOW")
-    if frozen:
-        return frozen
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 @dataclass
 class Context:
     """What every command needs: configuration, the environment, a clock, a connector."""
     config: Config
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    now: Callable[[], str] = utc_now
+    now: Clock = utc_now
     connect: Callable[[Config, Mapping[str, str]], OrgConnection] | None = None
     target_org: str | None = None     # --target-org: a Salesforce CLI alias
     say: Callable[[str], None] = lambda _msg: None
@@ -79,7 +73,8 @@ def load(ctx: Context, ref: str) -> Loaded:
     refuse_links(plan_dir)   # the archive never follows a symbolic link
     doc = plan_doc.load_plan(plan_dir / ar.PLAN)
     if doc["plan_id"] != plan_dir.name:
-        raise IntegrityError(f"{plan_dir / ar.PLAN}: plan id {doc['plan_id'][:12]} does not match its folder {plan_dir.name[:12]}")
+        raise IntegrityError(f"{plan_dir / ar.PLAN}: plan id {doc['plan_id'][:12]} does not match "
+                             f"its folder {plan_dir.name[:12]}")
     return Loaded(plan_dir, doc, ctx.archive.state(plan_dir))
 
 
@@ -266,9 +261,11 @@ def rollback(ctx: Context, ref: str) -> PlanResult:
 
     parent = load(ctx, ref)
     if parent.state in (PlanState.PLANNED, PlanState.APPROVED):
-        raise StateError(f"plan {parent.doc['plan_id'][:12]} is {parent.state}: it was never applied, so there is nothing to roll back")
+        raise StateError(f"plan {parent.doc['plan_id'][:12]} is {parent.state}: it was never applied, "
+                         "so there is nothing to roll back")
     if parent.state is PlanState.APPLYING:
-        raise StateError(f"plan {parent.doc['plan_id'][:12]} has an unfinished apply; run `reconcile apply {parent.doc['plan_id'][:12]}` to finish it first")
+        raise StateError(f"plan {parent.doc['plan_id'][:12]} has an unfinished apply; "
+                         f"run `reconcile apply {parent.doc['plan_id'][:12]}` to finish it first")
     if parent.state is PlanState.ROLLED_BACK:
         raise StateError(f"plan {parent.doc['plan_id'][:12]} is already rolled back")
     # Earlier rollbacks that finished (in part, or restoring nothing) leave the rest to do;
@@ -291,12 +288,13 @@ def rollback(ctx: Context, ref: str) -> PlanResult:
     reader = sf.reader()
     org = reader.org_info()
     if org.org_id != parent.doc["org"]["org_id"]:
-        raise IntegrityError(f"plan {parent.doc['plan_id'][:12]} was applied to org {parent.doc['org']['org_id']}, not {org.org_id}")
+        raise IntegrityError(f"plan {parent.doc['plan_id'][:12]} was applied to org "
+                             f"{parent.doc['org']['org_id']}, not {org.org_id}")
     current: dict[str, Any] = {}
     for sobject, by_id in records_to_read(result, done).items():
         fields = sorted(set().union(*by_id.values()) | {"Id", "LastModifiedDate", "SystemModstamp"})
         ids = sorted(by_id)
-        for rid, rec in zip(ids, reader.retrieve(sobject, ids, fields)):
+        for rid, rec in zip(ids, reader.retrieve(sobject, ids, fields), strict=True):
             current[rid] = rec
     created_accounts = [r["record_id"] for r in result.get("results", [])
                         if r.get("status") == "applied" and r.get("action") == "create"

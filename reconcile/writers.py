@@ -27,8 +27,9 @@ Leads on Collections).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from reconcile.config import Config
 from reconcile.errors import OutcomeUnknown
@@ -116,7 +117,7 @@ class CollectionsWriter:
             raise OutcomeUnknown(f"Salesforce answered {len(saved)} results for {len(items)} "
                                  f"{sobject} records; the outcome is unknown")
         out = []
-        for item, result in zip(items, saved):  # collections answer in request order
+        for item, result in zip(items, saved, strict=True):  # collections answer in request order
             expected = item.record.get("Id")
             if expected and result.id and result.id[:15] != str(expected)[:15]:
                 raise OutcomeUnknown(f"Salesforce answered for record {result.id} where "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 # -- golden scenarios (tests/test_scenarios.py) ------------------------------------------
 
 def pytest_addoption(parser):
@@ -28,6 +27,7 @@ def cli(org, tmp_path):
     """``cli("plan", …)`` runs the CLI against ``org`` with a frozen clock and a
     private archive (``cli.archive``); returns click's Result (stdout, stderr, exit_code)."""
     from typer.testing import CliRunner
+
     from reconcile.cli import app
 
     runner = CliRunner()

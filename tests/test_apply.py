@@ -17,8 +17,7 @@ from filelock import FileLock
 from reconcile.apply import DEPENDENCY_FAILED, ApplyReport, apply_plan
 from reconcile.archive import check_seal
 from reconcile.config import Config
-from reconcile.errors import (ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown,
-                              SessionExpired, TransientError)
+from reconcile.errors import ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown, SessionExpired, TransientError
 from reconcile.journal import read_events, replay
 from reconcile.model import ApiUsage, ChangeStatus, RecordError, SaveResult
 
@@ -101,7 +100,8 @@ class FakeSalesforce:
     def _item_fault(self, key: str) -> SaveResult | None:
         if self.locked.get(key, 0) > 0:
             self.locked[key] -= 1
-            return SaveResult(None, False, (RecordError("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record"),))
+            return SaveResult(None, False,
+                              (RecordError("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record"),))
         if key in self.invalid:
             code, message = self.invalid[key]
             return SaveResult(None, False, (RecordError(code, message),))
@@ -427,7 +427,7 @@ def test_unable_to_lock_row_is_retried_in_a_later_request_then_applied(plan_dir)
     sleeps: list[float] = []
     doc = make_plan(sf, [update(sf, c, Title="CTO") for c in (c1, c2)])
     report = run(doc, plan_dir, sf, sleep=sleeps.append, config=replace(CONFIG, backoff_seconds=1.0),
-                 jitter=lambda: 0.5)
+                 jitter=lambda: 1.0)  # the top of backoff.Backoff's [wait/2, wait]
     assert report.status == "applied"
     assert [n for m, _, n in sf.log if m == "update"] == [2, 1, 1]
     assert sleeps == [1.0, 2.0]
@@ -708,6 +708,7 @@ def test_a_change_result_to_dict_is_what_dataclasses_asdict_gives():
     """to_dict is written by hand (asdict deep-copies every nested value: 20 s of a 100,000
     change apply); the apply.json it feeds must not change."""
     import dataclasses
+
     from reconcile.apply import ChangeResult
     from reconcile.model import ChangeStatus
     result = ChangeResult(change_id="Contact:003A", action="update", sobject="Contact",
@@ -723,11 +724,12 @@ def test_a_change_result_to_dict_is_what_dataclasses_asdict_gives():
 def test_a_result_record_written_in_pieces_is_the_sealed_record_bytes():
     """apply.json is written a few thousand results at a time; its bytes are exactly
     record_bytes(seal(document)), so verify and rollback read it as before."""
-    from reconcile.archive import _ITEMS_AT_A_TIME, record_bytes, seal, sealed_chunks
+    from reconcile.archive import record_bytes, seal, sealed_chunks
+    from reconcile.canonical import CHUNK_ITEMS as _ITEMS_AT_A_TIME
     head = {"plan_id": "p", "status": "applied", "counts": {"applied": 3}, "warnings": ["é ✓"],
             "created": {}, "api_calls": 7, "zeta": None}
     for n in (0, 1, _ITEMS_AT_A_TIME, _ITEMS_AT_A_TIME * 2 + 3):
         items = [{"change_id": f"Contact:{i}", "fields": {"Title": {"after": "ü", "before": None}}}
                  for i in range(n)]
-        streamed = b"".join(sealed_chunks(head, "results", lambda: iter(items)))
+        streamed = b"".join(sealed_chunks(head, "results", lambda items=items: iter(items)))
         assert streamed == record_bytes(seal({**head, "results": items}))

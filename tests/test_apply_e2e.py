@@ -16,10 +16,11 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 

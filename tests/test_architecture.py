@@ -6,7 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reconcile"
 HTTP_LIBRARIES = {"simple_salesforce", "requests", "urllib3", "http", "socket", "ssl"}
-PURE_CORE = ["inputs.py", "rules.py", "planner.py", "plan.py", "model.py", "rollback.py"]
+PURE_CORE = ["inputs.py", "outcomes.py", "rules.py", "planner.py", "plan.py", "model.py", "rollback.py"]
 
 
 def imported(path: Path) -> set[str]:
@@ -105,3 +105,36 @@ def test_no_import_cycle_inside_the_package():
     package_names = {_module_name(p / "__init__.py") for p in packages}
     graph = {k: v - package_names for k, v in graph.items() if k not in package_names}
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def test_one_clock_one_canonical_json():
+    """The time of day is read in clock.py only (durations use time.perf_counter);
+    documents are hashed in one encoding, canonical.py's (the bundled sandbox org,
+    a server of its own, is not counted)."""
+    for path in list(PACKAGE.glob("*.py")) + list(PACKAGE.glob("render/*.py")):
+        source = path.read_text(encoding="utf-8")
+        if path.name != "clock.py":
+            assert "datetime.now" not in source and "time.time(" not in source, path.name
+        if path.name != "canonical.py":
+            assert 'separators=(",", ":")' not in source, path.name
+
+
+def test_every_declared_dependency_is_imported_and_every_import_declared():
+    """pyproject.toml's dependencies are exactly the third-party packages reconcile/
+    imports (decision 0007: pandas and deepdiff were declared and imported nowhere)."""
+    import re
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower().replace("_", "-")
+                for d in project["dependencies"]}
+    modules: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        modules |= top(imported(path))
+    third_party = modules - set(sys.stdlib_module_names) - {"reconcile", "__future__"}
+    dist_of = packages_distributions()
+    used = {dist.lower().replace("_", "-") for m in third_party for dist in dist_of.get(m, [m])}
+    assert used - declared == set(), "imported but not declared"
+    assert declared - used == set(), "declared but imported nowhere"

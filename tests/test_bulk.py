@@ -9,14 +9,13 @@ from dataclasses import replace
 import pytest
 
 from reconcile import salesforce
-from reconcile.writers import WriteItem
-from reconcile.writers import NO_RESULT, NOT_PROCESSED, BulkWriter, parse_sf_error
 from reconcile.config import Config
 from reconcile.errors import ApiLimitExceeded, OutcomeUnknown, SalesforceError
 from reconcile.model import Action
 from reconcile.salesforce import BulkOutcome
 from reconcile.sandbox import SandboxServer
 from reconcile.soql import encode_q
+from reconcile.writers import NO_RESULT, NOT_PROCESSED, BulkWriter, WriteItem, parse_sf_error
 
 CONFIG = Config(bulk_poll_seconds=0.0)
 
@@ -199,6 +198,7 @@ def test_polling_starts_short_and_doubles():
     """A small job is often done within a fraction of a second: the first poll comes after
     0.1 s, then the waits double up to bulk_poll_max_seconds (one function: poll_delays)."""
     from itertools import islice
+
     from reconcile.salesforce import poll_delays
     assert list(islice(poll_delays(Config()), 5)) == [0.1, 0.2, 0.4, 0.8, 1.6]
     assert list(islice(poll_delays(replace(Config(), bulk_poll_max_seconds=0.3)), 4)) == [0.1, 0.2, 0.3, 0.3]

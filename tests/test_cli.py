@@ -13,7 +13,8 @@ from reconcile.cli import app
 
 pytestmark = pytest.mark.e2e
 
-DEMO_HEADER = "email,outcome,new_email,new_title,first_name,last_name,organization,title,multipub_id,cupola_status,observed_at,source_id\n"
+DEMO_HEADER = ("email,outcome,new_email,new_title,first_name,last_name,organization,title,"
+               "multipub_id,cupola_status,observed_at,source_id\n")
 
 
 

@@ -1,5 +1,6 @@
 """Configuration: SPEC defaults, reconcile.toml, the environment, and one-line errors."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -49,5 +50,5 @@ def test_config_named_but_missing(tmp_path):
 
 
 def test_config_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         Config().api_share = 0.1  # type: ignore[misc]

@@ -14,7 +14,8 @@ from reconcile.errors import InputError
 from reconcile.inputs import read_outcomes
 from reconcile.model import Cupola, OutcomeKind, RowRef
 
-HEADER = "email,outcome,new_email,new_title,first_name,last_name,organization,title,multipub_id,cupola_status,observed_at,source_id"
+HEADER = ("email,outcome,new_email,new_title,first_name,last_name,organization,title,"
+          "multipub_id,cupola_status,observed_at,source_id")
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:

@@ -37,8 +37,10 @@ def test_installed_wheel_runs_from_anywhere(wheel, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(target)}
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    run = lambda *args: subprocess.run([sys.executable, *args], cwd=elsewhere, env=env,
-                                       capture_output=True, text=True, timeout=60)
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *args], cwd=elsewhere, env=env,
+                              capture_output=True, text=True, timeout=60)
+
     help_ = run("-m", "reconcile", "--help")
     assert help_.returncode == 0 and "plan" in help_.stdout
     origin = run("-c", "import reconcile, reconcile.templates as t; print(reconcile.__file__)")

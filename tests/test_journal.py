@@ -19,7 +19,7 @@ def journal(tmp_path: Path) -> Journal:
 
 def test_replay_folds_results_into_per_change_state(tmp_path):
     j = journal(tmp_path)
-    j.start(1, "p", [])
+    j.append("start", run=1, plan_id="p", warnings=[])
     j.append("drift", checked=["Contact:003a", "Contact:003b"],
              current={"Contact:003a": {"Title": "Eng"}, "Contact:003b": {"Title": "Eng"}},
              drifted=[], skipped=[], final=False)
@@ -50,11 +50,11 @@ def test_replay_folds_results_into_per_change_state(tmp_path):
 
 def test_api_calls_add_up_across_runs(tmp_path):
     j = journal(tmp_path)
-    j.start(1, "p", [])
+    j.append("start", run=1, plan_id="p", warnings=[])
     j.calls = 4
     j.append("stop", reason="limit")
     j.calls = 0
-    j.start(2, "p", ["an earlier apply (pid 7) of plan p did not finish; resuming"])
+    j.append("start", run=2, plan_id="p", warnings=["an earlier apply (pid 7) of plan p did not finish; resuming"])
     j.calls = 2
     j.append("finish", status="applied", counts={})
     state = replay(tmp_path / "journal.jsonl")
@@ -64,7 +64,7 @@ def test_api_calls_add_up_across_runs(tmp_path):
 
 def test_torn_last_line_is_ignored_and_the_next_event_starts_on_a_fresh_line(tmp_path):
     j = journal(tmp_path)
-    j.start(1, "p", [])
+    j.append("start", run=1, plan_id="p", warnings=[])
     with open(j.path, "ab") as fh:
         fh.write(b'{"event":"send","request":1,"action":"upd')          # killed mid-write
     state = replay(j.path)
@@ -100,7 +100,7 @@ def test_drift_refusal_does_not_finalise_but_skip_drifted_does(tmp_path):
 
 def test_journal_file_is_private_and_one_json_object_a_line(tmp_path):
     j = journal(tmp_path)
-    j.start(1, "p", [])
+    j.append("start", run=1, plan_id="p", warnings=[])
     j.append("send", request=1, action="update", sobject="Contact", change_ids=["c"],
              payload=[{"Id": "003", "Title": "Zoë\nnewline"}])
     assert stat.S_IMODE(j.path.stat().st_mode) == 0o600

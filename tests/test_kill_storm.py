@@ -6,9 +6,10 @@ Each round plans and approves through the CLI against a fresh sandbox org, arms
 Bulk uploads and closes), then starts ``reconcile apply`` as a child process and
 SIGKILLs it at a random moment (a random number of journal lines, or a random
 time after the run began), again and again, until five kills have interrupted it
-(or it finished); a last run finishes. Rounds go on until 50 kills interrupted an apply. ``[apply] bulk_threshold`` is lowered by configuration so
-that a small plan takes the Bulk API 2.0 path, and the sandbox runs closed jobs in the
-background (``process_delay``), so a kill can land while a job is still writing.
+(or it finished); a last run finishes. Rounds go on until 50 kills interrupted an apply.
+``[apply] bulk_threshold`` is lowered by configuration so that a small plan takes the
+Bulk API 2.0 path, and the sandbox runs closed jobs in the background
+(``process_delay``), so a kill can land while a job is still writing.
 """
 
 from __future__ import annotations

@@ -8,17 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_scenarios import SCENARIOS, load_scenario, plan_document
 
 from reconcile.config import Config
 from reconcile.errors import IntegrityError
 from reconcile.model import Action, Change, FieldChange, SObject
 from reconcile.plan import (
-    FORMAT_VERSION, canonical_bytes, check_schema, compute_plan_id, estimate_api_calls, load_plan,
-    plan_schema, schema_problem,
+    FORMAT_VERSION,
+    canonical_bytes,
+    check_schema,
+    compute_plan_id,
+    estimate_api_calls,
+    load_plan,
+    plan_schema,
+    schema_problem,
 )
-
 from reconcile.render.text import summary_line
-from test_scenarios import SCENARIOS, load_scenario, plan_document
 
 OUTLINE = ["format_version", "plan_id", "kind", "parent_plan_id", "created_at", "org", "inputs", "options",
            "prior_state", "changes", "duplicates", "skipped", "review", "unchanged", "summary",
@@ -228,9 +233,10 @@ def test_schema_enums_match_the_model():
 
 def test_a_rollback_document_validates(doc, tmp_path):
     """Rollback plans delete what a plan created: ``after`` is null and the parent is named."""
+    from test_scenarios import CREATED_AT, ORG
+
     from reconcile.model import PlanBody, Skipped, SkipReason
     from reconcile.plan import make_document
-    from test_scenarios import CREATED_AT, ORG
     body = PlanBody(prior_state={"003X": {"sobject": "Contact", "fields": {"Id": "003X"}}},
                     changes=(Change(change_id="Contact:003X", action=Action.DELETE, sobject=SObject.CONTACT,
                                     record_id="003X", ref=None, fields={"Email": FieldChange("a@x.com", None)},
@@ -285,5 +291,5 @@ def test_the_estimated_read_cost_has_no_cliff():
     for n in range(100, 6001, 100):
         writes = -(-n // 200)
         reads.append(estimate_api_calls(_creates(n, 30), config) - 1 - writes)
-    assert all(0 <= b - a <= 1 for a, b in zip(reads, reads[1:])), reads
+    assert all(0 <= b - a <= 1 for a, b in zip(reads, reads[1:], strict=False)), reads
     assert max(reads) == 5

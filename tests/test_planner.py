@@ -7,13 +7,25 @@ after apply gives no changes" can be checked without an org.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from reconcile.config import Config
 from reconcile.model import (
-    AccountInfo, Cupola, DecidedBy, Outcome, OutcomeKind, OutcomeSet, OrgInfo, OrgRecord, ReviewReason, RowRef,
-    SkipReason, Snapshot, SObject,
+    AccountInfo,
+    Cupola,
+    DecidedBy,
+    OrgInfo,
+    OrgRecord,
+    Outcome,
+    OutcomeKind,
+    OutcomeSet,
+    ReviewReason,
+    RowRef,
+    SkipReason,
+    Snapshot,
+    SObject,
 )
 from reconcile.plan import plain
 from reconcile.planner import MULTIPUB_DETAIL, build_plan

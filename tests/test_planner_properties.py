@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_planner import ORG, simulate_apply
 
 from reconcile.config import Config
-from reconcile.model import AccountInfo, Cupola, Outcome, OutcomeKind, OutcomeSet, OrgRecord, RowRef, Snapshot, SObject
+from reconcile.model import AccountInfo, Cupola, OrgRecord, Outcome, OutcomeKind, OutcomeSet, RowRef, Snapshot, SObject
 from reconcile.plan import plain
 from reconcile.planner import build_plan
-
-from test_planner import ORG, simulate_apply
 
 CONFIG = Config()
 PEOPLE = ["ann@x.com", "bob@x.com", "cat@y.org", "dan@y.org", "o'neil@z.net"]

@@ -143,6 +143,7 @@ def test_the_adapter_reads_the_rules_in_the_preflight_composite_and_tolerates_a_
     (https://developer.salesforce.com/docs/platform/object-reference/references/standard-objects/object-duplicaterule.html):
     a user without it gets the rules as unknown (None), and the plan goes on."""
     import json
+
     from test_documented_examples import adapter
     rows = {"totalSize": 1, "done": True, "records": [
         {"attributes": {"type": "DuplicateRule"}, "Id": "0BmRO0000000001AAA",

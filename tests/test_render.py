@@ -206,7 +206,7 @@ def test_html_lists_every_change_with_its_values_reasons_and_rows(plan):
     records = page[page.index('id="records"'):]
     for change in plan["changes"]:
         assert str(escape(change["email"])) in records
-        for name, values in change["fields"].items():
+        for values in change["fields"].values():
             for key in ("before", "after"):
                 value = values[key]
                 if value is not None and not (change["action"] == "create" and key == "before"):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-
 pytestmark = pytest.mark.e2e
 
 HEADER = "email,outcome,new_email,new_title,first_name,last_name,organization,title,multipub_id,cupola_status\n"

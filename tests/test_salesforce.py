@@ -11,13 +11,20 @@ import pytest
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from reconcile import salesforce
 from reconcile.config import DEFAULT_API_VERSION, Config
-from reconcile.errors import (ApiLimitExceeded, ConfigError, MalformedRequest, OutcomeUnknown,
-                              PermissionDenied, SalesforceError, SessionExpired, TransientError)
+from reconcile.errors import (
+    ApiLimitExceeded,
+    ConfigError,
+    MalformedRequest,
+    OutcomeUnknown,
+    PermissionDenied,
+    SalesforceError,
+    SessionExpired,
+    TransientError,
+)
 from reconcile.model import ApiUsage, RecordError, SaveResult
 
 HOST = "example.my.salesforce.com"
@@ -113,7 +120,7 @@ class FakeOrg(requests.adapters.BaseAdapter):
             body = json.loads(request.body) if request.body else None
             if request.method in ("POST", "PATCH") and "records" in body:
                 return _response(request, 200, [
-                    {"id": r.get("Id", "003NEW%012d" % i), "success": True, "errors": []}
+                    {"id": r.get("Id", f"003NEW{i:012d}"), "success": True, "errors": []}
                     if r.get("LastName", "x") else
                     {"success": False, "errors": [{"statusCode": "REQUIRED_FIELD_MISSING",
                                                    "message": "Required fields are missing: [LastName]",
@@ -170,7 +177,7 @@ def make(fake=None, env=None, config=None, sleeps=None):
 
 
 def people(n, domain="example.org"):
-    return [{"Id": "003%015d" % i, "Email": f"person.number{i}@{domain}", "LastName": f"P{i}"}
+    return [{"Id": f"003{i:015d}", "Email": f"person.number{i}@{domain}", "LastName": f"P{i}"}
             for i in range(n)]
 
 
@@ -319,6 +326,21 @@ def test_soql_quote_round_trips_through_soql_unescaping(value):
     assert read_literal(literal) == (value, len(literal))
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_soql_quote_escapes_as_simple_salesforce_does_and_also_other_control_characters(value):
+    """simple-salesforce's quote_soql_value escapes the named sequences of
+    https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_quotedstringescapes.htm
+    and leaves other control characters raw; soql_quote agrees on the former and
+    writes the latter as the page's \\uXXXX (why soql.py keeps its own)."""
+    from simple_salesforce.format import quote_soql_value
+    named = "\n\r\t\b\f"
+    if any((ord(c) < 0x20 or ord(c) == 0x7F) and c not in named for c in value):
+        assert "\\u00" in salesforce.soql_quote(value)
+    else:
+        assert salesforce.soql_quote(value) == quote_soql_value(value)
+
+
 # -- queries ----------------------------------------------------------------------------------
 
 def test_query_in_finds_addresses_with_quotes_and_backslashes():
@@ -353,7 +375,7 @@ def test_query_in_packs_each_batch_as_full_as_the_url_limit_allows():
     batches = [in_values(parse_qs(urlparse(r.url).query)["q"][0])[1] for r in fake.sent]
     assert [v for b in batches for v in b] == emails          # all, once, in order
     assert len(batches) > 1
-    for request, following in zip(fake.sent[:-1], batches[1:]):
+    for request, following in zip(fake.sent[:-1], batches[1:], strict=True):
         length = len(request.url)
         assert length <= 2000
         # the next batch's first address would not have fitted
@@ -607,7 +629,7 @@ def test_retries_give_up_with_transient_error():
         sf.describe("Contact")
     assert caught.value.status == 503
     assert sf.calls == 5 and len(sleeps) == 4
-    assert all(d / 2 <= s <= d for s, d in zip(sleeps, [1, 2, 4, 8]))
+    assert all(d / 2 <= s <= d for s, d in zip(sleeps, [1, 2, 4, 8], strict=True))
     assert caught.value.__context__ is None
 
 

@@ -13,16 +13,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from test_planner import simulate_apply
 
 from reconcile.config import Config
 from reconcile.inputs import read_outcomes
 from reconcile.model import AccountInfo, OrgInfo, OrgRecord, Snapshot, SObject
 from reconcile.plan import canonical_bytes, load_plan, make_document
+from reconcile.planner import build_plan
 from reconcile.render.html import render_html
 from reconcile.render.text import summary_line
-from reconcile.planner import build_plan
-
-from test_planner import simulate_apply
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 NAMES = sorted(p.name for p in SCENARIOS.iterdir() if p.is_dir())

@@ -332,7 +332,8 @@ def test_documented_success_answer_gives_the_session():
     (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm,
     https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm)."""
     endpoint = TokenEndpoint(200, {
-        "access_token": "00DB0000000TfcR!AQQAQFhoK8vTMg_rKA.esrJ2bCs.OOIjJgl.9Cx6O7KqjZmHMLOyVb.U61BU9tm4xRusf7d3fD1P9oefzqS6i9sJMPWj48IK",
+        "access_token": ("00DB0000000TfcR!AQQAQFhoK8vTMg_rKA.esrJ2bCs.OOIjJgl.9Cx6O7KqjZmHMLOyVb."
+                         "U61BU9tm4xRusf7d3fD1P9oefzqS6i9sJMPWj48IK"),
         "signature": "d/SxeYBxH0GSVko0HMgcUxuZy0PA2cDDz1u7g7JtDHw=",
         "scope": "web openid api id", "instance_url": "https://yourInstance.salesforce.com",
         "id": "https://yourInstance.salesforce.com/id/00DB0000000TfcRMAS/005B0000005Bk90IAC",
@@ -340,7 +341,8 @@ def test_documented_success_answer_gives_the_session():
     token, instance = salesforce._token_request(session_with(endpoint), "https://acme.my.salesforce.com",
                                                 {"grant_type": "client_credentials"}, "client credentials",
                                                 ("SALESFORCE_CLIENT_ID",))
-    assert token.startswith("00DB0000000TfcR!") and instance == "https://yourinstance.salesforce.com"   # hosts are case-insensitive
+    # hosts are case-insensitive
+    assert token.startswith("00DB0000000TfcR!") and instance == "https://yourinstance.salesforce.com"
     assert endpoint.sent[0].url == "https://acme.my.salesforce.com/services/oauth2/token"
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from test_apply_e2e import CONFIG, NOW, make_plan, plan_dir_for, seed_people, writes_per_record
 
 from reconcile.apply import apply_plan
 from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config, bulk_job_calls
@@ -16,8 +17,6 @@ from reconcile.plan import estimate_api_calls
 from reconcile.render.html import render_html
 from reconcile.render.text import render_show
 from reconcile.steps import StepKind, Via, build_steps, bulk_jobs, bulk_row_bytes, planned_record
-
-from test_apply_e2e import CONFIG, NOW, make_plan, plan_dir_for, seed_people, writes_per_record
 
 
 def _change(action: Action, sobject: SObject, key: str, **fields: object) -> Change:

@@ -75,7 +75,8 @@ def test_changes_csv_has_one_row_per_field_change_and_is_formula_safe():
     assert status["after"] == "'=HYPERLINK(\"x\")" and status["before"] == "Active"
     assert status["reasons"] == "; ".join(doc["changes"][2]["reasons"])
     create = next(r for r in rows if r["action"] == "create" and r["field"] == "AccountId")
-    assert create["before"] == "" and create["record_id"] == "" and create["after"] == "'@{Account:acme corp}"  # @ starts a formula
+    # @ starts a formula
+    assert create["before"] == "" and create["record_id"] == "" and create["after"] == "'@{Account:acme corp}"
 
 
 def test_plan_writes_changes_csv_into_the_archive(cli, tmp_path):

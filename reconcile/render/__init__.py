@@ -11,9 +11,9 @@ before it renders, the CSVs to every cell.
 
 from reconcile.chars import escape_invisible as printable
 from reconcile.chars import escape_tree as printable_tree
-
 from reconcile.render.csvs import changes_csv, handoff_csvs, review_csv
 from reconcile.render.html import render_html
 from reconcile.render.text import render_show, summary_line
 
-__all__ = ["printable", "printable_tree", "changes_csv", "handoff_csvs", "render_html", "render_show", "review_csv", "summary_line"]
+__all__ = ["printable", "printable_tree", "changes_csv", "handoff_csvs", "render_html", "render_show", "review_csv",
+           "summary_line"]

@@ -9,8 +9,9 @@ after them (or not at all), so a plan of 100,000 changes reads like one of ten.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from reconcile.plan import transitions as count_transitions
 

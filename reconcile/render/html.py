@@ -22,21 +22,29 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
 from reconcile.chars import escape_invisible
 from reconcile.config import Config
+from reconcile.render.digest import (
+    CUPOLA_HELP,
+    DECIDED_BY_LABELS,
+    HANDOFF_LABELS,
+    REASON_LABELS,
+    Digest,
+    Group,
+    Transition,
+    digest,
+    field_values,
+)
+from reconcile.render.text import ACTION_STYLE, NO_CHANGES, counts, format_value, reference, rows_label, short_id, summary_line
 from reconcile.steps import Step, build_steps
-
-from reconcile.render.digest import CUPOLA_HELP, DECIDED_BY_LABELS, HANDOFF_LABELS, REASON_LABELS, Digest, Group, \
-    Transition, digest, field_values
-from reconcile.render.text import ACTION_STYLE, NO_CHANGES, counts, format_value, reference, rows_label, short_id, \
-    summary_line
 
 TEMPLATE = "plan.html.j2"
 

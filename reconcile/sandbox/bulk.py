@@ -33,8 +33,9 @@ import io
 import json
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from reconcile.sandbox import describe, ids, soql
 
@@ -344,7 +345,7 @@ class BulkJobs:
                                                      default_type=job.object,
                                                      hook=self.faults.row_error)
         successful, failed = [], []
-        for row, result in zip(rows, results):
+        for row, result in zip(rows, results, strict=True):
             padded = (row + [""] * len(header))[:len(header)]
             if result["success"]:
                 created = "true" if job.operation == "insert" else "false"
@@ -452,7 +453,7 @@ def _rows(job: Job) -> tuple[list[str], list[list[str]]]:
 def _record(sobject: str, columns: list[str], row: list[str]) -> dict:
     """One CSV row → field values: an empty cell is left out (unchanged), ``#N/A`` is null."""
     out: dict[str, Any] = {}
-    for name, cell in zip(columns, row):
+    for name, cell in zip(columns, row, strict=False):
         if cell == "":
             continue
         if cell == NULL:

@@ -7,7 +7,6 @@ import shlex
 import signal
 import threading
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -33,7 +32,7 @@ def _check_seed(seed: str) -> int | None:
 @app.command()
 def outcomes(
     seed: str = typer.Option("demo", "--seed", help="The seed org the outcomes are for: demo | scale:N."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file (default: stdout)."),
 ) -> None:
     """Write the pipeline outcomes that go with a seed org (CSV), to plan against it."""
     people = _check_seed(seed)
@@ -55,15 +54,17 @@ def outcomes(
 @app.command()
 def serve(
     port: int = typer.Option(0, "--port", help="Port on 127.0.0.1 (0: any free port)."),
-    state: Optional[Path] = typer.Option(
+    state: Path | None = typer.Option(
         None, "--state", help="JSON state file: loaded when it exists, else seeded; every "
         "write is saved to it. Without it the org lives in memory."),
-    seed: str = typer.Option("demo", "--seed", help="Seed org when there is no state: demo | empty | scale:N (N people; outcomes from `reconcile sandbox outcomes --seed scale:N`)."),
-    session_seconds: Optional[float] = typer.Option(
+    seed: str = typer.Option("demo", "--seed", help="Seed org when there is no state: demo | empty | scale:N "
+                             "(N people; outcomes from `reconcile sandbox outcomes --seed scale:N`)."),
+    session_seconds: float | None = typer.Option(
         None, "--session-seconds", help="Sessions from the token endpoint or SOAP login expire after this many seconds."),
     production: bool = typer.Option(False, "--production", help="Answer IsSandbox = false: the org says it is production."),
-    no_soap_login: bool = typer.Option(False, "--no-soap-login", help="Refuse SOAP login() (as orgs created since Winter '26 do)."),
-    duplicate_rules_on_edit: Optional[str] = typer.Option(
+    no_soap_login: bool = typer.Option(
+        False, "--no-soap-login", help="Refuse SOAP login() (as orgs created since Winter '26 do)."),
+    duplicate_rules_on_edit: str | None = typer.Option(
         None, "--duplicate-rules-on-edit", help="What the standard Contact and Lead duplicate rules do on "
         "edit: allow (as shipped: report only) | alert | block. Kept in the state file."),
 ) -> None:

@@ -38,8 +38,9 @@ also weigh names, company, phone and fuzzy matches.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Iterable
+from typing import Any
 
 ALLOW, ALERT, BLOCK = "allow", "alert", "block"   # what a rule does on create / on edit
 ACTIONS = (ALLOW, ALERT, BLOCK)

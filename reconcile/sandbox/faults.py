@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from reconcile.sandbox import ids as idmod
 from reconcile.sandbox.store import item_error
@@ -63,6 +64,13 @@ class Faults:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._http_503: list[list] = []
+        self._locks: dict[str, int] = {}
+        self._limit_after: int | None = None
+        self._expired = False
+        self._drop = 0
+        self._validation: dict[str, str] = {}
+        self._bulk_failures: list[str] = []
         self.clear()
 
     # -- arming ------------------------------------------------------------
@@ -147,13 +155,13 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self._after_commit = None
-            self._http_503: list[list] = []
-            self._locks: dict[str, int] = {}
-            self._limit_after: int | None = None
+            self._http_503 = []
+            self._locks = {}
+            self._limit_after = None
             self._expired = False
             self._drop = 0
-            self._validation: dict[str, str] = {}
-            self._bulk_failures: list[str] = []
+            self._validation = {}
+            self._bulk_failures = []
 
     def apply_json(self, body: dict) -> None:
         """Arm faults from a ``POST /__sandbox/faults`` body."""
@@ -281,7 +289,7 @@ class Stats:
             self.auto_assign: list[str | None] = []
 
     def record(self, method: str, path: str, summary: str, *, write: bool = False,
-               applied: list[tuple] = (), lead_auto_assign: tuple[bool, str | None] = (False, None),
+               applied: Sequence[tuple] = (), lead_auto_assign: tuple[bool, str | None] = (False, None),
                ) -> None:
         with self._lock:
             self.requests += 1

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from reconcile.sandbox.store import Store
 
@@ -47,7 +47,7 @@ TITLES = ("Analyst", "Senior Analyst", "Engineer", "Senior Engineer", "Manager",
 NEXT_TITLE = {"Analyst": "Senior Analyst", "Senior Analyst": "Manager", "Engineer": "Senior Engineer",
               "Senior Engineer": "Manager", "Manager": "Director", "Director": "Vice President"}
 COMPANIES = ("Northwind Publishing", "Contoso Media", "Fabrikam Press", "Litware Journals", "Tailspin News")
-_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def parse_seed(seed: str) -> int | None:

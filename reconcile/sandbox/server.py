@@ -39,8 +39,8 @@ import ssl
 import tempfile
 import threading
 from collections import OrderedDict
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -160,7 +160,7 @@ class SandboxServer:
         self.stats = Stats()
         # Bulk API 2.0 jobs; ``bulk.polls_in_progress`` status reads say InProgress first.
         self.bulk = bulk.BulkJobs(self.store, self.faults,
-                                  lambda: soql.format_stamp(datetime.now(timezone.utc)),
+                                  lambda: soql.format_stamp(datetime.now(UTC)),
                                   on_applied=self.stats.record_writes)
         self.token = f"{self.store.org_id[:15]}!{secrets.token_urlsafe(48)}"
         # The token endpoint, SOAP login and the sessions they issue (see oauth.py).
@@ -176,7 +176,7 @@ class SandboxServer:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> "SandboxServer":
+    def start(self) -> SandboxServer:
         import trustme  # the sandbox's own certificate authority
 
         ca = trustme.CA(organization_name="reconcile sandbox CA")
@@ -218,7 +218,7 @@ class SandboxServer:
             self._tmpdir.cleanup()
             self._tmpdir = None
 
-    def __enter__(self) -> "SandboxServer":
+    def __enter__(self) -> SandboxServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -363,7 +363,7 @@ class _Request:
         try:
             return json.loads(self.raw_body.decode("utf-8") or "null")
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, "JSON_PARSER_ERROR", f"Unexpected character in request body: {exc}")
+            raise ApiError(400, "JSON_PARSER_ERROR", f"Unexpected character in request body: {exc}") from None
 
     def url_of(self, sobject: str, record_id: str) -> str:
         return f"/services/data/v{self.version}/sobjects/{sobject}/{record_id}"
@@ -599,7 +599,7 @@ class _Request:
         try:
             parsed = soql.parse(text)
         except soql.SoqlError as exc:
-            raise ApiError(400, exc.code, exc.message)
+            raise ApiError(400, exc.code, exc.message) from None
         rows = self.store.run_query(parsed, include_deleted=include_deleted)
         summary = f"200 {parsed.sobject} rows={len(rows)} q={text[:120]}"
         if parsed.is_count_only:
@@ -664,7 +664,7 @@ class _Request:
         try:
             since = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
-            raise ApiError(400, "INVALID_HEADER_TYPE", f"Invalid If-Unmodified-Since: {value}")
+            raise ApiError(400, "INVALID_HEADER_TYPE", f"Invalid If-Unmodified-Since: {value}") from None
         modified = record["LastModifiedDate"][:19]  # HTTP dates have whole seconds
         if modified > soql.format_stamp(since)[:19]:
             raise ApiError(412, "PRECONDITION_FAILED",
@@ -682,15 +682,15 @@ class _Request:
 
     def single_result(self, result: dict, applied: list, sobject: str, ok_status: int) -> Response:
         summary = f"{sobject} {'ok' if result['success'] else result['errors'][0]['statusCode']}"
-        common = dict(write=True, applied=applied, lead=sobject == "Lead")
+        lead = sobject == "Lead"
         if result["success"]:
             body = result if ok_status == 201 else None
-            return Response(ok_status, body, summary=f"{ok_status} {summary}", **common)
+            return Response(ok_status, body, summary=f"{ok_status} {summary}", write=True, applied=applied, lead=lead)
         # a DUPLICATES_DETECTED error keeps its duplicateResult (REST shapes it like SOAP's DuplicateError)
         errors = [{"message": e["message"], "errorCode": e["statusCode"], "fields": e["fields"],
                    **({"duplicateResult": e["duplicateResult"]} if "duplicateResult" in e else {})}
                   for e in result["errors"]]
-        return Response(400, errors, summary=f"400 {summary}", **common)
+        return Response(400, errors, summary=f"400 {summary}", write=True, applied=applied, lead=lead)
 
     def allow_duplicates(self) -> bool:
         value = self.headers.get("Sforce-Duplicate-Rule-Header") or ""
@@ -772,7 +772,7 @@ class _Request:
             raise ApiError(400, "MISSING_ARGUMENT", "fields parameter is required")
         if "Id" not in names:
             names = ["Id", *names]
-        out = []
+        out: list[dict | None] = []
         for raw in raw_ids:
             record_id = ids.normalize(raw) if isinstance(raw, str) else None
             record = self.store.get(record_id) if record_id else None
@@ -865,7 +865,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 120
     sandbox: SandboxServer
 
-    def log_message(self, format, *args):  # noqa: A002 - http.server's signature
+    def log_message(self, format, *args):
         pass
 
     def do_GET(self):

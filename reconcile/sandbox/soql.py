@@ -22,9 +22,10 @@ Salesforce. Errors are :class:`SoqlError` carrying Salesforce's errorCode
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from reconcile.sandbox import describe, ids
 
@@ -167,13 +168,13 @@ def _parse_datetime(text: str) -> str:
     iso = text.replace("Z", "+00:00")
     if re.search(r"[+-]\d{4}$", iso):
         iso = iso[:-2] + ":" + iso[-2:]
-    moment = datetime.fromisoformat(iso).astimezone(timezone.utc)
+    moment = datetime.fromisoformat(iso).astimezone(UTC)
     return format_stamp(moment)
 
 
 def format_stamp(moment: datetime) -> str:
     """Salesforce's JSON datetime: ``2026-11-25T08:00:00.000+0000``."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
 
 
@@ -457,7 +458,7 @@ def _bind(query: Query) -> None:
             )
         return FieldRef(canonical, ref.pos)
 
-    select = []
+    select: list[FieldRef | Count] = []
     for item in query.select:
         if isinstance(item, Count):
             select.append(Count(bind(item.field) if item.field else None, item.alias))

@@ -33,9 +33,10 @@ import os
 import re
 import tempfile
 import threading
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from reconcile.sandbox import describe, duplicates, ids, soql
 from reconcile.sandbox.describe import FIELDS, STRING_TYPES, WRITABLE_SOBJECTS
@@ -180,7 +181,7 @@ class Store:
     # -- clock and ids -----------------------------------------------------
 
     def _next_stamp(self) -> str:
-        now = soql.format_stamp(datetime.now(timezone.utc))
+        now = soql.format_stamp(datetime.now(UTC))
         if now <= self._last_stamp:
             later = _parse_stamp(self._last_stamp) + timedelta(milliseconds=1)
             now = soql.format_stamp(later)
@@ -506,6 +507,7 @@ class Store:
 
     def _undo_point(self, record_id: str) -> tuple:
         sobject = ids.sobject_of(record_id)
+        assert sobject is not None, record_id  # a record the store holds has a known prefix
         live = self._active[sobject].get(record_id)
         gone = self._deleted[sobject].get(record_id)
         return (sobject, record_id, dict(live) if live else None, dict(gone) if gone else None)
@@ -519,7 +521,8 @@ class Store:
             if gone is not None:
                 self._deleted[sobject][record_id] = gone
 
-    def _finish(self, results: list[dict], applied: list, undo: list, all_or_none: bool):
+    def _finish(self, results: list[dict], applied: list, undo: list, all_or_none: bool
+                ) -> tuple[list[dict], list[tuple]]:
         if all_or_none and any(not r["success"] for r in results):
             self._rollback(undo)
             rolled = item_error(
@@ -531,7 +534,7 @@ class Store:
             return results, []
         return results, applied
 
-    def api_create(self, records: list[dict], *, all_or_none: bool = False,
+    def api_create(self, records: list[Any], *, all_or_none: bool = False,
                    default_type: str | None = None, allow_duplicates: bool = False,
                    version: str = duplicates.URL_VERSION) -> tuple[list[dict], list[tuple]]:
         """Collections/sObject create. Returns (SaveResults in request order,
@@ -580,7 +583,7 @@ class Store:
             self._changed()
         return results, applied
 
-    def api_update(self, records: list[dict], *, all_or_none: bool = False,
+    def api_update(self, records: list[Any], *, all_or_none: bool = False,
                    default_type: str | None = None, hook: FaultHook | None = None,
                    allow_duplicates: bool = False, version: str = duplicates.URL_VERSION,
                    ) -> tuple[list[dict], list[tuple]]:
@@ -659,7 +662,8 @@ class Store:
             self._changed()
         return results, applied
 
-    def _target(self, raw_id: Any, type_name: str | None, operation: str):
+    def _target(self, raw_id: Any, type_name: str | None, operation: str
+                ) -> tuple[str | None, dict | None, dict | None]:
         """(sobject, live record, error) for the id of an update or delete."""
         if raw_id in (None, ""):
             return None, None, item_error("MISSING_ARGUMENT",
@@ -815,7 +819,7 @@ def _parse_any_datetime(text: str) -> datetime:
         iso = iso[:-2] + ":" + iso[-2:]
     moment = datetime.fromisoformat(iso)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment
 
 
