@@ -360,18 +360,25 @@ class _Run:
 
     def _find_by_key(self, sobject: str, values: Iterable[str]) -> dict[str, list[str]]:
         """key (lower-cased) -> ids of records that hold it and the plan's snapshot did not have."""
+        return {k: sorted(r["Id"] for r in rows) for k, rows in self._find_new(sobject, values).items()}
+
+    def _find_new(self, sobject: str, values: Iterable[str],
+                  fields: Sequence[str] = ()) -> dict[str, list[dict]]:
+        """key (lower-cased) -> the records (``Id``, the key, ``fields``) that hold it and
+        that the plan's snapshot did not have."""
         values = sorted({v for v in values if v})
         if not values:
             return {}
         key = self.config.account_name_field if sobject == SObject.ACCOUNT else self.config.email_field
         self.own_calls += 1
-        found: dict[str, list[str]] = defaultdict(list)
+        found: dict[str, list[dict]] = defaultdict(list)
         known = {i[:15] for i in self.prior_ids} | {i[:15] for i in self.state.ids.values()}
-        for row in self.sf.query_in(sobject, key, values, ["Id", key]):
+        wanted = list(dict.fromkeys(["Id", key, *fields]))
+        for row in self.sf.query_in(sobject, key, values, wanted):
             if str(row.get("Id"))[:15] in known:   # 15- and 18-character ids name the same record
                 continue
-            found[str(row.get(key) or "").strip().lower()].append(row["Id"])
-        return {k: sorted(v) for k, v in found.items()}
+            found[str(row.get(key) or "").strip().lower()].append(row)
+        return {k: sorted(v, key=lambda r: str(r["Id"])) for k, v in found.items()}
 
     # -- the run --
 
@@ -430,8 +437,10 @@ class _Run:
                 settle_job(job_id)
         if action is Action.CREATE:
             changes = [self.by_id[c] for c in change_ids]
-            found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
-            results = settle.settle_creates(number, changes, found, self.key_of)
+            sent = sorted({f for rec in payload for f in rec} | {settle.CREATED})
+            found = self._find_new(sobject, [self.key_of(c) for c in changes], sent)
+            results = settle.settle_creates(number, changes, payload, found, self.key_of,
+                                            sent_at=send.get("at"))
         elif action is Action.UPDATE:
             fields = sorted({f for rec in payload for f in rec if f != "Id"} | {settle.STAMP})
             rows = self._retrieve(sobject, list(dict.fromkeys(rec["Id"] for rec in payload)), fields)
@@ -483,13 +492,13 @@ class _Run:
                         self._finish_job(*started)
                     except (SalesforceError, _Stop):
                         pass     # left open in the journal: the next run settles it
-                    if isinstance(stop, DriftError):   # its report was made before the job's results
-                        stop.report = self._report(stop_reason="drift")  # type: ignore[attr-defined]
+                    if isinstance(stop, DriftError):   # made before the job's results: again
+                        raise self._drift_error(*stop.refused) from None  # type: ignore[attr-defined]
                 raise
             if started is not None:
                 retry = self._finish_job(*started)
                 if retry:
-                    self._write_group(started[1], started[2], retry)
+                    self._write_group(started[1], started[2], retry, retried=True)
             at += 1 + len(alongside)
 
     def _run_step(self, step: Step, *, start: bool = False,
@@ -616,12 +625,19 @@ class _Run:
                       skipped=compared.skipped, final=False, refused=True)
             self._log("refused", drifted=len(compared.drifted), action=str(step.action),
                       sobject=str(step.sobject))
-            error = DriftError(self._drift_message(step, len(compared.drifted)))
-            error.report = self._report(stop_reason="drift")  # type: ignore[attr-defined]
-            raise error
+            raise self._drift_error(step, len(compared.drifted))
         self._log("drift", checked=checked, current=compared.current, drifted=compared.drifted,
                   skipped=compared.skipped, final=bool(compared.drifted))
         self._tick()
+
+    def _drift_error(self, step: Step, drifted: int) -> DriftError:
+        """The ``DriftError`` stopping the run before ``step``'s group: its message and
+        report from the journal as it is now (made again once a Bulk job that ran alongside
+        has its results, see ``_groups``)."""
+        error = DriftError(self._drift_message(step, drifted))
+        error.report = self._report(stop_reason="drift")  # type: ignore[attr-defined]
+        error.refused = (step, drifted)  # type: ignore[attr-defined]
+        return error
 
     def _drift_message(self, step: Step, drifted: int) -> str:
         written = sum(1 for c in self.changes if self.state.status_of(c.change_id) is ChangeStatus.APPLIED)
@@ -685,10 +701,19 @@ class _Run:
                 needed += write_requests(via, n, self.config, size=writer.batch_size, action=action)
         return needed
 
-    def _write_group(self, action: Action, sobject: str, items: list[WriteItem]) -> None:
+    def _write_group(self, action: Action, sobject: str, items: list[WriteItem], *,
+                     retried: bool = False) -> None:
+        """Write ``items``, then the ones to try again after a backoff, each round of those
+        read again first (``_read_again``). ``retried``: ``items`` are already such retries
+        (a Bulk job's failed rows)."""
         queue = items
         round_no = 0
         while queue:
+            if retried:
+                queue = self._read_again(action, sobject, queue)
+                if not queue:
+                    break
+            retried = True
             retry: list[WriteItem] = []
             _via, writer = self._writer_for(sobject, len(queue))
             for chunk in writer.chunks(action, sobject, queue):
@@ -698,6 +723,33 @@ class _Run:
                 delay = Backoff(self.config.backoff_seconds).delay(round_no, random=self.jitter)
                 round_no += 1
                 self.sleep(delay)
+
+    def _read_again(self, action: Action, sobject: str, items: list[WriteItem]) -> list[WriteItem]:
+        """Before items are sent again (a lock, a busy server, a lost answer): read their
+        records again, as the group's read did, and check them against the plan. Only those
+        still as planned are sent; one edited meanwhile is drifted (final: the other changes
+        of its group are written already), one already as planned skipped, a create whose key
+        has appeared drifted. The reads are requests the plan did not count: the budget check
+        counts them."""
+        changes = [self.by_id[item.change_id] for item in items]
+        group = (action, sobject)
+        ids = {c.record_id for c in changes}
+        reads = 1 if action is Action.CREATE else -(-len(ids) // self.config.retrieve_size)
+        self.reads_left[group] += reads
+        self._budget_check()
+        compared = drift.Compared()
+        if action is Action.CREATE:
+            found = self._find_by_key(sobject, [self.key_of(c) for c in changes])
+            drift.new_duplicates(sobject, changes, found, self.key_of, compared)
+        else:
+            self._reread(sobject, changes, sorted({f for c in changes for f in c.fields}), compared)
+        self.reads_left[group] -= reads
+        self._log("drift", checked=[c.change_id for c in changes], current=compared.current,
+                  drifted=compared.drifted, skipped=compared.skipped, final=True)
+        left = [item for item in items if not self.state.is_final(item.change_id)]
+        self.pending_by_group[group] -= len(items) - len(left)
+        self._tick()
+        return left
 
     def _budget_check(self, number: int | None = None) -> None:
         """Stop before the next request (write request ``number``, or a group's read) when

@@ -51,7 +51,8 @@ cases for any request:
    Salesforce. ``replay`` lists it in ``unsettled``; the next run settles it
    by reading the org (update: does the record hold the ``after`` values;
    create: does a record with that e-mail/name exist that the plan's snapshot
-   did not have; delete: is the record gone) before sending anything.
+   did not have, holding the values sent and created after the ``send``; delete:
+   is the record gone) before sending anything.
 3. ``send`` torn (the process died while writing it, so the line has no final
    newline or is not valid JSON): the fsync of that line never completed, and
    the request is only sent after that fsync returns — so the request was NOT

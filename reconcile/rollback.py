@@ -13,6 +13,7 @@ itself reversible.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from reconcile.model import Action, Change, FieldChange, PlanBody, RowRef, Skipped, SkipReason, SObject, pointed_ref
@@ -37,8 +38,29 @@ def records_to_read(result: dict[str, Any], done: Collection[str] = frozenset())
     for item in _applied(result, done):
         rid = item.get("record_id")
         if rid:
-            wanted.setdefault(item["sobject"], {}).setdefault(rid, set()).update(item.get("fields", {}))
+            fields = wanted.setdefault(item["sobject"], {}).setdefault(rid, set())
+            fields.update(item.get("fields", {}))
+            if item.get("action") == Action.CREATE:
+                fields.update(SAVE_STAMPS)     # was it saved again since it was created?
     return wanted
+
+
+#: A record's creation and last save by a user (both set by the org: equal until the
+#: record is saved again; https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/system_fields.htm).
+SAVE_STAMPS = ("CreatedDate", "LastModifiedDate")
+
+
+def _saved_since_created(record: Mapping[str, Any]) -> str | None:
+    """Why a record the apply created counts as edited since, though the fields the apply
+    wrote are unchanged: someone saved it after its creation (any field)."""
+    try:
+        created, modified = (datetime.fromisoformat(str(record[f])) for f in SAVE_STAMPS)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if modified <= created:
+        return None
+    return (f"saved since it was created (LastModifiedDate {record['LastModifiedDate']}, "
+            f"CreatedDate {record['CreatedDate']})")
 
 
 def _applied(result: dict[str, Any], done: Collection[str] = frozenset()) -> list[dict[str, Any]]:
@@ -100,11 +122,13 @@ def build_rollback(parent: dict[str, Any], result: dict[str, Any],
             if sobject is SObject.ACCOUNT:
                 account_deletes.append((item, {"change": change, "email": email, "rid": rid}))
                 continue
-            if edited:
+            saved = _saved_since_created(today)
+            if edited or saved:
                 skipped.append(Skipped(
                     email=email, sobject=sobject, record_id=rid, reason=SkipReason.EDITED_SINCE_APPLY,
                     detail="edited since the apply, not deleted: " + "; ".join(
-                        f"{f} is {today.get(f)!r}, the apply wrote {written[f]!r}" for f in sorted(edited))))
+                        [f"{f} is {today.get(f)!r}, the apply wrote {written[f]!r}" for f in sorted(edited)]
+                        + ([saved] if saved and not edited else []))))
                 continue
             account = written.get("AccountId")
             if account:

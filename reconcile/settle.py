@@ -11,31 +11,77 @@ values, or was deleted).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from reconcile.drift import NOT_VISIBLE
 from reconcile.model import Change
 from reconcile.rules import same_value
 
-__all__ = ["settle_creates", "settle_updates", "settle_deletes", "STAMP"]
+__all__ = ["settle_creates", "settle_updates", "settle_deletes", "STAMP", "CREATED", "CLOCK_SKEW"]
 
 #: The field that moves whenever anyone (or anything) saves the record.
 STAMP = "SystemModstamp"
+#: When the org created the record (an audit field the org sets on create:
+#: https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/system_fields.htm).
+CREATED = "CreatedDate"
+#: How far the org's clock may be behind this machine's: a record created up to this long
+#: before the ``send`` event's time (written by this machine's clock, just before the
+#: request left) may still be the request's. A minute covers machines whose clocks are
+#: synchronised (within a second) with room to spare; a record made earlier than that was
+#: made by someone else. The written values must match too, so the margin alone never
+#: lets another's record be claimed.
+CLOCK_SKEW = timedelta(seconds=60)
 
 
-def settle_creates(number: int, changes: Sequence[Change], found: Mapping[str, Sequence[str]],
-                   key_of: Callable[[Change], str]) -> list[dict[str, Any]]:
-    """``found``: key -> ids of records holding it that the plan did not know before."""
-    unclaimed = {key: list(ids) for key, ids in found.items()}
+def _instant(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+
+
+def _made_by(record: Mapping[str, Any], sent: Mapping[str, Any], sent_at: datetime | None) -> bool:
+    """Whether ``record`` (as read now) can be the one ``sent`` created: it holds every
+    value sent, and was created no earlier than the send (less ``CLOCK_SKEW``)."""
+    if not all(same_value(f, record.get(f), v) for f, v in sent.items()):
+        return False
+    created = _instant(record.get(CREATED))
+    return sent_at is None or (created is not None and created >= sent_at - CLOCK_SKEW)
+
+
+def settle_creates(number: int, changes: Sequence[Change], payload: Sequence[Mapping[str, Any]],
+                   found: Mapping[str, Sequence[Mapping[str, Any]]], key_of: Callable[[Change], str],
+                   sent_at: str | None = None) -> list[dict[str, Any]]:
+    """``payload``: the records the request sent, in ``changes`` order; ``found``: key ->
+    the records holding it that the plan did not know before, each with ``Id``, the fields
+    sent and ``CreatedDate``; ``sent_at``: the time of the request's ``send`` event.
+
+    A record found is claimed (applied) only when it holds the values sent and was created
+    after the send (``_made_by``). None found: pending (send it again). Found, but none
+    that can be the request's: drifted, neither sent nor claimed (a rollback would
+    otherwise delete another's record)."""
+    since = _instant(sent_at) if sent_at else None
+    unclaimed = {key: list(rows) for key, rows in found.items()}
     results: list[dict[str, Any]] = []
-    for change in changes:
-        ids = unclaimed.get(key_of(change), [])
-        if ids:
-            record_id = ids.pop(0)
+    for change, sent in zip(changes, payload, strict=True):
+        rows = unclaimed.get(key_of(change), [])
+        mine = next((r for r in rows if _made_by(r, sent, since)), None)
+        if mine is not None:
+            rows.remove(mine)
+            record_id = mine["Id"]
             results.append({"change_id": change.change_id, "status": "applied", "id": record_id,
                             "ref": change.ref,
                             "message": f"created by request {number} (settled: the record "
                                        f"{record_id} exists)"})
+        elif rows:
+            ids = ", ".join(str(r["Id"]) for r in rows)
+            what = "name" if change.sobject == "Account" else "e-mail"
+            results.append({"change_id": change.change_id, "status": "drifted",
+                            "fields": {"Id": {"planned": None, "current": ids}},
+                            "message": f"a record with this {what} appeared since the plan: {ids} "
+                                       f"(not the one request {number} would have created: its "
+                                       f"values or creation time differ); not sent, not claimed"})
         else:
             results.append({"change_id": change.change_id, "status": "pending",
                             "message": f"request {number} did not create it"})

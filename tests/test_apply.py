@@ -7,6 +7,7 @@ import os
 import stat
 from collections import Counter
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,10 @@ class FakeSalesforce:
                 if fault:
                     out.append(fault)
                     continue
-                record_id = self.insert(sobject, **rec)
+                # CreatedDate: set by the org on create, by its clock (system fields:
+                # https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/system_fields.htm)
+                stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+                record_id = self.insert(sobject, **rec, CreatedDate=stamp)
                 self.writes[record_id] += 1
                 out.append(SaveResult(record_id, True, created=True))
             return out
@@ -532,6 +536,22 @@ def test_the_api_share_counts_the_reads_still_to_come(plan_dir):
     sf.usage = ApiUsage(used=76, total=100)   # exactly the share: every request fits
     assert run(doc, plan_dir, sf).status == "applied"
     assert sf.calls == 4 and sf.usage.used == 80
+
+
+def test_the_api_share_counts_the_read_before_a_retry(plan_dir):
+    """A locked record is read again before it is sent again: with 77 of 100 used and a
+    share of 80 %, the read and the write (2) made 79; the retry's read and write would
+    make 81, so the run stops before that read, not after it."""
+    sf = FakeSalesforce()
+    (contact,) = contacts(sf, 1)
+    doc = make_plan(sf, [update(sf, contact, Title="CTO")])
+    sf.locked[contact] = 1
+    sf.usage = ApiUsage(used=77, total=100)
+    with pytest.raises(ApiLimitExceeded, match="the 2 request") as caught:
+        run(doc, plan_dir, sf)
+    assert sf.calls == 2 and caught.value.report.counts["pending"] == 1
+    sf.usage = ApiUsage(used=0, total=100)
+    assert run(doc, plan_dir, sf).status == "applied" and sf.records[contact]["Title"] == "CTO"
 
 
 def test_an_account_still_holding_a_contact_the_plan_keeps_is_not_deleted(plan_dir):

@@ -475,3 +475,79 @@ def test_a_rollback_writes_through_collections_with_the_duplicate_rule_header(sb
     sb.stats.reset()
     apply_plan(forward, plan_dir_for(tmp_path, forward), sf, config, sleep=lambda s: None, now=lambda: NOW)
     assert [path for method, path, _ in sb.stats.log if path.endswith("/jobs/ingest")]   # an apply may use Bulk
+
+
+def test_a_retried_write_reads_the_record_again_and_never_overwrites_an_edit(sb, sf, tmp_path):
+    """A write that failed item-level with UNABLE_TO_LOCK_ROW is sent again after a backoff;
+    the record is read again first: one edited meanwhile is recorded drifted (the edit
+    kept, the value read shown), one still as planned is written with ``replaced`` from
+    that read (the sandbox's item-level UNABLE_TO_LOCK_ROW fault, as test_bulk uses it)."""
+    contact_ids, _ = seed_people(sb, 3, tag="rr")
+    edited, kept = contact_ids[0], contact_ids[1]
+    sb.faults.lock_rows([edited, kept], times=1)
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "CTO") for cid in contact_ids])
+
+    def sleep(seconds: float) -> None:   # someone saves the record during the backoff
+        sb.store.edit(edited, {"Title": "VP Sales (user edit)"})
+
+    plan_dir = plan_dir_for(tmp_path, doc)
+    report = run(doc, plan_dir, sf, sleep=sleep)
+    assert sb.store.get(edited)["Title"] == "VP Sales (user edit)"
+    assert sb.store.get(kept)["Title"] == "CTO" and sb.store.get(contact_ids[2])["Title"] == "CTO"
+    results = {r.change_id: r for r in report.results}
+    lost = results[f"Contact:{edited}"]
+    assert lost.status is ChangeStatus.DRIFTED
+    assert lost.drift["Title"] == {"planned": "Engineer", "current": "VP Sales (user edit)"}
+    saved = json.loads((plan_dir / "apply.json").read_text())
+    by_id = {r["change_id"]: r for r in saved["results"]}
+    assert by_id[f"Contact:{edited}"]["status"] == "drifted"
+    assert by_id[f"Contact:{kept}"]["status"] == "applied"
+    assert by_id[f"Contact:{kept}"]["fields"]["Title"]["replaced"] == "Engineer"
+    assert report.status == "partially applied"
+
+
+def _die_before_the_create_leaves(sb, sf, doc, plan_dir):
+    """The run dies after the journal's ``send`` and before the request leaves."""
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed after the send")
+    sf.create = killed
+    with pytest.raises(KeyboardInterrupt):
+        run(doc, plan_dir, sf)
+    assert sb.store.records("Contact") == []
+
+
+@pytest.mark.parametrize("other", [
+    {"LastName": "Colleague"},                                        # other values
+    {"LastName": "N", "CreatedDate": "2024-05-02T09:00:00.000+0000"},  # made before the send
+])
+def test_settling_a_create_never_claims_a_record_someone_else_made(sb, sf, tmp_path, other):
+    """A create whose request never left is settled by looking for its e-mail: a Contact
+    found there is claimed only if it holds the values sent and was created (CreatedDate,
+    which the org sets on create:
+    https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/system_fields.htm)
+    after the send. Another's record is drifted, neither claimed (a rollback would delete
+    it) nor duplicated."""
+    doc = make_plan(sb, creates=[("Contact", "n@x.com", {"LastName": "N", "Email": "n@x.com",
+                                                         "Contact_Status__c": "Active"})])
+    plan_dir = plan_dir_for(tmp_path, doc)
+    _die_before_the_create_leaves(sb, sf, doc, plan_dir)
+    (colleague,) = sb.store.insert_many("Contact", [{"Email": "N@x.com", "Contact_Status__c": "Active",
+                                                     **other}])
+    report = run(doc, plan_dir, connect(CONFIG, env=sb.env))
+    (result,) = report.results
+    assert result.status is ChangeStatus.DRIFTED and report.created == {}
+    assert colleague in (result.message or "") and "appeared since the plan" in (result.message or "")
+    assert [c["Id"] for c in sb.store.records("Contact")] == [colleague]
+    assert writes_per_record(sb)[colleague] <= 1      # its own insert only
+
+
+def test_settling_a_create_claims_the_record_it_made(sb, sf, tmp_path):
+    """The same settle claims a record holding the values sent, created after the send."""
+    doc = make_plan(sb, creates=[("Contact", "n@x.com", {"LastName": "N", "Email": "n@x.com",
+                                                         "Contact_Status__c": "Active"})])
+    plan_dir = plan_dir_for(tmp_path, doc)
+    _die_before_the_create_leaves(sb, sf, doc, plan_dir)
+    (made,) = sb.store.insert_many("Contact", [{"LastName": "N", "Email": "n@x.com",
+                                                "Contact_Status__c": "Active"}])
+    report = run(doc, plan_dir, connect(CONFIG, env=sb.env))
+    assert report.status == "applied" and report.created == {"Contact:n@x.com": made}

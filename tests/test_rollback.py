@@ -131,3 +131,24 @@ def test_every_archive_file_is_private_and_holds_no_token(cli, org, tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
         assert secret.encode() not in path.read_bytes(), path.name
     assert not re.search(r"\.tmp$", " ".join(p.name for p in files))
+
+
+def test_a_created_contact_someone_saved_since_the_apply_is_not_deleted(cli, org, tmp_path):
+    """Rollback deletes a Contact the apply created only if nobody saved it since: a save
+    that leaves the apply's values in place (the sandbox's Contact has no field the
+    create did not write, so: a Title changed and changed back) moves its
+    LastModifiedDate past its CreatedDate (both set by the org:
+    https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/system_fields.htm), and
+    the Contact is listed as edited since the apply and kept."""
+    pid = plan_id(cli("plan", str(outcomes(tmp_path, "felix.fresh@example.org,new_contact,,,Felix,Fresh,"
+                                                    "Nimbus Analytics,Founder,,active")),
+                      "--allow-create", "--json"))
+    report = applied(cli, pid)
+    made = next(r["record_id"] for r in report["results"] if r["sobject"] == "Contact")
+    title = org.store.get(made)["Title"]
+    org.store.edit(made, {"Title": "CEO"})                          # someone else, after the apply
+    org.store.edit(made, {"Title": title})
+    doc = json.loads(cli("show", plan_id(cli("rollback", pid, "--json")), "--json").stdout)
+    assert made not in [c["record_id"] for c in doc["changes"]]
+    (kept,) = [s for s in doc["skipped"] if s["record_id"] == made]
+    assert kept["reason"] == "EDITED_SINCE_APPLY" and "saved since it was created" in kept["detail"]

@@ -12,7 +12,7 @@ from test_apply_e2e import CONFIG, NOW, make_plan, plan_dir_for, seed_people, wr
 
 from reconcile.apply import apply_plan
 from reconcile.config import BULK_CALLS_PER_JOB, BULK_QUERY_CALLS, Config, bulk_job_calls
-from reconcile.model import Action, Change, FieldChange, SObject
+from reconcile.model import Action, Change, ChangeStatus, FieldChange, SObject
 from reconcile.plan import estimate_api_calls
 from reconcile.render.html import render_html
 from reconcile.render.text import render_show
@@ -276,3 +276,45 @@ def test_drift_found_while_a_bulk_job_runs_still_waits_for_the_job_and_journals_
     assert report.finished and sb.store.get(lead_ids[0])["Status"] == "Closed - Converted"
     assert all(sb.store.get(lid)["Status"] == "Inactive" for lid in lead_ids[1:])
     assert all(n == 1 for n in writes_per_record(sb).values())
+
+
+def test_a_drift_message_after_a_bulk_job_ran_alongside_counts_what_the_job_wrote(sb, tmp_path):
+    """The DriftError's one line is made after the Bulk job that ran alongside the drifted
+    group has its results: it says how many changes stay written, not "nothing was
+    written", and agrees with its report."""
+    from reconcile.errors import DriftError
+    from reconcile.salesforce import connect
+    config = replace(CONFIG, bulk_threshold=5)
+    contact_ids, lead_ids = seed_people(sb, 10, 2, tag="dmsg")
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "Director") for cid in contact_ids]
+                    + [(lid, "Status", "Working - Contacted", "Inactive") for lid in lead_ids])
+    sb.store.edit(lead_ids[0], {"Status": "Closed - Converted"})
+    sf = connect(config, env=sb.env, sleep=lambda s: None)
+    with pytest.raises(DriftError) as stopped:
+        apply_plan(doc, plan_dir_for(tmp_path, doc), sf, config, sleep=lambda s: None, now=lambda: NOW)
+    assert stopped.value.report.counts["applied"] == 10
+    assert all(sb.store.get(cid)["Title"] == "Director" for cid in contact_ids)
+    assert "nothing was written" not in str(stopped.value)
+    assert "the 10 change(s) written before it stay written" in str(stopped.value)
+
+
+def test_a_bulk_jobs_failed_rows_are_read_again_before_they_are_sent_again(sb, tmp_path):
+    """A row a Bulk job could not lock is sent again through the group's retries; its
+    record is read again first, and one edited while the job ran is drifted, not overwritten."""
+    from reconcile.salesforce import connect
+    config = replace(CONFIG, bulk_threshold=5)
+    contact_ids, _ = seed_people(sb, 10, tag="bretry")
+    edited = contact_ids[3]
+    sb.faults.lock_rows([edited, contact_ids[4]], times=1)
+    doc = make_plan(sb, [(cid, "Title", "Engineer", "Director") for cid in contact_ids])
+
+    def poll_sleep(seconds: float) -> None:   # someone saves the record while the job runs
+        sb.store.edit(edited, {"Title": "VP Sales (user edit)"})
+
+    sf = connect(config, env=sb.env, sleep=poll_sleep)
+    report = apply_plan(doc, plan_dir_for(tmp_path, doc), sf, config, sleep=lambda s: None, now=lambda: NOW)
+    results = {r.change_id: r for r in report.results}
+    assert sb.store.get(edited)["Title"] == "VP Sales (user edit)"
+    assert results[f"Contact:{edited}"].status is ChangeStatus.DRIFTED
+    assert results[f"Contact:{contact_ids[4]}"].status is ChangeStatus.APPLIED
+    assert all(sb.store.get(cid)["Title"] == "Director" for cid in contact_ids if cid != edited)
