@@ -4,6 +4,7 @@
 # Run from the repository root with reconcile installed: bash docs/screenshots.sh
 set -euo pipefail
 out=$(pwd)/docs
+mkdir -p "$out"
 work=$(mktemp -d)
 cd "$work"
 reconcile sandbox serve --seed scale:10000 > env.sh &
