@@ -38,6 +38,7 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 
+from reconcile.sandbox.demo import OUTCOME_COLUMNS
 from reconcile.sandbox.store import Store
 
 #: The largest N ``scale:N`` accepts (the org lives in memory).
@@ -104,10 +105,6 @@ def build_scale_org(n: int) -> dict:
     state["org"]["Name"] = f"Reconcile Scale Org ({n:,} people)"
     state["last_stamp"] = max(r["SystemModstamp"] for records in state["records"].values() for r in records)
     return state
-
-
-OUTCOME_COLUMNS = ("email", "outcome", "new_email", "new_title", "first_name", "last_name", "organization",
-                   "title", "multipub_id", "cupola_status", "observed_at", "source_id")
 
 
 def scale_outcomes_csv(n: int) -> str:
