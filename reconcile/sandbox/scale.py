@@ -38,6 +38,7 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 
+from reconcile.sandbox import soql
 from reconcile.sandbox.demo import OUTCOME_COLUMNS
 from reconcile.sandbox.store import Store
 
@@ -68,7 +69,7 @@ def email(i: int) -> str:
 
 
 def _stamp(seconds: int) -> str:
-    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    return soql.format_stamp(_EPOCH + timedelta(seconds=seconds))
 
 
 def _title(i: int) -> str:
