@@ -135,6 +135,11 @@ class _Planner:
     def _find(self, sobject: SObject, email: str) -> list[OrgRecord]:
         return self.records.get((sobject, email), [])
 
+    def _holders(self, email: str) -> list[OrgRecord]:
+        """Every Contact and Lead holding ``email``, by object then id."""
+        return sorted((r for s in (SObject.CONTACT, SObject.LEAD) for r in self._find(s, email)),
+                      key=lambda r: (r.sobject, r.id))
+
     def _choose(self, sobject: SObject, email: str) -> tuple[OrgRecord, DuplicateGroup | None] | None:
         records = self._find(sobject, email)
         if sobject is SObject.LEAD:
@@ -157,9 +162,7 @@ class _Planner:
         detail = "contradictory outcomes, observed_at does not settle them: " + "; ".join(
             conflict.details or conflict.kinds)
         # One item per record the person has (the reviewer fixes records), or one with none.
-        records = sorted((r for s in (SObject.CONTACT, SObject.LEAD) for r in self._find(s, conflict.email)),
-                         key=lambda r: (r.sobject, r.id))
-        targets: list[OrgRecord | None] = [*records] or [None]
+        targets: list[OrgRecord | None] = [*self._holders(conflict.email)] or [None]
         for record in targets:
             self.review.append(ReviewItem(
                 email=conflict.email, reason=ReviewReason.CONFLICTING_OUTCOMES, detail=detail, rows=conflict.rows,
@@ -213,10 +216,10 @@ class _Planner:
     def _not_found_detail(self, o: Outcome) -> str:
         detail = "no Contact or Lead has this e-mail"
         if OUTCOMES[o.kind].moves_email and o.new_email:
-            holders = [r for s in (SObject.CONTACT, SObject.LEAD) for r in self._find(s, o.new_email)]
+            holders = self._holders(o.new_email)
             if holders:
                 detail += (f"; {o.new_email} is already held by "
-                           + ", ".join(f"{r.sobject} {r.id}" for r in sorted(holders, key=lambda r: (r.sobject, r.id)))
+                           + ", ".join(f"{r.sobject} {r.id}" for r in holders)
                            + " (already applied?)")
         return detail
 
@@ -282,10 +285,9 @@ class _Planner:
                 why.append(f"it is also the new address of {', '.join(claimers)} in this input")
             if is_input:
                 why.append("it is itself an address with its own outcome in this input")
-            holders = sorted((r.sobject, r.id) for s in (SObject.CONTACT, SObject.LEAD)
-                             for r in self._find(s, o.new_email))
+            holders = self._holders(o.new_email)
             if holders:
-                why.append("held by " + ", ".join(f"{s} {i}" for s, i in holders))
+                why.append("held by " + ", ".join(f"{r.sobject} {r.id}" for r in holders))
             for target in pending:   # one item per record, naming it
                 self.review.append(ReviewItem(
                     email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows,
@@ -297,8 +299,7 @@ class _Planner:
         # Lead rules match across both objects); the person's own records that move to the
         # address in this plan are not holders.
         own = {t.record.id for t in pending}
-        held = sorted((str(r.sobject), r.id) for s in (SObject.CONTACT, SObject.LEAD)
-                      for r in self._find(s, o.new_email) if r.id not in own)
+        held = [r for r in self._holders(o.new_email) if r.id not in own]
         free = []
         for target in pending:
             if self.config.email_field not in target.fields:
@@ -309,7 +310,7 @@ class _Planner:
                     email=o.email, reason=ReviewReason.EMAIL_TAKEN, rows=o.rows,
                     sobject=SObject(target.record.sobject), record_id=target.record.id,
                     detail=f"{o.new_email} is already held by "
-                           + ", ".join(f"{s} {i}" for s, i in held)
+                           + ", ".join(f"{r.sobject} {r.id}" for r in held)
                            + f"; {o.kind} not written to {target.record.sobject} {target.record.id}"))
             else:
                 free.append(target)

@@ -47,7 +47,6 @@ ACTIONS = (ALLOW, ALERT, BLOCK)
 ALERT_TEXT = "Use one of these records?"
 BLOCK_TEXT = "You're creating a duplicate record. We recommend you use an existing record instead."
 MATCH_RULES = {"Contact": "Standard_Contact_Match_Rule_v1_1", "Lead": "Standard_Lead_Match_Rule_v1_0"}
-KEY_PREFIX = "0Bm"
 URL_VERSION = "64.0"        # the API version in a match record's url when the request's is not known
 RULES_CREATED = "2017-06-09T00:00:00.000+0000"   # the standard rules come with the org
 

@@ -60,17 +60,18 @@ def commit_error(status: int) -> dict[str, Any]:
 
 
 class Faults:
+    # What is armed; set (and reset) by ``clear``.
     _after_commit: dict[str, Any] | None
+    _http_503: list[list]
+    _locks: dict[str, int]
+    _limit_after: int | None
+    _expired: bool
+    _drop: int
+    _validation: dict[str, str]
+    _bulk_failures: list[str]
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._http_503: list[list] = []
-        self._locks: dict[str, int] = {}
-        self._limit_after: int | None = None
-        self._expired = False
-        self._drop = 0
-        self._validation: dict[str, str] = {}
-        self._bulk_failures: list[str] = []
         self.clear()
 
     # -- arming ------------------------------------------------------------

@@ -38,6 +38,8 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 
+from reconcile.sandbox import soql
+from reconcile.sandbox.demo import OUTCOME_COLUMNS
 from reconcile.sandbox.store import Store
 
 #: The largest N ``scale:N`` accepts (the org lives in memory).
@@ -67,7 +69,7 @@ def email(i: int) -> str:
 
 
 def _stamp(seconds: int) -> str:
-    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    return soql.format_stamp(_EPOCH + timedelta(seconds=seconds))
 
 
 def _title(i: int) -> str:
@@ -104,10 +106,6 @@ def build_scale_org(n: int) -> dict:
     state["org"]["Name"] = f"Reconcile Scale Org ({n:,} people)"
     state["last_stamp"] = max(r["SystemModstamp"] for records in state["records"].values() for r in records)
     return state
-
-
-OUTCOME_COLUMNS = ("email", "outcome", "new_email", "new_title", "first_name", "last_name", "organization",
-                   "title", "multipub_id", "cupola_status", "observed_at", "source_id")
 
 
 def scale_outcomes_csv(n: int) -> str:

@@ -406,7 +406,7 @@ class Store:
         self._changed()
 
     def _duplicate_rule_rows(self) -> list[dict]:
-        return duplicates.rule_rows(self.duplicate_rules, lambda n: ids.make_id(duplicates.KEY_PREFIX, n),
+        return duplicates.rule_rows(self.duplicate_rules, lambda n: ids.make_id(ids.KEY_PREFIXES["DuplicateRule"], n),
                                     duplicates.RULES_CREATED)
 
     def _duplicate_error(self, sobject: str, email: Any, *, creating: bool, allow_save: bool,
