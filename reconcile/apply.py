@@ -304,7 +304,8 @@ class _Run:
         self.changes = [change_from_dict(c) for c in doc.get("changes", ())]
         self.by_id = {c.change_id: c for c in self.changes}
         self.by_ref = {c.ref: c for c in self.changes if c.ref}
-        self.prior_ids = set((doc.get("prior_state") or {}).keys())
+        # 15-character ids of the records the plan's snapshot had (15- and 18-character ids name the same record)
+        self.prior_known = {str(i)[:15] for i in (doc.get("prior_state") or {})}
         self.journal = Journal(plan_dir / "journal.jsonl", now=now)
         self.state = JournalState()
         self.own_calls = 0
@@ -372,7 +373,7 @@ class _Run:
         key = self.config.account_name_field if sobject == SObject.ACCOUNT else self.config.email_field
         self.own_calls += 1
         found: dict[str, list[dict]] = defaultdict(list)
-        known = {i[:15] for i in self.prior_ids} | {i[:15] for i in self.state.ids.values()}
+        known = self.prior_known | {i[:15] for i in self.state.ids.values()}
         wanted = list(dict.fromkeys(["Id", key, *fields]))
         for row in self.sf.query_in(sobject, key, values, wanted):
             if str(row.get("Id"))[:15] in known:   # 15- and 18-character ids name the same record
