@@ -41,7 +41,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +71,7 @@ from reconcile.steps import (
     write_rank,
     write_requests,
 )
-from reconcile.writers import BulkWriter, CollectionsWriter, ItemResult, StartedJob, WriteItem, Writer
+from reconcile.writers import BulkWriter, CollectionsWriter, ItemResult, StartedJob, WriteItem, Writer, fixed_chunks
 
 __all__ = ["apply_plan", "report_from_result", "ApplyReport", "ChangeResult",
            "TRANSIENT_ITEM_CODES", "DEPENDENCY_FAILED"]
@@ -137,13 +136,6 @@ class ApplyReport:
                 "warnings": list(self.warnings),
                 "results": [r.to_dict() for r in self.results],
                 "drifted": [r.change_id for r in self.drifted]}
-
-
-# -- the writer port ---------------------------------------------------------------------
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 # -- the lock -----------------------------------------------------------------------------
@@ -241,7 +233,7 @@ def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: OrgWriter, config: Co
         if result_path.exists():
             return report_from_result(json.loads(result_path.read_text(encoding="utf-8")))
         if plan_sha256 is None and (plan_dir / "plan.json").exists():
-            plan_sha256 = sha256((plan_dir / "plan.json").read_bytes()).hexdigest()
+            plan_sha256 = hashlib.sha256((plan_dir / "plan.json").read_bytes()).hexdigest()
         # A rollback restores a state the org already had: its writes pass duplicate rules
         # that alert (a Block rule still refuses), and so stay on Collections, the only
         # path that carries the duplicate rule header (steps.write_path agrees).
@@ -352,7 +344,7 @@ class _Run:
     def _retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict]:
         rows: dict[str, dict] = {}
         wanted = ["Id", *[f for f in fields if f != "Id"]]
-        for chunk in _chunks(list(ids), self.config.retrieve_size):
+        for chunk in fixed_chunks(list(ids), self.config.retrieve_size):
             self.own_calls += 1
             for record_id, row in zip(chunk, self.sf.retrieve(sobject, list(chunk), wanted), strict=True):
                 if row is not None:

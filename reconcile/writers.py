@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from reconcile.config import Config
 from reconcile.errors import OutcomeUnknown
@@ -43,6 +43,7 @@ __all__ = ["Writer", "WriteItem", "ItemResult", "CollectionsWriter", "BulkWriter
 NO_RESULT = "NO_RESULT"
 NOT_PROCESSED = "NOT_PROCESSED"
 _OPERATION = {Action.CREATE: "insert", Action.UPDATE: "update", Action.DELETE: "delete"}
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Writer(Protocol):
     def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]: ...
 
 
-def fixed_chunks(items: Sequence[WriteItem], size: int) -> Iterable[Sequence[WriteItem]]:
+def fixed_chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
     for start in range(0, len(items), max(1, size)):
         yield items[start:start + size]
 
