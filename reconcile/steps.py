@@ -218,8 +218,7 @@ def write_groups(changes: Iterable[Change]) -> list[tuple[Action, str, list[Chan
     groups: dict[tuple[Action, str], list[Change]] = {}
     for change in changes:
         groups.setdefault((change.action, str(change.sobject)), []).append(change)
-    first_seen = list(groups)
-    ordered = sorted(groups, key=lambda key: (write_rank(*key), first_seen.index(key)))
+    ordered = sorted(groups, key=lambda key: write_rank(*key))   # stable: first-seen order within a rank
     return [(action, sobject, groups[(action, sobject)]) for action, sobject in ordered]
 
 
