@@ -56,7 +56,7 @@ from reconcile.config import Config
 from reconcile.errors import ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown, SalesforceError
 from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
-from reconcile.model import Action, Change, ChangeStatus, PlanKind, PlanState, SObject, change_from_dict, pointed_ref
+from reconcile.model import Action, Change, ChangeStatus, PlanKind, PlanState, change_from_dict, pointed_ref
 from reconcile.ports import BulkIngest, OrgWriter
 from reconcile.steps import (
     Step,
@@ -66,6 +66,7 @@ from reconcile.steps import (
     bulk_jobs,
     bulk_row_bytes,
     create_key,
+    key_field,
     planned_record,
     write_path,
     write_rank,
@@ -362,7 +363,7 @@ class _Run:
         values = sorted({v for v in values if v})
         if not values:
             return {}
-        key = self.config.account_name_field if sobject == SObject.ACCOUNT else self.config.email_field
+        key = key_field(sobject, self.config)
         self.own_calls += 1
         found: dict[str, list[dict]] = defaultdict(list)
         known = self.prior_known | {i[:15] for i in self.state.ids.values()}

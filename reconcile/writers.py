@@ -35,7 +35,7 @@ from reconcile.config import Config
 from reconcile.errors import OutcomeUnknown
 from reconcile.model import Action, SaveResult
 from reconcile.ports import BulkIngest, OrgWriter
-from reconcile.steps import bulk_jobs, bulk_row_bytes
+from reconcile.steps import bulk_jobs, bulk_row_bytes, key_field
 
 __all__ = ["Writer", "WriteItem", "ItemResult", "CollectionsWriter", "BulkWriter", "records_payload", "fixed_chunks",
            "parse_sf_error", "NO_RESULT", "NOT_PROCESSED"]
@@ -182,7 +182,7 @@ class BulkWriter:
         return records_payload(action, items)
 
     def key_field(self, sobject: str) -> str:
-        return self.config.account_name_field if sobject == "Account" else self.config.email_field
+        return key_field(sobject, self.config)
 
     @property
     def can_start(self) -> bool:
