@@ -72,7 +72,7 @@ from reconcile.steps import (
     write_rank,
     write_requests,
 )
-from reconcile.writers import BulkWriter, CollectionsWriter, ItemResult, StartedJob, WriteItem, Writer, fixed_chunks
+from reconcile.writers import NO_RESULT, BulkWriter, CollectionsWriter, ItemResult, StartedJob, WriteItem, Writer, fixed_chunks
 
 __all__ = ["apply_plan", "report_from_result", "ApplyReport", "ChangeResult",
            "TRANSIENT_ITEM_CODES", "DEPENDENCY_FAILED"]
@@ -800,7 +800,7 @@ class _Run:
             answer = by_change.get(item.change_id)
             entry: dict[str, Any] = {"change_id": item.change_id}
             if answer is None:
-                entry.update(status="failed", error_code="NO_RESULT",
+                entry.update(status="failed", error_code=NO_RESULT,
                              message="Salesforce returned no result for this record")
             elif answer.success:
                 entry.update(status="applied", id=answer.id or change.record_id)
