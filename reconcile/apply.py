@@ -41,7 +41,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,7 @@ from reconcile.config import Config
 from reconcile.errors import ApiLimitExceeded, DriftError, LockedError, OutcomeUnknown, SalesforceError
 from reconcile.fsutil import write_atomic
 from reconcile.journal import Journal, JournalState
-from reconcile.model import Action, Change, ChangeStatus, PlanKind, PlanState, SObject, change_from_dict, pointed_ref
+from reconcile.model import Action, Change, ChangeStatus, PlanKind, PlanState, change_from_dict, pointed_ref
 from reconcile.ports import BulkIngest, OrgWriter
 from reconcile.steps import (
     Step,
@@ -67,12 +66,13 @@ from reconcile.steps import (
     bulk_jobs,
     bulk_row_bytes,
     create_key,
+    key_field,
     planned_record,
     write_path,
     write_rank,
     write_requests,
 )
-from reconcile.writers import BulkWriter, CollectionsWriter, ItemResult, StartedJob, WriteItem, Writer
+from reconcile.writers import NO_RESULT, BulkWriter, CollectionsWriter, ItemResult, StartedJob, WriteItem, Writer, fixed_chunks
 
 __all__ = ["apply_plan", "report_from_result", "ApplyReport", "ChangeResult",
            "TRANSIENT_ITEM_CODES", "DEPENDENCY_FAILED"]
@@ -137,13 +137,6 @@ class ApplyReport:
                 "warnings": list(self.warnings),
                 "results": [r.to_dict() for r in self.results],
                 "drifted": [r.change_id for r in self.drifted]}
-
-
-# -- the writer port ---------------------------------------------------------------------
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 # -- the lock -----------------------------------------------------------------------------
@@ -241,7 +234,7 @@ def apply_plan(doc: Mapping[str, Any], plan_dir: Path, sf: OrgWriter, config: Co
         if result_path.exists():
             return report_from_result(json.loads(result_path.read_text(encoding="utf-8")))
         if plan_sha256 is None and (plan_dir / "plan.json").exists():
-            plan_sha256 = sha256((plan_dir / "plan.json").read_bytes()).hexdigest()
+            plan_sha256 = hashlib.sha256((plan_dir / "plan.json").read_bytes()).hexdigest()
         # A rollback restores a state the org already had: its writes pass duplicate rules
         # that alert (a Block rule still refuses), and so stay on Collections, the only
         # path that carries the duplicate rule header (steps.write_path agrees).
@@ -304,7 +297,8 @@ class _Run:
         self.changes = [change_from_dict(c) for c in doc.get("changes", ())]
         self.by_id = {c.change_id: c for c in self.changes}
         self.by_ref = {c.ref: c for c in self.changes if c.ref}
-        self.prior_ids = set((doc.get("prior_state") or {}).keys())
+        # 15-character ids of the records the plan's snapshot had (15- and 18-character ids name the same record)
+        self.prior_known = {str(i)[:15] for i in (doc.get("prior_state") or {})}
         self.journal = Journal(plan_dir / "journal.jsonl", now=now)
         self.state = JournalState()
         self.own_calls = 0
@@ -351,7 +345,7 @@ class _Run:
     def _retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict]:
         rows: dict[str, dict] = {}
         wanted = ["Id", *[f for f in fields if f != "Id"]]
-        for chunk in _chunks(list(ids), self.config.retrieve_size):
+        for chunk in fixed_chunks(list(ids), self.config.retrieve_size):
             self.own_calls += 1
             for record_id, row in zip(chunk, self.sf.retrieve(sobject, list(chunk), wanted), strict=True):
                 if row is not None:
@@ -369,10 +363,10 @@ class _Run:
         values = sorted({v for v in values if v})
         if not values:
             return {}
-        key = self.config.account_name_field if sobject == SObject.ACCOUNT else self.config.email_field
+        key = key_field(sobject, self.config)
         self.own_calls += 1
         found: dict[str, list[dict]] = defaultdict(list)
-        known = {i[:15] for i in self.prior_ids} | {i[:15] for i in self.state.ids.values()}
+        known = self.prior_known | {i[:15] for i in self.state.ids.values()}
         wanted = list(dict.fromkeys(["Id", key, *fields]))
         for row in self.sf.query_in(sobject, key, values, wanted):
             if str(row.get("Id"))[:15] in known:   # 15- and 18-character ids name the same record
@@ -806,7 +800,7 @@ class _Run:
             answer = by_change.get(item.change_id)
             entry: dict[str, Any] = {"change_id": item.change_id}
             if answer is None:
-                entry.update(status="failed", error_code="NO_RESULT",
+                entry.update(status="failed", error_code=NO_RESULT,
                              message="Salesforce returned no result for this record")
             elif answer.success:
                 entry.update(status="applied", id=answer.id or change.record_id)

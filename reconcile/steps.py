@@ -33,7 +33,7 @@ from reconcile.model import Action, Change, SObject, change_from_dict, pointed_r
 from reconcile.soql import COUNT_CONTACTS_HEAD, COUNT_CONTACTS_TAIL, ValueTooLong, in_batches, in_query_head
 
 __all__ = ["Step", "StepKind", "Via", "build_steps", "apply_steps", "read_steps", "write_step", "write_groups",
-           "write_rank", "write_path", "batch_size", "write_requests", "create_key", "SOBJECT_WRITE_ORDER",
+           "write_rank", "write_path", "batch_size", "write_requests", "create_key", "key_field", "SOBJECT_WRITE_ORDER",
            "bulk_jobs", "bulk_row_bytes", "planned_record"]
 
 #: Accounts are written before the Contacts that need them (and deleted after them).
@@ -184,13 +184,18 @@ def planned_record(change: Change) -> dict[str, Any]:
     return record
 
 
+def key_field(sobject: str, config: Config) -> str:
+    """The field that tells a planned create apart in the org: an Account's Name field,
+    a Contact's or Lead's e-mail field."""
+    return config.account_name_field if sobject == SObject.ACCOUNT else config.email_field
+
+
 def create_key(change: Change, config: Config) -> str:
     """What tells a planned create apart in the org (lower-cased): an Account's Name, a
     Contact's or Lead's e-mail. The drift check and settling look records up by it."""
     if change.sobject != SObject.ACCOUNT and change.email:
         return change.email.lower()
-    name = config.account_name_field if change.sobject == SObject.ACCOUNT else config.email_field
-    spec = change.fields.get(name)
+    spec = change.fields.get(key_field(change.sobject, config))
     return str((spec.after if spec is not None else None) or "").strip().lower()
 
 
@@ -218,8 +223,7 @@ def write_groups(changes: Iterable[Change]) -> list[tuple[Action, str, list[Chan
     groups: dict[tuple[Action, str], list[Change]] = {}
     for change in changes:
         groups.setdefault((change.action, str(change.sobject)), []).append(change)
-    first_seen = list(groups)
-    ordered = sorted(groups, key=lambda key: (write_rank(*key), first_seen.index(key)))
+    ordered = sorted(groups, key=lambda key: write_rank(*key))   # stable: first-seen order within a rank
     return [(action, sobject, groups[(action, sobject)]) for action, sobject in ordered]
 
 
@@ -243,7 +247,7 @@ def _find_queries(sobject: str, keys: set[str], config: Config, instance_url: st
     literal and a comma per key, with room for the rest of the URL kept."""
     if not instance_url:
         return max(1, math.ceil(sum(len(k) + 3 for k in keys) / (config.max_query_url - _URL_ROOM)))
-    field = config.account_name_field if sobject == SObject.ACCOUNT else config.email_field
+    field = key_field(sobject, config)
     return _in_queries(in_query_head(sobject, field, ["Id", field]), ")", sorted(k for k in keys if k),
                        config, instance_url)
 

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from reconcile.config import Config
 from reconcile.errors import OutcomeUnknown
 from reconcile.model import Action, SaveResult
 from reconcile.ports import BulkIngest, OrgWriter
-from reconcile.steps import bulk_jobs, bulk_row_bytes
+from reconcile.steps import bulk_jobs, bulk_row_bytes, key_field
 
 __all__ = ["Writer", "WriteItem", "ItemResult", "CollectionsWriter", "BulkWriter", "records_payload", "fixed_chunks",
            "parse_sf_error", "NO_RESULT", "NOT_PROCESSED"]
@@ -43,6 +43,7 @@ __all__ = ["Writer", "WriteItem", "ItemResult", "CollectionsWriter", "BulkWriter
 NO_RESULT = "NO_RESULT"
 NOT_PROCESSED = "NOT_PROCESSED"
 _OPERATION = {Action.CREATE: "insert", Action.UPDATE: "update", Action.DELETE: "delete"}
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Writer(Protocol):
     def write(self, action: Action, sobject: str, items: Sequence[WriteItem]) -> list[ItemResult]: ...
 
 
-def fixed_chunks(items: Sequence[WriteItem], size: int) -> Iterable[Sequence[WriteItem]]:
+def fixed_chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
     for start in range(0, len(items), max(1, size)):
         yield items[start:start + size]
 
@@ -181,7 +182,7 @@ class BulkWriter:
         return records_payload(action, items)
 
     def key_field(self, sobject: str) -> str:
-        return self.config.account_name_field if sobject == "Account" else self.config.email_field
+        return key_field(sobject, self.config)
 
     @property
     def can_start(self) -> bool:
