@@ -34,9 +34,7 @@ from reconcile.chars import escape_invisible
 from reconcile.config import Config
 from reconcile.render.digest import (
     CUPOLA_HELP,
-    DECIDED_BY_LABELS,
     HANDOFF_LABELS,
-    REASON_LABELS,
     Digest,
     Group,
     Transition,
@@ -209,7 +207,6 @@ class PlanPage:
     page_rows: int
     open_groups: bool
     no_changes: str
-    reason_labels: Mapping[str, str]
     cupola_help: str
     script: Markup
     csp: str
@@ -444,7 +441,6 @@ def page_context(doc: Mapping[str, Any], config: Config | None = None) -> PlanPa
         page_rows=PAGE_ROWS,
         open_groups=total <= OPEN_UP_TO,
         no_changes=NO_CHANGES,
-        reason_labels={**REASON_LABELS, **DECIDED_BY_LABELS},
         cupola_help=CUPOLA_HELP,
         script=Markup(FILTER_SCRIPT),
         csp=_csp_hash(FILTER_SCRIPT),
