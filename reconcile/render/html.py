@@ -194,7 +194,6 @@ class PlanPage:
     summary_line: str
     counts: Mapping[str, int]
     digest: Digest
-    field_changes: int
     transitions: tuple[SummaryRow, ...]
     more_transitions: tuple[int, int]          # (transitions not in the table, their count)
     review: tuple[ReasonRow, ...]
@@ -428,7 +427,6 @@ def page_context(doc: Mapping[str, Any], config: Config | None = None) -> PlanPa
         summary_line=summary_line(doc),
         counts=n,
         digest=d,
-        field_changes=d.field_changes,
         transitions=tuple(_summary_row(t) for t in d.transitions[:SUMMARY_TRANSITIONS]),
         more_transitions=(len(rest), sum(t.count for t in rest)),
         review=_reason_rows("review", d.review, _item_example),
