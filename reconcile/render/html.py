@@ -32,9 +32,9 @@ from markupsafe import Markup
 
 from reconcile.chars import escape_invisible
 from reconcile.config import Config
+from reconcile.render.csvs import HANDOFF_FILES
 from reconcile.render.digest import (
     CUPOLA_HELP,
-    HANDOFF_LABELS,
     Digest,
     Group,
     Transition,
@@ -414,7 +414,7 @@ def _groups(doc: Mapping[str, Any], d: Digest) -> tuple[list[dict[str, Any]], in
     for g in d.handoff:
         specs.append({"key": f"list-handoff-{g.code}", "kind": "handoff", "title": f"Hand-off to Marketing · {g.label}",
                       "code": g.code, "count": g.count, "items": g.items, "row": _handoff_row, "values": "",
-                      "common": (), "elsewhere": HANDOFF_LABELS.get(g.code, g.code).rsplit("(", 1)[-1].rstrip(")")})
+                      "common": (), "elsewhere": HANDOFF_FILES.get(g.code, (g.code,))[0]})
     unchanged = doc.get("unchanged") or []
     if unchanged:
         specs.append({"key": "list-unchanged", "kind": "unchanged", "title": "Unchanged · already hold the desired values",
