@@ -114,8 +114,8 @@ def _verify_one(arch: ar.Archive, plan_dir: Path, config: Config) -> list[str]:
             if number and not re.fullmatch(r"[0-9a-f]{64}", source_id):
                 raise IntegrityError(f"{plan_path}: input {inp.get('name')!r} names no plan")
             source = arch.plan_dir(source_id) if source_id else parent_dir
-            if number and (ar.read_json(source / ar.PLAN).get("parent_plan_id") != parent_id
-                           if (source / ar.PLAN).is_file() else True):
+            if number and (not (source / ar.PLAN).is_file()
+                           or ar.read_json(source / ar.PLAN).get("parent_plan_id") != parent_id):
                 raise IntegrityError(f"{plan_path}: input {inp.get('name')!r} is not a rollback of plan {parent_id[:12]}")
             source_result = source / ar.RESULT
             if not source_result.is_file() or inp.get("sha256") != ar.sha256_hex(read_bytes(source_result)):

@@ -74,9 +74,6 @@ HANDOFF_HELP: dict[str, str] = {
                              "is written in Salesforce.",
 }
 
-ACTIONS = ("create", "update", "delete")
-
-
 @dataclass(frozen=True)
 class Transition:
     """One line of "what changes": a count and the change it counts."""

@@ -24,7 +24,7 @@ import base64
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -32,11 +32,9 @@ from markupsafe import Markup
 
 from reconcile.chars import escape_invisible
 from reconcile.config import Config
+from reconcile.render.csvs import HANDOFF_FILES
 from reconcile.render.digest import (
     CUPOLA_HELP,
-    DECIDED_BY_LABELS,
-    HANDOFF_LABELS,
-    REASON_LABELS,
     Digest,
     Group,
     Transition,
@@ -196,7 +194,6 @@ class PlanPage:
     summary_line: str
     counts: Mapping[str, int]
     digest: Digest
-    field_changes: int
     transitions: tuple[SummaryRow, ...]
     more_transitions: tuple[int, int]          # (transitions not in the table, their count)
     review: tuple[ReasonRow, ...]
@@ -209,7 +206,6 @@ class PlanPage:
     page_rows: int
     open_groups: bool
     no_changes: str
-    reason_labels: Mapping[str, str]
     cupola_help: str
     script: Markup
     csp: str
@@ -329,9 +325,49 @@ def _common_reasons(changes: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(r for r in first if r in shared)
 
 
+def _change_row(t: Transition, values: str, common: tuple[str, ...], own: str, c: Mapping[str, Any]) -> RecordRow:
+    before, after = field_values(c, t.field)
+    if t.action != "update":   # the fields the record is created with, or had when deleted
+        before, after = None, _record_fields(c)
+    elif values:
+        before, after = _display(before), _display(after)
+    else:
+        before = after = None
+    return RecordRow(str(c.get("email") or ""), str(c.get("record_id") or f"new {c.get('ref')}"),
+                     before, after, "; ".join(r for r in c.get("reasons") or ()
+                                              if r not in common and not (own and own in r)),
+                     rows_label(c.get("rows") or []))
+
+
+def _item_row(i: Mapping[str, Any]) -> RecordRow:
+    return RecordRow(str(i.get("email") or ""), _record(i), None, None, str(i.get("detail") or ""),
+                     rows_label(i.get("rows") or []))
+
+
+def _duplicate_row(group: Mapping[str, Any]) -> RecordRow:
+    chosen = group.get("chosen") or {}
+    others = "; ".join(f"{o.get('id')} (LastModifiedDate {o.get('LastModifiedDate')}, SystemModstamp "
+                       f"{o.get('SystemModstamp')})" for o in group.get("others") or [])
+    return RecordRow(str(group.get("email") or ""), f"{group.get('sobject') or ''} {chosen.get('id') or ''}",
+                     None, None, f"chosen: LastModifiedDate {chosen.get('LastModifiedDate')}, SystemModstamp "
+                     f"{chosen.get('SystemModstamp')}; left untouched: {others}", "")
+
+
+def _handoff_row(h: Mapping[str, Any]) -> RecordRow:
+    return RecordRow(str(h.get("email") or ""), f"Multipub {h.get('multipub_id') or ''}", None, None,
+                     (f"new e-mail {h['new_email']}; " if h.get("new_email") else "")
+                     + "Contacts " + (", ".join(h.get("contact_ids") or ()) or "none"),
+                     str(h.get("source_id") or ""))
+
+
+def _unchanged_row(u: Mapping[str, Any]) -> RecordRow:
+    return RecordRow(str(u.get("email") or ""), _record(u), None, None, str(u.get("detail") or ""), "")
+
+
 def _groups(doc: Mapping[str, Any], d: Digest) -> tuple[list[dict[str, Any]], int]:
     """The per-record list: one group per transition, reason, duplicate rule, hand-off file,
-    and the unchanged records, each with every item (trimmed to the page budget later)."""
+    and the unchanged records, each with every item and how to make its row (only the rows
+    the page budget keeps are made: at 100,000 changes most are in ``changes.csv`` only)."""
     members: dict[str, list[Mapping[str, Any]]] = {t.key: [] for t in d.transitions}
     index = {(t.action, t.sobject, t.field, format_value(t.before), format_value(t.after)): t.key
              for t in d.transitions if not t.various}
@@ -360,57 +396,31 @@ def _groups(doc: Mapping[str, Any], d: Digest) -> tuple[list[dict[str, Any]], in
         else:
             title = "new records" if t.action == "create" else "records deleted"
         own = f"→ {t.field} = " if values and t.field else ""   # the rule's words restate before/after: left out
-        rows = []
-        for c in changes:
-            before, after = field_values(c, t.field)
-            if t.action != "update":   # the fields the record is created with, or had when deleted
-                before, after = None, _record_fields(c)
-            elif values:
-                before, after = _display(before), _display(after)
-            else:
-                before = after = None
-            rows.append(RecordRow(str(c.get("email") or ""), str(c.get("record_id") or f"new {c.get('ref')}"),
-                                  before, after, "; ".join(r for r in c.get("reasons") or ()
-                                                           if r not in common and not (own and own in r)),
-                                  rows_label(c.get("rows") or [])))
         specs.append({"key": f"list-{t.key}", "kind": "change", "title": f"{ACTION_STYLE[t.action][0]} {t.action} "
-                      f"{t.sobject} · {title}", "code": t.field or t.action, "count": t.count, "rows": rows,
+                      f"{t.sobject} · {title}", "code": t.field or t.action, "count": t.count, "items": changes,
+                      "row": partial(_change_row, t, values, common, own),
                       "values": values, "common": common, "elsewhere": "changes.csv"})
     for kind, groups, elsewhere in (("review", d.review, "review.csv"), ("skipped", d.skipped, "plan.json")):
         for g in groups:
-            rows = [RecordRow(str(i.get("email") or ""), _record(i), None, None, str(i.get("detail") or ""),
-                              rows_label(i.get("rows") or [])) for i in g.items]
             specs.append({"key": f"list-{kind}-{g.code}", "kind": kind,
                           "title": f"For review · {g.label}" if kind == "review" else g.label, "code": g.code,
-                          "count": g.count, "rows": rows, "values": "", "common": (), "elsewhere": elsewhere})
+                          "count": g.count, "items": g.items, "row": _item_row, "values": "", "common": (),
+                          "elsewhere": elsewhere})
     for g in d.duplicates:
-        rows = []
-        for group in g.items:
-            chosen = group.get("chosen") or {}
-            others = "; ".join(f"{o.get('id')} (LastModifiedDate {o.get('LastModifiedDate')}, SystemModstamp "
-                               f"{o.get('SystemModstamp')})" for o in group.get("others") or [])
-            rows.append(RecordRow(str(group.get("email") or ""), f"{group.get('sobject') or ''} {chosen.get('id') or ''}",
-                                  None, None, f"chosen: LastModifiedDate {chosen.get('LastModifiedDate')}, SystemModstamp "
-                                  f"{chosen.get('SystemModstamp')}; left untouched: {others}", ""))
         specs.append({"key": f"list-duplicates-{g.code}", "kind": "duplicate",
                       "title": f"Duplicate groups · decided by {g.code} ({g.label})", "code": g.code,
-                      "count": g.count, "rows": rows, "values": "", "common": (), "elsewhere": "plan.json"})
+                      "count": g.count, "items": g.items, "row": _duplicate_row, "values": "", "common": (),
+                      "elsewhere": "plan.json"})
     for g in d.handoff:
-        rows = [RecordRow(str(h.get("email") or ""), f"Multipub {h.get('multipub_id') or ''}", None, None,
-                          (f"new e-mail {h['new_email']}; " if h.get("new_email") else "")
-                          + "Contacts " + (", ".join(h.get("contact_ids") or ()) or "none"),
-                          str(h.get("source_id") or "")) for h in g.items]
         specs.append({"key": f"list-handoff-{g.code}", "kind": "handoff", "title": f"Hand-off to Marketing · {g.label}",
-                      "code": g.code, "count": g.count, "rows": rows, "values": "", "common": (),
-                      "elsewhere": HANDOFF_LABELS.get(g.code, g.code).rsplit("(", 1)[-1].rstrip(")")})
+                      "code": g.code, "count": g.count, "items": g.items, "row": _handoff_row, "values": "",
+                      "common": (), "elsewhere": HANDOFF_FILES.get(g.code, (g.code,))[0]})
     unchanged = doc.get("unchanged") or []
     if unchanged:
-        rows = [RecordRow(str(u.get("email") or ""), _record(u), None, None, str(u.get("detail") or ""), "")
-                for u in unchanged]
         specs.append({"key": "list-unchanged", "kind": "unchanged", "title": "Unchanged · already hold the desired values",
-                      "code": "unchanged", "count": len(unchanged), "rows": rows, "values": "", "common": (),
-                      "elsewhere": "plan.json"})
-    return specs, sum(len(s["rows"]) for s in specs)
+                      "code": "unchanged", "count": len(unchanged), "items": unchanged, "row": _unchanged_row,
+                      "values": "", "common": (), "elsewhere": "plan.json"})
+    return specs, sum(len(s["items"]) for s in specs)
 
 
 def page_context(doc: Mapping[str, Any], config: Config | None = None) -> PlanPage:
@@ -419,8 +429,9 @@ def page_context(doc: Mapping[str, Any], config: Config | None = None) -> PlanPa
     n = counts(doc)
     d = digest(doc, n)
     specs, total = _groups(doc, d)
-    shown = budget([len(s["rows"]) for s in specs], PAGE_ROWS)
-    groups = tuple(ListGroup(**{**s, "rows": tuple(s["rows"][:k])}) for s, k in zip(specs, shown, strict=True))
+    shown = budget([len(s["items"]) for s in specs], PAGE_ROWS)
+    groups = tuple(ListGroup(**{key: v for key, v in s.items() if key not in ("items", "row")},
+                             rows=tuple(map(s["row"], s["items"][:k]))) for s, k in zip(specs, shown, strict=True))
     sid = short_id(doc.get("plan_id"))
     kind = doc.get("kind") or "apply"
     rest = d.transitions[SUMMARY_TRANSITIONS:]
@@ -431,7 +442,6 @@ def page_context(doc: Mapping[str, Any], config: Config | None = None) -> PlanPa
         summary_line=summary_line(doc),
         counts=n,
         digest=d,
-        field_changes=d.field_changes,
         transitions=tuple(_summary_row(t) for t in d.transitions[:SUMMARY_TRANSITIONS]),
         more_transitions=(len(rest), sum(t.count for t in rest)),
         review=_reason_rows("review", d.review, _item_example),
@@ -444,7 +454,6 @@ def page_context(doc: Mapping[str, Any], config: Config | None = None) -> PlanPa
         page_rows=PAGE_ROWS,
         open_groups=total <= OPEN_UP_TO,
         no_changes=NO_CHANGES,
-        reason_labels={**REASON_LABELS, **DECIDED_BY_LABELS},
         cupola_help=CUPOLA_HELP,
         script=Markup(FILTER_SCRIPT),
         csp=_csp_hash(FILTER_SCRIPT),
